@@ -1,0 +1,48 @@
+# driftd - the two set-up commands and their parts.
+#   make run    install dependencies, build, start a local node (Ctrl-C stops)
+#   make test   install dependencies, build, run every test
+# Extra: make build, make test-asan (ASan+UBSan build and the whole suite),
+#        make unit, make clean. WERROR=1 makes warnings errors.
+
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= 2
+WERROR ?= 0
+CMAKE_FLAGS ?=
+ifeq ($(WERROR),1)
+CMAKE_FLAGS += -DWERROR=ON
+endif
+
+.PHONY: all deps build run test test-asan unit npm clean
+
+all: build
+
+deps:
+	./scripts/deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j$(JOBS)
+
+npm:
+	cd tests/blackbox && npm ci --no-audit --no-fund --loglevel=error
+
+run: build
+	./deploy/run-local.sh $(BUILD)/driftd
+
+test: build npm
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure -L unit
+
+test-asan: deps npm
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DENABLE_ASAN=ON \
+		-DENABLE_UBSAN=ON $(CMAKE_FLAGS)
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=abort_on_error=0:detect_leaks=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --output-on-failure -j$(JOBS)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

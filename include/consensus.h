@@ -1,0 +1,176 @@
+/*
+ * consensus.h - a driftd node's replicated log: canonical raft on raft_uv,
+ * a group-commit proposer, and the FSM adapter that applies batches to relay.
+ *
+ * net proposes commands with cons_propose() and hears back through two
+ * callbacks: on_applied for every command this node applies (from any
+ * origin), and on_failed for a command proposed here whose batch could not
+ * be committed. net never touches struct raft.
+ *
+ * Lifecycle: cons_node_init / _start / _stop / _close, all on one loop.
+ */
+#ifndef DRIFTD_CONSENSUS_H
+#define DRIFTD_CONSENSUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "relay.h"
+
+enum {
+    CONS_OK = 0,
+    CONS_ENOMEM = 1,
+    CONS_EINVAL = 2,      /* bad configuration or command */
+    CONS_EIO = 3,         /* disk / raft I/O failure (see errmsg) */
+    CONS_EFULL = 4,       /* proposer queue full: command NOT applied */
+    CONS_ENOTAPPLIED = 5, /* command known NOT to have been applied */
+    CONS_EUNKNOWN = 6,    /* outcome unknown (leadership lost mid-commit) */
+    CONS_ECLOSING = 7,    /* node shutting down: command NOT applied */
+    CONS_ENOLEADER = 8,   /* no leader within the wait bound: NOT applied */
+    CONS_ENOTLEADER = 9,  /* this node is not the leader (forwarded batch) */
+};
+
+const char *cons_strerror(int code);
+
+#define CONS_MAX_NODES 16
+
+struct cons_peer {
+    uint32_t id;
+    char raft_addr[64]; /* HOST:PORT */
+};
+
+struct cons_config {
+    uint32_t id;                 /* >= 1 */
+    const char *raft_addr;       /* HOST:PORT this node's raft listens on */
+    const char *data_dir;        /* created if missing */
+    /* Initial voters; used only on an empty data dir. n_bootstrap == 0 and
+     * !join: a one-node cluster of its own. */
+    struct cons_peer bootstrap[CONS_MAX_NODES];
+    size_t n_bootstrap;
+    bool join;
+    unsigned election_timeout_ms;  /* default 1000 */
+    unsigned heartbeat_timeout_ms; /* default 100 */
+    unsigned snapshot_threshold;   /* entries between snapshots, 8192 */
+    unsigned snapshot_trailing;    /* entries kept after one, 2048 */
+    size_t max_batch_bytes;        /* one raft entry, default 1 MiB */
+    size_t max_queue_cmds;         /* proposer queue bound, default 65536 */
+    size_t max_queue_bytes;        /* proposer queue bytes, 64 MiB */
+    unsigned queue_timeout_ms;     /* wait for a leader, default 5000 */
+    struct relay_limits limits;    /* zero fields: defaults */
+};
+
+void cons_config_default(struct cons_config *cfg);
+
+/* Delivered once per command applied on this node, in log order. */
+struct cons_applied {
+    const struct relay_cmd *cmd;      /* borrowed, valid during the call */
+    const struct relay_effects *eff;  /* borrowed, valid during the call */
+    uint64_t index;                   /* raft index of the batch */
+};
+
+/*
+ * Called during FSM apply, so the state read through cons_node_state() is
+ * exactly the state right after this command. Must not call cons_propose()
+ * re-entrantly for the same origin ordering to hold (it may, but the command
+ * is queued behind everything already queued).
+ */
+typedef void (*cons_applied_cb)(void *arg, const struct cons_applied *ev);
+
+/*
+ * A command proposed on this node that will not be applied (code
+ * CONS_ECLOSING, or CONS_ENOLEADER when it waited queue_timeout_ms without
+ * ever reaching a leader) or whose outcome cannot be known here
+ * (CONS_EUNKNOWN: it reached a leader but was not seen applied within
+ * queue_timeout_ms; it may still be applied later, and then on_applied
+ * reports it). Called at most once per proposed command, never after
+ * on_applied reported it, and never from inside cons_propose().
+ */
+typedef void (*cons_failed_cb)(void *arg, const struct relay_origin *origin,
+                               int code);
+
+struct cons_node;
+
+/* No I/O. *out is valid after any return (cons_node_close is safe). */
+int cons_node_init(struct cons_node **out, uv_loop_t *loop,
+                   const struct cons_config *cfg);
+void cons_node_set_callbacks(struct cons_node *n, cons_applied_cb applied,
+                             cons_failed_cb failed, void *arg);
+/* Opens the data dir, loads snapshot + log, starts raft. */
+int cons_node_start(struct cons_node *n);
+/* Stops taking proposals; queued ones fail with CONS_ECLOSING. */
+void cons_node_stop(struct cons_node *n);
+/* cb fires once after raft and every handle is closed; then n is freed. */
+typedef void (*cons_close_cb)(void *arg);
+void cons_node_close(struct cons_node *n, cons_close_cb cb, void *arg);
+
+const char *cons_node_errmsg(const struct cons_node *n);
+
+/*
+ * Exactly once: a node keeps every command it proposed until it has applied
+ * it itself, and re-sends all of them, in order, whenever the leader (or its
+ * term) changes or the link to it drops. The replicated dedupe table in relay
+ * drops the copies that had already made it into the log.
+ *
+ * Queues a command for the log. The command and everything it points to is
+ * copied. Returns CONS_OK (the outcome arrives by callback) or an error
+ * (CONS_EFULL, CONS_ECLOSING, CONS_ENOMEM, CONS_EINVAL): then no callback
+ * fires for it and it is not applied.
+ */
+int cons_propose(struct cons_node *n, const struct relay_cmd *cmd);
+
+/*
+ * Forwarding: a follower hands its commands to the leader through a link
+ * that net implements (struct cons_forwarder). Batches are relay batches
+ * (relay_batch_decode); the leader feeds them to cons_propose_batch().
+ */
+struct cons_forwarder {
+    /* Queue one batch (borrowed bytes) on the link to leader_id. Return 0
+     * when taken, non-zero when the link cannot take it now: consensus
+     * retries after cons_forward_kick() or on its own timer. */
+    int (*send)(void *arg, uint32_t leader_id, const uint8_t *batch,
+                size_t len);
+    /* The known leader changed (0: none). A link to another node must be
+     * dropped; consensus re-sends everything unapplied to the new one. */
+    void (*leader_changed)(void *arg, uint32_t leader_id);
+    void *arg;
+};
+void cons_node_set_forwarder(struct cons_node *n,
+                             const struct cons_forwarder *fw);
+/* The link to the leader dropped or was re-established: re-send from the
+ * oldest unapplied command. */
+void cons_forward_reset(struct cons_node *n);
+/* The link can take more batches now. */
+void cons_forward_kick(struct cons_node *n);
+/*
+ * Leader side: queues the commands of a batch forwarded by a follower (the
+ * origin travels inside each command). Returns CONS_OK, CONS_EINVAL for
+ * malformed bytes, CONS_ENOTLEADER when this node is not the leader (the
+ * caller drops the link so the follower re-sends elsewhere), CONS_ECLOSING,
+ * or CONS_ENOMEM. Failures are never reported per command: the origin node
+ * re-sends what it does not see applied.
+ */
+int cons_propose_batch(struct cons_node *n, const uint8_t *batch, size_t len);
+
+/* The applied state, read-only. Never NULL after a successful init. */
+const struct relay_state *cons_node_state(const struct cons_node *n);
+
+uint32_t cons_node_id(const struct cons_node *n);
+
+/* True when the node is in a cluster with a known leader. */
+bool cons_node_is_ready(const struct cons_node *n);
+
+struct cons_status {
+    uint32_t id;
+    const char *role;        /* "leader", "follower", "candidate", ... */
+    uint32_t leader_id;      /* 0 when unknown */
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_index;
+    size_t queued;           /* commands waiting in the proposer */
+};
+void cons_node_status(const struct cons_node *n, struct cons_status *st);
+
+#endif

@@ -1,0 +1,95 @@
+/*
+ * internal.h - consensus module internals shared by node.c (lifecycle, raft
+ * wiring), proposer.c (group commit) and fsm.c (apply/snapshot/restore).
+ */
+#ifndef DRIFTD_CONS_INTERNAL_H
+#define DRIFTD_CONS_INTERNAL_H
+
+#include <raft.h>
+#include <raft/uv.h>
+
+#include "consensus.h"
+
+/* A command waiting to be applied; owns its bytes. */
+struct cons__pcmd {
+    struct relay_cmd cmd; /* room/key/value point into data */
+    uint8_t *data;
+    size_t bytes;         /* accounted against max_queue_bytes */
+    uint64_t enq_ms;      /* uv_now() when queued */
+    bool sent;            /* reached a leader at least once */
+    struct cons__pcmd *prev, *next;
+};
+
+/* A FIFO of commands. */
+struct cons__queue {
+    struct cons__pcmd *head, *tail;
+    size_t count, bytes;
+};
+
+/* One raft_apply in flight. */
+struct cons__inflight {
+    struct raft_apply req;
+    struct cons_node *node;
+};
+
+struct cons_node {
+    uv_loop_t *loop;
+    struct cons_config cfg;
+    char raft_addr[64];
+    char data_dir[4096];
+    char errmsg[256];
+
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    struct raft_fsm fsm;
+    bool transport_inited, io_inited, raft_inited, raft_started;
+
+    struct relay_state *state;
+    uint64_t last_entry_ms; /* timestamps are made monotonic across batches */
+
+    /* proposer */
+    struct relay_batch_enc *enc;
+    /* Commands proposed on this node, oldest first, kept until applied
+     * here; cursor is the next one to send (NULL: all sent). */
+    struct cons__queue pending;
+    struct cons__pcmd *cursor;
+    /* Leader only: commands forwarded by followers, not yet in an entry. */
+    struct cons__queue foreign;
+    size_t n_inflight;
+    size_t max_inflight;
+    uint32_t seen_leader;   /* leader id at the last check */
+    uint64_t seen_term;     /* term at the last check */
+    struct cons_forwarder fw;
+    uv_idle_t flush_idle;   /* runs a flush on the next loop turn */
+    uv_timer_t queue_timer; /* leader discovery + queue timeouts */
+    bool flush_armed;
+
+    cons_applied_cb on_applied;
+    cons_failed_cb on_failed;
+    void *cb_arg;
+
+    bool stopping, closing;
+    int pending_handles;
+    cons_close_cb close_cb;
+    void *close_arg;
+};
+
+/* proposer.c */
+int cons__proposer_init(struct cons_node *n);
+void cons__proposer_fail_all(struct cons_node *n, int code);
+void cons__proposer_on_applied(struct cons_node *n,
+                               const struct relay_origin *o);
+void cons__proposer_check_leader(struct cons_node *n);
+void cons__proposer_kick(struct cons_node *n);
+void cons__proposer_close(struct cons_node *n);
+void cons__on_queue_timer(uv_timer_t *t);
+void cons__on_flush_idle(uv_idle_t *h);
+
+/* fsm.c */
+void cons__fsm_init(struct cons_node *n);
+
+/* node.c */
+void cons__handle_closed(uv_handle_t *h);
+
+#endif

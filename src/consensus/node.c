@@ -1,0 +1,361 @@
+/*
+ * node.c - a consensus node's lifecycle: raft_uv I/O and TCP transport on
+ * the node's loop, bootstrap, start, status, and the close cascade.
+ *
+ * Happy path: init (no I/O) -> start (mkdir data dir, raft_uv_tcp_init,
+ * raft_uv_init, raft_init, raft_bootstrap when the dir is empty, raft_start)
+ * -> ... -> stop (fail queued commands as cancelled) -> close: raft_close,
+ * and in its callback release the raft_uv I/O and transport, then close our
+ * own handles; the user's callback fires after the last one.
+ *
+ * Failure modes: start errors leave errmsg as "context: detail"; close is
+ * safe after a failed init or start.
+ *
+ * Not here: proposing (proposer.c), the FSM (fsm.c), forwarding.
+ */
+#define LOG_MODULE "cons"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+#include "log.h"
+
+const char *cons_strerror(int code)
+{
+    switch (code) {
+    case CONS_OK:
+        return "ok";
+    case CONS_ENOMEM:
+        return "out of memory";
+    case CONS_EINVAL:
+        return "invalid argument";
+    case CONS_EIO:
+        return "I/O error";
+    case CONS_EFULL:
+        return "proposal queue full";
+    case CONS_ENOTAPPLIED:
+        return "not applied";
+    case CONS_EUNKNOWN:
+        return "outcome unknown (leadership lost before commit)";
+    case CONS_ECLOSING:
+        return "node shutting down";
+    case CONS_ENOLEADER:
+        return "no leader elected in time";
+    case CONS_ENOTLEADER:
+        return "not the leader";
+    default:
+        return "unknown error";
+    }
+}
+
+void cons_config_default(struct cons_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->id = 1;
+    cfg->raft_addr = "127.0.0.1:9080";
+    cfg->data_dir = "driftd-data";
+    cfg->election_timeout_ms = 1000;
+    cfg->heartbeat_timeout_ms = 100;
+    cfg->snapshot_threshold = 8192;
+    cfg->snapshot_trailing = 2048;
+    cfg->max_batch_bytes = 1u << 20;
+    cfg->max_queue_cmds = 65536;
+    cfg->max_queue_bytes = 64u << 20;
+    cfg->queue_timeout_ms = 5000;
+    relay_limits_default(&cfg->limits);
+}
+
+int cons_node_init(struct cons_node **out, uv_loop_t *loop,
+                   const struct cons_config *cfg)
+{
+    struct cons_node *n;
+    int rv;
+
+    *out = NULL;
+    n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return CONS_ENOMEM;
+    n->loop = loop;
+    n->cfg = *cfg;
+    n->max_inflight = 4;
+    if (cfg->id == 0 || cfg->raft_addr == NULL || cfg->data_dir == NULL ||
+        strlen(cfg->raft_addr) >= sizeof(n->raft_addr) ||
+        strlen(cfg->data_dir) >= sizeof(n->data_dir)) {
+        free(n);
+        return CONS_EINVAL;
+    }
+    snprintf(n->raft_addr, sizeof(n->raft_addr), "%s", cfg->raft_addr);
+    snprintf(n->data_dir, sizeof(n->data_dir), "%s", cfg->data_dir);
+    n->cfg.raft_addr = n->raft_addr;
+    n->cfg.data_dir = n->data_dir;
+    rv = relay_state_create(&cfg->limits, &n->state);
+    if (rv != RELAY_OK) {
+        free(n);
+        return CONS_ENOMEM;
+    }
+    rv = cons__proposer_init(n);
+    if (rv != CONS_OK) {
+        relay_state_destroy(n->state);
+        free(n);
+        return rv;
+    }
+    cons__fsm_init(n);
+    *out = n;
+    return CONS_OK;
+}
+
+void cons_node_set_callbacks(struct cons_node *n, cons_applied_cb applied,
+                             cons_failed_cb failed, void *arg)
+{
+    n->on_applied = applied;
+    n->on_failed = failed;
+    n->cb_arg = arg;
+}
+
+const char *cons_node_errmsg(const struct cons_node *n)
+{
+    return n->errmsg;
+}
+
+const struct relay_state *cons_node_state(const struct cons_node *n)
+{
+    return n->state;
+}
+
+uint32_t cons_node_id(const struct cons_node *n)
+{
+    return n->cfg.id;
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= sizeof(buf))
+        return EINVAL;
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+
+            buf[i] = '\0';
+            if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+                return errno;
+            buf[i] = c;
+        }
+    }
+    return 0;
+}
+
+static void raft_trace(struct raft_tracer *t, int type, const void *info)
+{
+    const struct raft_tracer_info *ti = info;
+
+    (void)t;
+    if (type != RAFT_TRACER_DIAGNOSTIC || ti == NULL || ti->version < 1)
+        return;
+    if (ti->diagnostic.level <= 2 && log_threshold >= LOG_LVL_WARN)
+        log_emit(LOG_LVL_WARN, "raft", ti->diagnostic.file,
+                 ti->diagnostic.line, "%s", ti->diagnostic.message);
+    else if (log_threshold >= LOG_LVL_DEBUG)
+        log_emit(LOG_LVL_DEBUG, "raft", ti->diagnostic.file,
+                 ti->diagnostic.line, "%s", ti->diagnostic.message);
+}
+
+static struct raft_tracer tracer = {
+    .impl = NULL,
+    .version = 2,
+    .emit = raft_trace,
+};
+
+static int bootstrap(struct cons_node *n)
+{
+    struct raft_configuration conf;
+    int rv;
+
+    raft_configuration_init(&conf);
+    if (n->cfg.n_bootstrap == 0) {
+        rv = raft_configuration_add(&conf, n->cfg.id, n->raft_addr,
+                                    RAFT_VOTER);
+    } else {
+        rv = 0;
+        for (size_t i = 0; i < n->cfg.n_bootstrap && rv == 0; i++)
+            rv = raft_configuration_add(&conf, n->cfg.bootstrap[i].id,
+                                        n->cfg.bootstrap[i].raft_addr,
+                                        RAFT_VOTER);
+    }
+    if (rv == 0)
+        rv = raft_bootstrap(&n->raft, &conf);
+    raft_configuration_close(&conf);
+    if (rv == RAFT_CANTBOOTSTRAP)
+        return 0; /* data dir already holds a cluster: resume it */
+    if (rv != 0) {
+        snprintf(n->errmsg, sizeof(n->errmsg), "bootstrap: %s",
+                 raft_strerror(rv));
+        return CONS_EIO;
+    }
+    LOG_INFO("event=bootstrapped voters=%zu",
+             n->cfg.n_bootstrap == 0 ? (size_t)1 : n->cfg.n_bootstrap);
+    return 0;
+}
+
+int cons_node_start(struct cons_node *n)
+{
+    unsigned seed;
+    int rv;
+
+    rv = mkdir_p(n->data_dir);
+    if (rv != 0) {
+        snprintf(n->errmsg, sizeof(n->errmsg), "data dir %.180s: %s", n->data_dir,
+                 strerror(rv));
+        return CONS_EIO;
+    }
+    /* libraft 0.22 refuses to init these unless the version is set. */
+    n->transport.version = 1;
+    n->transport.data = n;
+    rv = raft_uv_tcp_init(&n->transport, n->loop);
+    if (rv != 0) {
+        snprintf(n->errmsg, sizeof(n->errmsg), "raft transport: %s",
+                 raft_strerror(rv));
+        return CONS_EIO;
+    }
+    n->transport_inited = true;
+    n->io.version = 2;
+    n->io.data = n;
+    rv = raft_uv_init(&n->io, n->loop, n->data_dir, &n->transport);
+    if (rv != 0) {
+        snprintf(n->errmsg, sizeof(n->errmsg), "raft io %.100s: %.120s", n->data_dir,
+                 n->io.errmsg);
+        return CONS_EIO;
+    }
+    n->io_inited = true;
+    raft_uv_set_tracer(&n->io, &tracer);
+    rv = raft_init(&n->raft, &n->io, &n->fsm, n->cfg.id, n->raft_addr);
+    if (rv != 0) {
+        snprintf(n->errmsg, sizeof(n->errmsg), "raft init: %s",
+                 raft_errmsg(&n->raft));
+        return CONS_EIO;
+    }
+    n->raft_inited = true;
+    n->raft.data = n;
+    n->raft.tracer = &tracer;
+    raft_set_election_timeout(&n->raft, n->cfg.election_timeout_ms);
+    raft_set_heartbeat_timeout(&n->raft, n->cfg.heartbeat_timeout_ms);
+    raft_set_snapshot_threshold(&n->raft, n->cfg.snapshot_threshold);
+    raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_trailing);
+    raft_set_pre_vote(&n->raft, true);
+    if (getrandom(&seed, sizeof(seed), 0) == (ssize_t)sizeof(seed))
+        raft_seed(&n->raft, seed);
+    if (!n->cfg.join) {
+        rv = bootstrap(n);
+        if (rv != 0)
+            return rv;
+    }
+    rv = raft_start(&n->raft);
+    if (rv != 0) {
+        snprintf(n->errmsg, sizeof(n->errmsg), "raft start: %s",
+                 raft_errmsg(&n->raft));
+        return CONS_EIO;
+    }
+    n->raft_started = true;
+    LOG_INFO("event=started id=%u raft=%s data=%s applied=%llu last=%llu",
+             n->cfg.id, n->raft_addr, n->data_dir,
+             (unsigned long long)raft_last_applied(&n->raft),
+             (unsigned long long)raft_last_index(&n->raft));
+    return CONS_OK;
+}
+
+void cons_node_stop(struct cons_node *n)
+{
+    if (n->stopping)
+        return;
+    n->stopping = true;
+    cons__proposer_fail_all(n, CONS_ECLOSING);
+}
+
+void cons__handle_closed(uv_handle_t *h)
+{
+    struct cons_node *n = h->data;
+
+    if (--n->pending_handles > 0)
+        return;
+    relay_batch_enc_destroy(n->enc);
+    relay_state_destroy(n->state);
+    if (n->close_cb != NULL)
+        n->close_cb(n->close_arg);
+    free(n);
+}
+
+static void close_own_handles(struct cons_node *n)
+{
+    if (n->io_inited)
+        raft_uv_close(&n->io);
+    if (n->transport_inited)
+        raft_uv_tcp_close(&n->transport);
+    cons__proposer_close(n);
+}
+
+static void on_raft_closed(struct raft *r)
+{
+    close_own_handles(r->data);
+}
+
+void cons_node_close(struct cons_node *n, cons_close_cb cb, void *arg)
+{
+    if (n == NULL) {
+        if (cb != NULL)
+            cb(arg);
+        return;
+    }
+    /* Callers are gone by now (net closes first): report nothing more,
+     * not even the failures cons_node_stop hands out. */
+    n->on_applied = NULL;
+    n->on_failed = NULL;
+    cons_node_stop(n);
+    n->closing = true;
+    n->close_cb = cb;
+    n->close_arg = arg;
+    if (n->raft_inited) {
+        raft_close(&n->raft, on_raft_closed);
+        return;
+    }
+    close_own_handles(n);
+}
+
+bool cons_node_is_ready(const struct cons_node *n)
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+
+    if (!n->raft_started || n->closing)
+        return false;
+    raft_leader((struct raft *)&n->raft, &id, &addr);
+    return id != 0;
+}
+
+void cons_node_status(const struct cons_node *n, struct cons_status *st)
+{
+    struct raft *r = (struct raft *)&n->raft;
+    raft_id leader = 0;
+    const char *addr = NULL;
+
+    memset(st, 0, sizeof(*st));
+    st->id = n->cfg.id;
+    st->queued = n->pending.count + n->foreign.count;
+    if (!n->raft_started) {
+        st->role = "starting";
+        return;
+    }
+    st->role = raft_state_name(raft_state(r));
+    raft_leader(r, &leader, &addr);
+    st->leader_id = (uint32_t)leader;
+    st->term = raft_current_term(r);
+    st->commit_index = raft_commit_index(r);
+    st->applied_index = raft_last_applied(r);
+    st->last_index = raft_last_index(r);
+}

@@ -1,0 +1,519 @@
+/*
+ * proposer.c - group commit, forwarding to the leader, and exactly-once
+ * re-sending.
+ *
+ * Every command proposed on this node goes into `pending` (oldest first) and
+ * stays there until this node applies it (fsm.c calls
+ * cons__proposer_on_applied). A cursor marks the next command to send.
+ *
+ * Happy path on the leader: cons_propose arms a uv_idle handle; on the next
+ * loop turn the flush packs the commands forwarded by followers (`foreign`)
+ * and the pending ones from the cursor into relay batches of up to
+ * max_batch_bytes, one raft entry each, with at most max_inflight entries in
+ * flight. Each apply completion flushes again, so under load one fsync
+ * carries hundreds of commands. (A uv_check-driven proposer stalled on
+ * libraft 0.22: see ARCHITECTURE.md.)
+ * Happy path on a follower: the same batches go to the forwarder (net's link
+ * to the leader); the leader feeds them to cons_propose_batch.
+ *
+ * Failure modes: queue full -> CONS_EFULL to the caller, nothing queued.
+ * Leader or term changed, link dropped, or an entry failed -> the cursor
+ * goes back to the oldest pending command and everything is re-sent in
+ * order; relay's dedupe table drops what had already been applied, so each
+ * command is applied once. A command not seen applied within
+ * queue_timeout_ms fails: CONS_ENOLEADER if it never reached a leader (so it
+ * cannot be applied), CONS_EUNKNOWN otherwise.
+ *
+ * Not here: the link itself (net), the FSM (fsm.c).
+ */
+#define LOG_MODULE "cons"
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "log.h"
+
+#define QUEUE_TICK_MS 50
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int cons__proposer_init(struct cons_node *n)
+{
+    int rv;
+
+    rv = relay_batch_enc_create(&n->enc);
+    if (rv != RELAY_OK)
+        return CONS_ENOMEM;
+    uv_idle_init(n->loop, &n->flush_idle);
+    n->flush_idle.data = n;
+    n->pending_handles++;
+    uv_timer_init(n->loop, &n->queue_timer);
+    n->queue_timer.data = n;
+    n->pending_handles++;
+    return CONS_OK;
+}
+
+/* ---- queues --------------------------------------------------------------- */
+
+static void pcmd_free(struct cons__pcmd *p)
+{
+    free(p->data);
+    free(p);
+}
+
+static void q_push(struct cons__queue *q, struct cons__pcmd *p)
+{
+    p->next = NULL;
+    p->prev = q->tail;
+    if (q->tail != NULL)
+        q->tail->next = p;
+    else
+        q->head = p;
+    q->tail = p;
+    q->count++;
+    q->bytes += p->bytes;
+}
+
+static void q_unlink(struct cons__queue *q, struct cons__pcmd *p)
+{
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        q->head = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    else
+        q->tail = p->prev;
+    q->count--;
+    q->bytes -= p->bytes;
+}
+
+/* Copies cmd and everything it points to. */
+static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
+{
+    struct cons__pcmd *p;
+    size_t bytes = cmd->room_len + cmd->key_len + cmd->value_len;
+    uint8_t *w;
+
+    p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->data = malloc(bytes > 0 ? bytes : 1);
+    if (p->data == NULL) {
+        free(p);
+        return NULL;
+    }
+    p->cmd = *cmd;
+    w = p->data;
+    if (cmd->room_len > 0)
+        memcpy(w, cmd->room, cmd->room_len);
+    p->cmd.room = (const char *)w;
+    w += cmd->room_len;
+    if (cmd->key_len > 0)
+        memcpy(w, cmd->key, cmd->key_len);
+    p->cmd.key = (const char *)w;
+    w += cmd->key_len;
+    if (cmd->value_len > 0)
+        memcpy(w, cmd->value, cmd->value_len);
+    p->cmd.value = cmd->value_len > 0 ? w : NULL;
+    p->bytes = bytes;
+    p->enq_ms = now;
+    return p;
+}
+
+static void report_failed(struct cons_node *n, const struct relay_origin *o,
+                          int code)
+{
+    if (n->on_failed != NULL)
+        n->on_failed(n->cb_arg, o, code);
+}
+
+static bool is_leader(struct cons_node *n)
+{
+    return n->raft_started && raft_state(&n->raft) == RAFT_LEADER;
+}
+
+static uint32_t known_leader(struct cons_node *n)
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+
+    if (!n->raft_started)
+        return 0;
+    raft_leader(&n->raft, &id, &addr);
+    return (uint32_t)id;
+}
+
+/* ---- proposing ------------------------------------------------------------ */
+
+int cons_propose(struct cons_node *n, const struct relay_cmd *cmd)
+{
+    struct cons__pcmd *p;
+    size_t bytes;
+
+    if (n->stopping || n->closing)
+        return CONS_ECLOSING;
+    if (cmd->room_len > RELAY_ROOM_ID_MAX)
+        return CONS_EINVAL;
+    bytes = cmd->room_len + cmd->key_len + cmd->value_len;
+    if (n->pending.count >= n->cfg.max_queue_cmds ||
+        n->pending.bytes + bytes > n->cfg.max_queue_bytes)
+        return CONS_EFULL;
+    p = pcmd_copy(cmd, uv_now(n->loop));
+    if (p == NULL)
+        return CONS_ENOMEM;
+    q_push(&n->pending, p);
+    if (n->cursor == NULL)
+        n->cursor = p;
+    cons__proposer_kick(n);
+    return CONS_OK;
+}
+
+struct batch_ctx {
+    struct cons_node *node;
+    struct cons__queue tmp;
+};
+
+static int queue_foreign(void *arg, const struct relay_cmd *cmd,
+                         uint64_t now_ms)
+{
+    struct batch_ctx *ctx = arg;
+    struct cons__pcmd *p;
+
+    (void)now_ms; /* the leader stamps its own time on the entry */
+    p = pcmd_copy(cmd, uv_now(ctx->node->loop));
+    if (p == NULL)
+        return CONS_ENOMEM;
+    q_push(&ctx->tmp, p);
+    return 0;
+}
+
+int cons_propose_batch(struct cons_node *n, const uint8_t *batch, size_t len)
+{
+    struct batch_ctx ctx = {.node = n};
+    int rv;
+
+    if (n->stopping || n->closing)
+        return CONS_ECLOSING;
+    if (!is_leader(n))
+        return CONS_ENOTLEADER;
+    rv = relay_batch_decode(batch, len, queue_foreign, &ctx);
+    if (rv != 0) {
+        while (ctx.tmp.head != NULL) {
+            struct cons__pcmd *p = ctx.tmp.head;
+
+            q_unlink(&ctx.tmp, p);
+            pcmd_free(p);
+        }
+        return rv == RELAY_EINVAL ? CONS_EINVAL : CONS_ENOMEM;
+    }
+    /* Not bounded here on purpose: each follower bounds its own pending
+     * queue, and refusing part of a stream would break per-session order. */
+    while (ctx.tmp.head != NULL) {
+        struct cons__pcmd *p = ctx.tmp.head;
+
+        q_unlink(&ctx.tmp, p);
+        q_push(&n->foreign, p);
+    }
+    cons__proposer_kick(n);
+    return CONS_OK;
+}
+
+void cons_node_set_forwarder(struct cons_node *n,
+                             const struct cons_forwarder *fw)
+{
+    n->fw = *fw;
+}
+
+void cons_forward_reset(struct cons_node *n)
+{
+    n->cursor = n->pending.head;
+    cons__proposer_kick(n);
+}
+
+void cons_forward_kick(struct cons_node *n)
+{
+    cons__proposer_kick(n);
+}
+
+void cons__proposer_kick(struct cons_node *n)
+{
+    if (n->closing)
+        return;
+    if (!n->flush_armed && (n->cursor != NULL || n->foreign.head != NULL)) {
+        uv_idle_start(&n->flush_idle, cons__on_flush_idle);
+        n->flush_armed = true;
+    }
+    if (n->pending.head != NULL &&
+        !uv_is_active((uv_handle_t *)&n->queue_timer))
+        uv_timer_start(&n->queue_timer, cons__on_queue_timer, QUEUE_TICK_MS,
+                       QUEUE_TICK_MS);
+}
+
+void cons__proposer_on_applied(struct cons_node *n,
+                               const struct relay_origin *o)
+{
+    struct cons__pcmd *p;
+
+    /* Our commands reach the log in the order we sent them, so the applied
+     * one is normally the oldest pending; a re-sent copy is already gone. */
+    for (p = n->pending.head; p != NULL; p = p->next) {
+        if (p->cmd.origin.session == o->session &&
+            p->cmd.origin.counter == o->counter)
+            break;
+    }
+    if (p == NULL)
+        return;
+    if (n->cursor == p)
+        n->cursor = p->next;
+    q_unlink(&n->pending, p);
+    pcmd_free(p);
+}
+
+/* ---- flushing ------------------------------------------------------------- */
+
+static void on_applied_entry(struct raft_apply *req, int status, void *result)
+{
+    struct cons__inflight *f = req->data;
+    struct cons_node *n = f->node;
+
+    (void)result;
+    n->n_inflight--;
+    free(f);
+    if (status != 0 && !n->closing) {
+        /* Leadership lost or I/O failed with the entry in our log: a later
+         * leader may or may not commit it. Re-send everything unapplied;
+         * dedupe drops the copies that did commit. */
+        LOG_WARN("event=entry_failed status=%s", raft_strerror(status));
+        n->cursor = n->pending.head;
+    }
+    cons__proposer_kick(n);
+}
+
+/* Packs foreign commands, then pending ones from the cursor, into the
+ * encoder. Returns how many pending commands were taken (via *n_local) and
+ * foreign ones (via *n_foreign). */
+static void pack(struct cons_node *n, bool take_foreign, size_t *n_foreign,
+                 size_t *n_local)
+{
+    struct cons__pcmd *p;
+    size_t count = 0;
+
+    *n_foreign = 0;
+    *n_local = 0;
+    relay_batch_reset(n->enc);
+    if (take_foreign) {
+        for (p = n->foreign.head; p != NULL; p = p->next) {
+            if (count > 0 && relay_batch_bytes(n->enc) + p->bytes + 64 >
+                                 n->cfg.max_batch_bytes)
+                return;
+            if (relay_batch_add(n->enc, &p->cmd) != RELAY_OK)
+                return;
+            count++;
+            (*n_foreign)++;
+        }
+    }
+    for (p = n->cursor; p != NULL; p = p->next) {
+        /* Always take one command, even one bigger than the bound. */
+        if (count > 0 && relay_batch_bytes(n->enc) + p->bytes + 64 >
+                             n->cfg.max_batch_bytes)
+            return;
+        if (relay_batch_add(n->enc, &p->cmd) != RELAY_OK)
+            return;
+        count++;
+        (*n_local)++;
+    }
+}
+
+static void advance(struct cons_node *n, size_t n_foreign, size_t n_local)
+{
+    for (size_t i = 0; i < n_foreign; i++) {
+        struct cons__pcmd *p = n->foreign.head;
+
+        q_unlink(&n->foreign, p);
+        pcmd_free(p);
+    }
+    for (size_t i = 0; i < n_local && n->cursor != NULL; i++) {
+        n->cursor->sent = true;
+        n->cursor = n->cursor->next;
+    }
+}
+
+/* Leader: one raft entry. Returns false when nothing more can go now. */
+static bool flush_to_log(struct cons_node *n)
+{
+    struct cons__inflight *f;
+    struct raft_buffer buf;
+    size_t n_foreign, n_local;
+    uint64_t now;
+    int rv;
+
+    pack(n, true, &n_foreign, &n_local);
+    if (n_foreign + n_local == 0)
+        return false;
+    f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return false;
+    now = wall_ms();
+    if (now < n->last_entry_ms)
+        now = n->last_entry_ms; /* keep log time monotonic */
+    rv = relay_batch_finish(n->enc, now, raft_malloc, (uint8_t **)&buf.base,
+                            &buf.len);
+    if (rv != RELAY_OK) {
+        free(f);
+        return false;
+    }
+    f->node = n;
+    f->req.data = f;
+    rv = raft_apply(&n->raft, &f->req, &buf, 1, on_applied_entry);
+    if (rv != 0) {
+        /* raft takes the buffer as soon as the entry reaches its log; only
+         * a refusal before that (not leader) leaves it ours. Other errors
+         * may come after the append, so the buffer is left to raft. */
+        if (rv == RAFT_NOTLEADER)
+            raft_free(buf.base);
+        free(f);
+        LOG_WARN("event=propose_refused cmds=%zu err=%s", n_foreign + n_local,
+                 raft_strerror(rv));
+        return false; /* the queue timer retries */
+    }
+    n->n_inflight++;
+    advance(n, n_foreign, n_local);
+    return true;
+}
+
+/* Follower: one batch on the link. */
+static bool flush_to_leader(struct cons_node *n, uint32_t leader)
+{
+    size_t n_foreign, n_local;
+    uint8_t *buf;
+    size_t len;
+    int rv;
+
+    if (n->fw.send == NULL)
+        return false;
+    pack(n, false, &n_foreign, &n_local);
+    if (n_local == 0)
+        return false;
+    rv = relay_batch_finish(n->enc, wall_ms(), malloc, &buf, &len);
+    if (rv != RELAY_OK)
+        return false;
+    rv = n->fw.send(n->fw.arg, leader, buf, len);
+    free(buf);
+    if (rv != 0)
+        return false; /* link busy or down: kick or timer retries */
+    advance(n, 0, n_local);
+    return true;
+}
+
+void cons__on_flush_idle(uv_idle_t *h)
+{
+    struct cons_node *n = h->data;
+    uint32_t leader;
+
+    uv_idle_stop(h);
+    n->flush_armed = false;
+    if (n->closing)
+        return;
+    cons__proposer_check_leader(n);
+    if (is_leader(n)) {
+        while ((n->cursor != NULL || n->foreign.head != NULL) &&
+               n->n_inflight < n->max_inflight)
+            if (!flush_to_log(n))
+                break;
+        return;
+    }
+    leader = known_leader(n);
+    if (leader == 0)
+        return; /* queue_timer retries once a leader is known */
+    while (n->cursor != NULL)
+        if (!flush_to_leader(n, leader))
+            break;
+}
+
+/* Notices leader/term changes: re-send everything unapplied to the new
+ * leader, drop forwarded commands we can no longer propose, tell net. */
+void cons__proposer_check_leader(struct cons_node *n)
+{
+    uint32_t leader = known_leader(n);
+    uint64_t term = n->raft_started ? raft_current_term(&n->raft) : 0;
+
+    if (leader == n->seen_leader && term == n->seen_term)
+        return;
+    if (leader != n->seen_leader)
+        LOG_INFO("event=leader_changed leader=%u term=%llu", leader,
+                 (unsigned long long)term);
+    n->seen_leader = leader;
+    n->seen_term = term;
+    n->cursor = n->pending.head;
+    if (!is_leader(n)) {
+        /* Their origin nodes see the same change and re-send. */
+        while (n->foreign.head != NULL) {
+            struct cons__pcmd *p = n->foreign.head;
+
+            q_unlink(&n->foreign, p);
+            pcmd_free(p);
+        }
+    }
+    if (n->fw.leader_changed != NULL)
+        n->fw.leader_changed(n->fw.arg, leader);
+    cons__proposer_kick(n);
+}
+
+void cons__on_queue_timer(uv_timer_t *t)
+{
+    struct cons_node *n = t->data;
+    uint64_t now = uv_now(n->loop);
+
+    cons__proposer_check_leader(n);
+    /* Expire what waited too long for a leader or its commit. */
+    while (n->pending.head != NULL &&
+           now - n->pending.head->enq_ms >= n->cfg.queue_timeout_ms) {
+        struct cons__pcmd *p = n->pending.head;
+
+        if (n->cursor == p)
+            n->cursor = p->next;
+        q_unlink(&n->pending, p);
+        report_failed(n, &p->cmd.origin,
+                      p->sent ? CONS_EUNKNOWN : CONS_ENOLEADER);
+        pcmd_free(p);
+    }
+    if (n->pending.head == NULL && n->foreign.head == NULL) {
+        uv_timer_stop(t);
+        return;
+    }
+    cons__proposer_kick(n);
+}
+
+void cons__proposer_fail_all(struct cons_node *n, int code)
+{
+    while (n->pending.head != NULL) {
+        struct cons__pcmd *p = n->pending.head;
+
+        q_unlink(&n->pending, p);
+        report_failed(n, &p->cmd.origin,
+                      p->sent && code == CONS_ECLOSING ? CONS_EUNKNOWN
+                                                       : code);
+        pcmd_free(p);
+    }
+    n->cursor = NULL;
+    while (n->foreign.head != NULL) {
+        struct cons__pcmd *p = n->foreign.head;
+
+        q_unlink(&n->foreign, p);
+        pcmd_free(p);
+    }
+}
+
+void cons__proposer_close(struct cons_node *n)
+{
+    uv_close((uv_handle_t *)&n->flush_idle, cons__handle_closed);
+    uv_close((uv_handle_t *)&n->queue_timer, cons__handle_closed);
+}

@@ -1,0 +1,478 @@
+/*
+ * main.c - wires one driftd node: configuration from the command line, the
+ * one uv_loop_t, signal handling, and the start/stop order.
+ *
+ * Start: consensus (raft on the data dir) then net (listen). Stop on
+ * SIGTERM/SIGINT: net stops accepting and says goodbye, its lws context is
+ * destroyed; then consensus fails what is queued and closes raft; then our
+ * signal handles close, uv_run drains and uv_loop_close must return 0.
+ */
+#define LOG_MODULE "main"
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "consensus.h"
+#include "log.h"
+#include "net.h"
+
+#define DRIFTD_VERSION "0.1.0"
+
+struct app {
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    struct cons_node *cons;
+    struct net_server *net;
+    bool shutting_down;
+    int exit_code;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: driftd [options]\n"
+"\n"
+"A DriftDB-compatible WebSocket/HTTP message relay whose rooms live in a\n"
+"Raft-replicated log. With no options: a one-node cluster on 127.0.0.1:8080\n"
+"with its data in ./driftd-data.\n"
+"\n"
+"Node:\n"
+"  --id N                  this node's id, >= 1 (default 1)\n"
+"  --http HOST:PORT        client HTTP/WebSocket address (127.0.0.1:8080)\n"
+"  --raft HOST:PORT        raft address (default: HTTP host, port + 1000)\n"
+"  --data DIR              data folder, created if missing (./driftd-data)\n"
+"  --bootstrap ID=HOST:PORT,...  initial voters' raft addresses; acts on an\n"
+"                          empty data folder only\n"
+"  --join                  on an empty data folder bootstrap nothing and wait\n"
+"                          to be added to a cluster\n"
+"  --public-url URL        base URL for room URLs (default: request Host)\n"
+"  --admin-token TOKEN     bearer token for the admin API (reserved: the\n"
+"                          admin API arrives with driftctl)\n"
+"\n"
+"Bounds:\n"
+"  --max-message BYTES     largest client message / frame (1048576)\n"
+"  --max-connections N     WebSocket + HTTP connections (10000)\n"
+"  --max-out-bytes BYTES   per-connection outbound queue; a slower consumer\n"
+"                          is closed with 1008 (8388608)\n"
+"  --max-room-bytes BYTES  retained bytes per room (67108864)\n"
+"  --max-rooms N           rooms per cluster (100000)\n"
+"  --max-queue N           commands waiting for the log (65536)\n"
+"  --queue-timeout MS      how long commands wait for a leader (5000)\n"
+"\n"
+"Raft:\n"
+"  --election-timeout MS   (1000)\n"
+"  --heartbeat MS          (100)\n"
+"  --snapshot-threshold N  entries between snapshots (8192)\n"
+"  --snapshot-trailing N   entries kept after a snapshot (2048)\n"
+"  --max-batch-bytes BYTES one log entry, group commit bound (1048576)\n"
+"\n"
+"Other:\n"
+"  --log-level LEVEL       error, warn, info, debug (info)\n"
+"  --help, --version\n");
+}
+
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min ||
+        v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* "HOST:PORT" -> host (copied into buf) and port. */
+static int parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    uint64_t p;
+
+    if (colon == NULL || colon == s || (size_t)(colon - s) >= hostlen)
+        return -1;
+    if (parse_u64(colon + 1, 1, 65535, &p) != 0)
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+static int parse_bootstrap(const char *s, struct cons_config *cfg)
+{
+    char *copy = strdup(s), *save = NULL, *tok;
+    int rv = 0;
+
+    if (copy == NULL)
+        return -1;
+    cfg->n_bootstrap = 0;
+    for (tok = strtok_r(copy, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        uint64_t id;
+        char host[64];
+        int port;
+
+        if (eq == NULL || cfg->n_bootstrap >= CONS_MAX_NODES) {
+            rv = -1;
+            break;
+        }
+        *eq = '\0';
+        if (parse_u64(tok, 1, UINT32_MAX, &id) != 0 ||
+            parse_hostport(eq + 1, host, sizeof(host), &port) != 0 ||
+            strlen(eq + 1) >= sizeof(cfg->bootstrap[0].raft_addr)) {
+            rv = -1;
+            break;
+        }
+        for (size_t i = 0; i < cfg->n_bootstrap; i++)
+            if (cfg->bootstrap[i].id == id)
+                rv = -1;
+        cfg->bootstrap[cfg->n_bootstrap].id = (uint32_t)id;
+        snprintf(cfg->bootstrap[cfg->n_bootstrap].raft_addr,
+                 sizeof(cfg->bootstrap[0].raft_addr), "%s", eq + 1);
+        cfg->n_bootstrap++;
+    }
+    free(copy);
+    return rv;
+}
+
+static void on_cons_closed(void *arg)
+{
+    struct app *a = arg;
+
+    a->cons = NULL;
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+}
+
+static void on_net_closed(void *arg)
+{
+    struct app *a = arg;
+
+    a->net = NULL;
+    cons_node_close(a->cons, on_cons_closed, a);
+}
+
+static void shutdown_node(struct app *a)
+{
+    if (a->shutting_down)
+        return;
+    a->shutting_down = true;
+    LOG_INFO("event=shutdown");
+    if (a->net != NULL) {
+        net_server_stop(a->net);
+        net_server_close(a->net, on_net_closed, a);
+    } else {
+        on_net_closed(a);
+    }
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct app *a = h->data;
+
+    LOG_INFO("event=signal sig=%s", signum == SIGTERM ? "TERM" : "INT");
+    shutdown_node(a);
+}
+
+enum {
+    OPT_ID = 256, OPT_HTTP, OPT_RAFT, OPT_DATA, OPT_BOOTSTRAP, OPT_JOIN,
+    OPT_PUBLIC_URL, OPT_ADMIN_TOKEN, OPT_MAX_MESSAGE, OPT_MAX_CONNS,
+    OPT_MAX_OUT, OPT_MAX_ROOM_BYTES, OPT_MAX_ROOMS, OPT_MAX_QUEUE,
+    OPT_QUEUE_TIMEOUT, OPT_ELECTION, OPT_HEARTBEAT, OPT_SNAP_THRESHOLD,
+    OPT_SNAP_TRAILING, OPT_MAX_BATCH, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
+};
+
+static const struct option long_opts[] = {
+    {"id", required_argument, NULL, OPT_ID},
+    {"http", required_argument, NULL, OPT_HTTP},
+    {"raft", required_argument, NULL, OPT_RAFT},
+    {"data", required_argument, NULL, OPT_DATA},
+    {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
+    {"join", no_argument, NULL, OPT_JOIN},
+    {"public-url", required_argument, NULL, OPT_PUBLIC_URL},
+    {"admin-token", required_argument, NULL, OPT_ADMIN_TOKEN},
+    {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNS},
+    {"max-out-bytes", required_argument, NULL, OPT_MAX_OUT},
+    {"max-room-bytes", required_argument, NULL, OPT_MAX_ROOM_BYTES},
+    {"max-rooms", required_argument, NULL, OPT_MAX_ROOMS},
+    {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
+    {"queue-timeout", required_argument, NULL, OPT_QUEUE_TIMEOUT},
+    {"election-timeout", required_argument, NULL, OPT_ELECTION},
+    {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+    {"snapshot-threshold", required_argument, NULL, OPT_SNAP_THRESHOLD},
+    {"snapshot-trailing", required_argument, NULL, OPT_SNAP_TRAILING},
+    {"max-batch-bytes", required_argument, NULL, OPT_MAX_BATCH},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+struct options {
+    struct cons_config cons;
+    struct net_config net;
+    char http_host[64];
+    char raft_addr[64];
+    bool raft_given, bootstrap_given;
+    const char *admin_token;
+};
+
+static int bad_value(const char *opt, const char *val, const char *want)
+{
+    fprintf(stderr, "driftd: --%s %s: %s (see --help)\n", opt, val, want);
+    return 2;
+}
+
+/* Returns -1 to go on, or an exit code. */
+static int parse_args(int argc, char **argv, struct options *o)
+{
+    uint64_t v;
+    int c, idx = 0, lvl;
+
+    cons_config_default(&o->cons);
+    net_config_default(&o->net);
+    snprintf(o->http_host, sizeof(o->http_host), "%s", "127.0.0.1");
+    o->net.http_host = o->http_host;
+    while ((c = getopt_long(argc, argv, "h", long_opts, &idx)) != -1) {
+        const char *name = c >= OPT_ID ? long_opts[c - OPT_ID].name : "";
+
+        switch (c) {
+        case OPT_ID:
+            if (parse_u64(optarg, 1, UINT32_MAX, &v) != 0)
+                return bad_value(name, optarg, "want an integer >= 1");
+            o->cons.id = (uint32_t)v;
+            break;
+        case OPT_HTTP:
+            if (parse_hostport(optarg, o->http_host, sizeof(o->http_host),
+                               &o->net.http_port) != 0)
+                return bad_value(name, optarg, "want HOST:PORT");
+            break;
+        case OPT_RAFT: {
+            char host[64];
+            int port;
+
+            if (parse_hostport(optarg, host, sizeof(host), &port) != 0 ||
+                strlen(optarg) >= sizeof(o->raft_addr))
+                return bad_value(name, optarg, "want HOST:PORT");
+            snprintf(o->raft_addr, sizeof(o->raft_addr), "%s", optarg);
+            o->raft_given = true;
+            break;
+        }
+        case OPT_DATA:
+            o->cons.data_dir = optarg;
+            break;
+        case OPT_BOOTSTRAP:
+            if (parse_bootstrap(optarg, &o->cons) != 0)
+                return bad_value(name, optarg,
+                                 "want ID=HOST:PORT,... with distinct ids");
+            o->bootstrap_given = true;
+            break;
+        case OPT_JOIN:
+            o->cons.join = true;
+            break;
+        case OPT_PUBLIC_URL:
+            if (strncmp(optarg, "http://", 7) != 0 &&
+                strncmp(optarg, "https://", 8) != 0)
+                return bad_value(name, optarg, "want an http(s):// URL");
+            o->net.public_url = optarg;
+            break;
+        case OPT_ADMIN_TOKEN:
+            o->admin_token = optarg;
+            break;
+        case OPT_MAX_MESSAGE:
+            if (parse_u64(optarg, 1024, 64u << 20, &v) != 0)
+                return bad_value(name, optarg, "want 1024..67108864");
+            o->net.max_message = v;
+            o->net.max_http_body = v;
+            o->cons.limits.max_value_len = v;
+            break;
+        case OPT_MAX_CONNS:
+            if (parse_u64(optarg, 1, 1000000, &v) != 0)
+                return bad_value(name, optarg, "want 1..1000000");
+            o->net.max_connections = v;
+            break;
+        case OPT_MAX_OUT:
+            if (parse_u64(optarg, 4096, (uint64_t)1 << 32, &v) != 0)
+                return bad_value(name, optarg, "want 4096..4294967296");
+            o->net.max_out_bytes = v;
+            break;
+        case OPT_MAX_ROOM_BYTES:
+            if (parse_u64(optarg, 1024, (uint64_t)1 << 40, &v) != 0)
+                return bad_value(name, optarg, "want >= 1024");
+            o->cons.limits.max_room_bytes = v;
+            break;
+        case OPT_MAX_ROOMS:
+            if (parse_u64(optarg, 1, 100000000, &v) != 0)
+                return bad_value(name, optarg, "want 1..100000000");
+            o->cons.limits.max_rooms = v;
+            break;
+        case OPT_MAX_QUEUE:
+            if (parse_u64(optarg, 1, 10000000, &v) != 0)
+                return bad_value(name, optarg, "want 1..10000000");
+            o->cons.max_queue_cmds = v;
+            break;
+        case OPT_QUEUE_TIMEOUT:
+            if (parse_u64(optarg, 1, 3600000, &v) != 0)
+                return bad_value(name, optarg, "want 1..3600000 ms");
+            o->cons.queue_timeout_ms = (unsigned)v;
+            break;
+        case OPT_ELECTION:
+            if (parse_u64(optarg, 10, 600000, &v) != 0)
+                return bad_value(name, optarg, "want 10..600000 ms");
+            o->cons.election_timeout_ms = (unsigned)v;
+            break;
+        case OPT_HEARTBEAT:
+            if (parse_u64(optarg, 1, 60000, &v) != 0)
+                return bad_value(name, optarg, "want 1..60000 ms");
+            o->cons.heartbeat_timeout_ms = (unsigned)v;
+            break;
+        case OPT_SNAP_THRESHOLD:
+            if (parse_u64(optarg, 1, UINT32_MAX, &v) != 0)
+                return bad_value(name, optarg, "want >= 1");
+            o->cons.snapshot_threshold = (unsigned)v;
+            break;
+        case OPT_SNAP_TRAILING:
+            if (parse_u64(optarg, 0, UINT32_MAX, &v) != 0)
+                return bad_value(name, optarg, "want >= 0");
+            o->cons.snapshot_trailing = (unsigned)v;
+            break;
+        case OPT_MAX_BATCH:
+            if (parse_u64(optarg, 4096, 64u << 20, &v) != 0)
+                return bad_value(name, optarg, "want 4096..67108864");
+            o->cons.max_batch_bytes = v;
+            break;
+        case OPT_LOG_LEVEL:
+            lvl = log_level_parse(optarg);
+            if (lvl < 0)
+                return bad_value(name, optarg, "want error|warn|info|debug");
+            log_threshold = (enum log_level)lvl;
+            break;
+        case OPT_HELP:
+        case 'h':
+            usage(stdout);
+            return 0;
+        case OPT_VERSION:
+            printf("driftd %s\n", DRIFTD_VERSION);
+            return 0;
+        default:
+            fprintf(stderr, "driftd: see --help\n");
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "driftd: unexpected argument '%s' (see --help)\n",
+                argv[optind]);
+        return 2;
+    }
+    if (o->bootstrap_given && o->cons.join) {
+        fprintf(stderr, "driftd: --bootstrap and --join exclude each other\n");
+        return 2;
+    }
+    if (!o->raft_given) {
+        if (o->net.http_port + 1000 > 65535) {
+            fprintf(stderr, "driftd: give --raft: HTTP port + 1000 is not a "
+                            "valid port\n");
+            return 2;
+        }
+        snprintf(o->raft_addr, sizeof(o->raft_addr), "%.40s:%d", o->http_host,
+                 o->net.http_port + 1000);
+    }
+    o->cons.raft_addr = o->raft_addr;
+    if (o->bootstrap_given) {
+        bool found = false;
+
+        for (size_t i = 0; i < o->cons.n_bootstrap; i++)
+            if (o->cons.bootstrap[i].id == o->cons.id)
+                found = true;
+        if (!found) {
+            fprintf(stderr, "driftd: --bootstrap must list this node's --id "
+                            "%u\n", o->cons.id);
+            return 2;
+        }
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options opts;
+    struct app app;
+    int rv;
+
+    memset(&opts, 0, sizeof(opts));
+    memset(&app, 0, sizeof(app));
+    rv = parse_args(argc, argv, &opts);
+    if (rv >= 0)
+        return rv;
+    signal(SIGPIPE, SIG_IGN); /* a vanished peer is an error code, not death */
+
+    uv_loop_init(&app.loop);
+    uv_signal_init(&app.loop, &app.sigterm);
+    uv_signal_init(&app.loop, &app.sigint);
+    app.sigterm.data = &app;
+    app.sigint.data = &app;
+    uv_signal_start(&app.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&app.sigint, on_signal, SIGINT);
+
+    rv = cons_node_init(&app.cons, &app.loop, &opts.cons);
+    if (rv != CONS_OK) {
+        LOG_ERROR("event=init_failed what=consensus err=%s", cons_strerror(rv));
+        app.exit_code = 1;
+        goto out_close_signals;
+    }
+    rv = net_server_init(&app.net, &app.loop, &opts.net, app.cons);
+    if (rv != NET_OK) {
+        LOG_ERROR("event=init_failed what=net code=%d", rv);
+        app.exit_code = 1;
+        app.net = NULL;
+        goto out_shutdown;
+    }
+    cons_node_set_callbacks(app.cons, net_server_on_applied,
+                            net_server_on_failed, app.net);
+    rv = cons_node_start(app.cons);
+    if (rv != CONS_OK) {
+        LOG_ERROR("event=start_failed what=consensus err=\"%s\"",
+                  cons_node_errmsg(app.cons));
+        app.exit_code = 1;
+        goto out_shutdown;
+    }
+    rv = net_server_start(app.net);
+    if (rv != NET_OK) {
+        LOG_ERROR("event=start_failed what=net err=\"%s\"",
+                  net_server_errmsg(app.net));
+        app.exit_code = 1;
+        goto out_shutdown;
+    }
+    LOG_INFO("event=ready id=%u http=%s:%d raft=%s data=%s", opts.cons.id,
+             opts.http_host, opts.net.http_port, opts.raft_addr,
+             opts.cons.data_dir);
+    uv_run(&app.loop, UV_RUN_DEFAULT);
+    goto out_loop;
+
+out_shutdown:
+    shutdown_node(&app);
+    uv_run(&app.loop, UV_RUN_DEFAULT);
+    goto out_loop;
+out_close_signals:
+    uv_close((uv_handle_t *)&app.sigterm, NULL);
+    uv_close((uv_handle_t *)&app.sigint, NULL);
+    uv_run(&app.loop, UV_RUN_DEFAULT);
+out_loop:
+    rv = uv_loop_close(&app.loop);
+    if (rv != 0) {
+        LOG_ERROR("event=loop_not_empty err=%s: a handle was left open",
+                  uv_strerror(rv));
+        return 1;
+    }
+    LOG_INFO("event=exit code=%d", app.exit_code);
+    return app.exit_code;
+}

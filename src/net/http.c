@@ -1,0 +1,694 @@
+/*
+ * http.c - the HTTP routes of PROTOCOL.md: POST /new, GET /room/ID,
+ * POST /room/ID/send, GET /healthz, CORS preflights, and the 404/405/413/
+ * 503 answers around them.
+ *
+ * Happy path: LWS_CALLBACK_HTTP parses the route; a POST with a body waits
+ * for LWS_CALLBACK_HTTP_BODY_COMPLETION; then the request is decided. An
+ * answer known at once is stored in c->http and written from
+ * LWS_CALLBACK_HTTP_WRITEABLE (headers, then the body, then the
+ * transaction completes and the connection may serve the next request). A
+ * request that proposes (POST /new, a push sent to /send) registers a fresh
+ * origin session and holds its answer until net_server_on_applied or
+ * net_server_on_failed names that session.
+ *
+ * Failure modes:
+ * - the client disconnects while its answer is held: CLOSED_HTTP drops the
+ *   session from the owner table, and the later result finds nobody.
+ * - a body over cfg.max_http_body: 413 and the connection is closed (the
+ *   rest of the body is never read).
+ * - past cfg.max_connections or while stopping: 503, then close.
+ *
+ * Not here: WebSocket upgrades beyond refusing them (ws.c).
+ */
+#define LOG_MODULE "net"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "internal.h"
+#include "log.h"
+
+#define CT_JSON "application/json"
+#define CT_TEXT "text/plain; charset=utf-8"
+
+/* 24 random bytes: 192 bits, 32 base64url characters without padding. */
+#define ROOM_ID_RANDOM_BYTES 24
+
+/* ---- routing ------------------------------------------------------------ */
+
+static bool room_char_ok(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
+}
+
+bool net__route_parse(const char *path, size_t len, enum net_route *route,
+                      char *room, size_t *room_len)
+{
+    const char *p, *end, *id;
+    size_t n;
+
+    *route = NET_ROUTE_NONE;
+    *room_len = 0;
+    /* One trailing slash is tolerated: "/new/" is "/new". */
+    if (len > 1 && path[len - 1] == '/')
+        len--;
+    if (len == 4 && memcmp(path, "/new", 4) == 0) {
+        *route = NET_ROUTE_NEW;
+        return true;
+    }
+    if (len == 8 && memcmp(path, "/healthz", 8) == 0) {
+        *route = NET_ROUTE_HEALTHZ;
+        return true;
+    }
+    if (len <= 6 || memcmp(path, "/room/", 6) != 0)
+        return false;
+    id = path + 6;
+    end = path + len;
+    for (p = id; p < end && *p != '/'; p++)
+        if (!room_char_ok(*p))
+            return false;
+    n = (size_t)(p - id);
+    if (n == 0 || n > RELAY_ROOM_ID_MAX)
+        return false;
+    memcpy(room, id, n);
+    room[n] = '\0';
+    *room_len = n;
+    if (p == end) {
+        *route = NET_ROUTE_ROOM;
+        return true;
+    }
+    if ((size_t)(end - p) == 8 && memcmp(p, "/connect", 8) == 0) {
+        *route = NET_ROUTE_CONNECT;
+        return true;
+    }
+    if ((size_t)(end - p) == 5 && memcmp(p, "/send", 5) == 0) {
+        *route = NET_ROUTE_SEND;
+        return true;
+    }
+    return false;
+}
+
+/* ---- answers ------------------------------------------------------------ */
+
+void net__http_reset(struct net_conn *c)
+{
+    struct net_http *h = &c->http;
+
+    if (h->pending != NET_PENDING_NONE)
+        net__owner_unregister(c->srv, c);
+    free(h->body);
+    free(h->resp);
+    memset(h, 0, sizeof(*h));
+}
+
+/* Takes buf (LWS_PRE headroom, payload at +LWS_PRE, len bytes). */
+static void respond_take(struct net_conn *c, unsigned status, const char *ctype,
+                         uint8_t *buf, size_t len)
+{
+    struct net_http *h = &c->http;
+
+    free(h->resp);
+    h->resp = buf;
+    h->resp_len = len;
+    h->status = status;
+    h->ctype = ctype;
+    h->resp_ready = true;
+    h->acted = true;
+    lws_callback_on_writable(c->wsi);
+}
+
+static void respond(struct net_conn *c, unsigned status, const char *ctype,
+                    const void *body, size_t len)
+{
+    uint8_t *buf = malloc(LWS_PRE + len + 1);
+
+    if (buf == NULL) {
+        /* Without memory for the answer, the connection goes. */
+        LOG_WARN("event=http_oom status=%u", status);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        c->http.acted = true;
+        return;
+    }
+    if (len > 0)
+        memcpy(buf + LWS_PRE, body, len);
+    respond_take(c, status, ctype, buf, len);
+}
+
+static size_t error_json(char *out, size_t cap, const char *msg)
+{
+    char *o = out, *end = out + cap;
+    static const char head[] = "{\"type\":\"error\",\"message\":";
+
+    if (cap < sizeof(head) + 8)
+        return 0;
+    memcpy(o, head, sizeof(head) - 1);
+    o += sizeof(head) - 1;
+    if (!net__json_str(&o, end - 2, msg, strlen(msg))) {
+        o = out + sizeof(head) - 1;
+        net__json_str(&o, end - 2, "error", 5);
+    }
+    *o++ = '}';
+    return (size_t)(o - out);
+}
+
+static void respond_error(struct net_conn *c, unsigned status, const char *fmt,
+                          ...) __attribute__((format(printf, 3, 4)));
+
+static void respond_error(struct net_conn *c, unsigned status, const char *fmt,
+                          ...)
+{
+    char msg[300], body[700];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    respond(c, status, CT_JSON, body, error_json(body, sizeof(body), msg));
+}
+
+/* The room object: urls from the configured public URL, else from Host. */
+static void respond_room(struct net_conn *c)
+{
+    struct net_server *s = c->srv;
+    struct net_http *h = &c->http;
+    char body[1600], url[700], base[NET_HOST_MAX + 300];
+    const char *ws = "ws", *http = "http", *rest;
+    char *o = body, *end = body + sizeof(body);
+    int n;
+
+    if (s->public_url != NULL) {
+        rest = strstr(s->public_url, "://");
+        if (rest != NULL && rest - s->public_url == 5 &&
+            strncasecmp(s->public_url, "https", 5) == 0) {
+            ws = "wss";
+            http = "https";
+        }
+        rest = rest != NULL ? rest + 3 : s->public_url;
+        snprintf(base, sizeof(base), "%s", rest);
+    } else if (h->host[0] != '\0') {
+        snprintf(base, sizeof(base), "%s", h->host);
+    } else {
+        snprintf(base, sizeof(base), "%s:%d", s->cfg.http_host,
+                 s->cfg.http_port);
+    }
+
+    memcpy(o, "{\"room\":", 8);
+    o += 8;
+    if (!net__json_str(&o, end, h->room, h->room_len))
+        goto err_too_long;
+    n = snprintf(url, sizeof(url), "%s://%s/room/%s/connect", ws, base,
+                 h->room);
+    if (n < 0 || (size_t)n >= sizeof(url) || end - o < 20)
+        goto err_too_long;
+    memcpy(o, ",\"socket_url\":", 14);
+    o += 14;
+    if (!net__json_str(&o, end, url, (size_t)n))
+        goto err_too_long;
+    n = snprintf(url, sizeof(url), "%s://%s/room/%s/send", http, base, h->room);
+    if (n < 0 || (size_t)n >= sizeof(url) || end - o < 20)
+        goto err_too_long;
+    memcpy(o, ",\"http_url\":", 12);
+    o += 12;
+    if (!net__json_str(&o, end - 1, url, (size_t)n))
+        goto err_too_long;
+    *o++ = '}';
+    respond(c, 200, CT_JSON, body, (size_t)(o - body));
+    return;
+err_too_long:
+    respond_error(c, 400, "host header too long");
+}
+
+static void respond_preflight(struct net_conn *c)
+{
+    c->http.preflight = true;
+    respond(c, 200, NULL, NULL, 0);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static int add_header(struct lws *wsi, const char *name, const char *value,
+                      unsigned char **p, unsigned char *end)
+{
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                       (const unsigned char *)value,
+                                       (int)strlen(value), p, end);
+}
+
+static int write_headers(struct net_conn *c, unsigned status, const char *ctype,
+                         size_t len, bool preflight, bool close_after)
+{
+    unsigned char buf[LWS_PRE + 1024];
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf);
+    struct lws *wsi = c->wsi;
+
+    if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p,
+                                    end) ||
+        add_header(wsi, "access-control-allow-origin:", "*", &p, end))
+        return -1;
+    if (preflight &&
+        (add_header(wsi, "access-control-allow-methods:", "GET, POST, OPTIONS",
+                    &p, end) ||
+         add_header(wsi, "access-control-allow-headers:",
+                    "content-type, authorization, accept", &p, end) ||
+         add_header(wsi, "access-control-max-age:", "86400", &p, end)))
+        return -1;
+    if (close_after && add_header(wsi, "connection:", "close", &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    return 0;
+}
+
+int net__http_on_writeable(struct net_conn *c)
+{
+    struct net_http *h = &c->http;
+    bool close_after = h->close_after;
+
+    if (!h->resp_ready)
+        return 0;
+    if (write_headers(c, h->status, h->ctype, h->resp_len, h->preflight,
+                      close_after) != 0)
+        return -1;
+    /* lws keeps whatever the socket does not take now and sends it before
+     * the next writeable callback or the transaction's end. */
+    if (h->resp_len > 0 && lws_write(c->wsi, h->resp + LWS_PRE, h->resp_len,
+                                     LWS_WRITE_HTTP_FINAL) < 0)
+        return -1;
+    net__http_reset(c);
+    if (close_after)
+        return -1;
+    return lws_http_transaction_completed(c->wsi) ? -1 : 0;
+}
+
+int net__http_write_now(struct net_conn *c, unsigned status,
+                        const char *message)
+{
+    uint8_t buf[LWS_PRE + 512];
+    size_t len = error_json((char *)buf + LWS_PRE, 512, message);
+
+    if (write_headers(c, status, CT_JSON, len, false, false) != 0)
+        return -1;
+    if (lws_write(c->wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- the routes --------------------------------------------------------- */
+
+static bool room_exists(struct net_server *s, const char *id, size_t len)
+{
+    return relay_room_exists(cons_node_state(s->cons), id, len);
+}
+
+static void start_new(struct net_conn *c)
+{
+    static const char b64url[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    struct net_server *s = c->srv;
+    struct net_http *h = &c->http;
+    uint8_t rnd[ROOM_ID_RANDOM_BYTES];
+    struct relay_cmd cmd;
+    size_t i, o = 0;
+    int rv;
+
+    /* The room id is the bearer token of the room: CSPRNG only. */
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        respond_error(c, 503, "no randomness available");
+        return;
+    }
+    for (i = 0; i < sizeof(rnd); i += 3) {
+        uint32_t v =
+            (uint32_t)rnd[i] << 16 | (uint32_t)rnd[i + 1] << 8 | rnd[i + 2];
+
+        h->room[o++] = b64url[(v >> 18) & 63];
+        h->room[o++] = b64url[(v >> 12) & 63];
+        h->room[o++] = b64url[(v >> 6) & 63];
+        h->room[o++] = b64url[v & 63];
+    }
+    h->room[o] = '\0';
+    h->room_len = o;
+
+    if (net__owner_register(s, c) != NET_OK) {
+        respond_error(c, 503, "out of memory");
+        return;
+    }
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = RELAY_CMD_CREATE_ROOM;
+    cmd.origin.node = cons_node_id(s->cons);
+    cmd.origin.session = c->session;
+    cmd.origin.counter = 1;
+    cmd.room = h->room;
+    cmd.room_len = h->room_len;
+    rv = cons_propose(s->cons, &cmd);
+    if (rv != CONS_OK) {
+        net__owner_unregister(s, c);
+        respond_error(c, 503, "room not created: %s", cons_strerror(rv));
+        return;
+    }
+    h->pending = NET_PENDING_NEW;
+    h->acted = true;
+}
+
+static void send_push(struct net_conn *c, const struct relay_msg *m)
+{
+    struct net_server *s = c->srv;
+    struct net_http *h = &c->http;
+    struct relay_cmd cmd;
+    int rv;
+
+    if (net__owner_register(s, c) != NET_OK) {
+        respond_error(c, 503, "out of memory");
+        return;
+    }
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = RELAY_CMD_PUSH;
+    cmd.origin.node = cons_node_id(s->cons);
+    cmd.origin.session = c->session;
+    cmd.origin.counter = 1;
+    cmd.room = h->room;
+    cmd.room_len = h->room_len;
+    cmd.key = m->key;
+    cmd.key_len = m->key_len;
+    cmd.action = m->action;
+    cmd.compact_seq = m->compact_seq;
+    cmd.value = m->value;
+    cmd.value_len = m->value_len;
+    rv = cons_propose(s->cons, &cmd);
+    if (rv != CONS_OK) {
+        net__owner_unregister(s, c);
+        respond_error(c, 503, "push not applied: %s", cons_strerror(rv));
+        return;
+    }
+    h->pending = NET_PENDING_SEND;
+    h->acted = true;
+}
+
+static void send_get(struct net_conn *c, const struct relay_msg *m)
+{
+    struct net_server *s = c->srv;
+    struct net_http *h = &c->http;
+    const struct relay_entry *entries;
+    uint8_t *buf;
+    size_t n, len;
+    int rv;
+
+    /* No subscription over HTTP; "seq": null asks for no replay. */
+    if (!m->has_seq) {
+        respond(c, 200, CT_JSON, "null", 4);
+        return;
+    }
+    rv = relay_stream_read(cons_node_state(s->cons), h->room, h->room_len,
+                           m->key, m->key_len, m->seq, &entries, &n);
+    if (rv == RELAY_ENOROOM) {
+        respond_error(c, 404, "room not found");
+        return;
+    }
+    if (rv == RELAY_OK)
+        rv = relay_enc_init(RELAY_FMT_JSON, LWS_PRE, m->key, m->key_len,
+                            entries, n, &buf, &len);
+    if (rv != RELAY_OK) {
+        respond_error(c, 503, "get failed: %s", relay_strerror(rv));
+        return;
+    }
+    respond_take(c, 200, CT_JSON, buf, len);
+}
+
+static void send_ping(struct net_conn *c, const struct relay_msg *m)
+{
+    uint8_t *buf;
+    size_t len;
+    int rv = relay_enc_pong(RELAY_FMT_JSON, LWS_PRE, m->nonce, m->nonce_len,
+                            &buf, &len);
+
+    if (rv != RELAY_OK) {
+        respond_error(c, 503, "ping failed: %s", relay_strerror(rv));
+        return;
+    }
+    respond_take(c, 200, CT_JSON, buf, len);
+}
+
+static void start_send(struct net_conn *c)
+{
+    struct net_server *s = c->srv;
+    struct net_http *h = &c->http;
+    struct relay_msg m;
+    char err[256];
+    int rv;
+
+    if (!room_exists(s, h->room, h->room_len)) {
+        respond_error(c, 404, "room not found");
+        return;
+    }
+    err[0] = '\0';
+    rv = relay_msg_decode(
+        RELAY_FMT_JSON, h->body != NULL ? h->body : (const uint8_t *)"",
+        h->body_len, s->cfg.max_message, &m, err, sizeof(err));
+    if (rv != RELAY_OK) {
+        respond_error(c, 400, "%s", err[0] != '\0' ? err : relay_strerror(rv));
+        relay_msg_free(&m);
+        return;
+    }
+    switch (m.type) {
+    case RELAY_MSG_PUSH:
+        send_push(c, &m);
+        break;
+    case RELAY_MSG_GET:
+        send_get(c, &m);
+        break;
+    case RELAY_MSG_PING:
+        send_ping(c, &m);
+        break;
+    default:
+        respond_error(c, 400, "unknown message type");
+        break;
+    }
+    relay_msg_free(&m);
+}
+
+/* Decides the request once its body (if any) is in. */
+static void decide(struct net_conn *c)
+{
+    struct net_server *s = c->srv;
+    struct net_http *h = &c->http;
+    bool get = h->method == LWSHUMETH_GET, post = h->method == LWSHUMETH_POST;
+
+    if (h->method == LWSHUMETH_OPTIONS) {
+        respond_preflight(c);
+        return;
+    }
+    switch (h->route) {
+    case NET_ROUTE_HEALTHZ:
+        if (!get)
+            break;
+        if (cons_node_is_ready(s->cons))
+            respond(c, 200, CT_TEXT, "ok", 2);
+        else
+            respond(c, 503, CT_TEXT, "not ready", 9);
+        return;
+    case NET_ROUTE_NEW:
+        if (!post)
+            break;
+        start_new(c);
+        return;
+    case NET_ROUTE_ROOM:
+        if (!get)
+            break;
+        if (room_exists(s, h->room, h->room_len))
+            respond_room(c);
+        else
+            respond_error(c, 404, "room not found");
+        return;
+    case NET_ROUTE_CONNECT:
+        if (!get)
+            break;
+        if (room_exists(s, h->room, h->room_len))
+            respond_error(c, 426, "websocket upgrade required");
+        else
+            respond_error(c, 404, "room not found");
+        return;
+    case NET_ROUTE_SEND:
+        if (!post)
+            break;
+        start_send(c);
+        return;
+    default:
+        respond_error(c, 404, "not found");
+        return;
+    }
+    respond_error(c, 405, "method not allowed");
+}
+
+int net__http_on_request(struct net_conn *c)
+{
+    struct net_server *s = c->srv;
+    struct net_http *h = &c->http;
+    struct lws *wsi = c->wsi;
+    char *uri = NULL, cl[32];
+    int ulen = 0, n;
+    unsigned long long want;
+
+    net__http_reset(c);
+    c->kind = NET_CONN_HTTP;
+    h->method = lws_http_get_uri_and_method(wsi, &uri, &ulen);
+    if (lws_hdr_copy(wsi, h->host, sizeof(h->host), WSI_TOKEN_HOST) < 0)
+        h->host[0] = '\0';
+    /* An unknown path keeps NET_ROUTE_NONE: 404 once decided. */
+    if (h->method >= 0 && uri != NULL && ulen > 0)
+        net__route_parse(uri, (size_t)ulen, &h->route, h->room, &h->room_len);
+
+    if (c->over_limit) {
+        h->close_after = true;
+        respond_error(c, 503, "too many connections");
+        return 0;
+    }
+    if (s->stopping) {
+        h->close_after = true;
+        respond_error(c, 503, "server shutting down");
+        return 0;
+    }
+    /* lws 4.1 does not de-chunk request bodies (it never reports one
+     * complete), so a chunked body is refused and the connection, with the
+     * body unread, closed. */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+        h->close_after = true;
+        respond_error(c, 411, "send the body with a content-length");
+        return 0;
+    }
+    n = lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    want = n > 0 ? strtoull(cl, NULL, 10) : 0;
+    if (want > s->cfg.max_http_body) {
+        h->close_after = true;
+        respond_error(c, 413, "body over %zu bytes", s->cfg.max_http_body);
+        return 0;
+    }
+    /* Whatever the route, a body is read to its end before the answer, so
+     * the connection can carry the next request. */
+    if (want > 0) {
+        h->want_body = true;
+        return 0; /* decided at LWS_CALLBACK_HTTP_BODY_COMPLETION */
+    }
+    decide(c);
+    return 0;
+}
+
+int net__http_on_body(struct net_conn *c, const void *in, size_t len)
+{
+    struct net_http *h = &c->http;
+    size_t max = c->srv->cfg.max_http_body, cap;
+    uint8_t *b;
+
+    if (h->acted)
+        return 0;
+    if (len > max - h->body_len) {
+        h->close_after = true;
+        respond_error(c, 413, "body over %zu bytes", max);
+        return 0;
+    }
+    if (h->body_len + len > h->body_cap) {
+        cap = h->body_cap == 0 ? 1024 : h->body_cap;
+        while (cap < h->body_len + len)
+            cap *= 2;
+        if (cap > max)
+            cap = max;
+        b = realloc(h->body, cap);
+        if (b == NULL) {
+            h->close_after = true;
+            respond_error(c, 503, "out of memory");
+            return 0;
+        }
+        h->body = b;
+        h->body_cap = cap;
+    }
+    memcpy(h->body + h->body_len, in, len);
+    h->body_len += len;
+    return 0;
+}
+
+int net__http_on_body_done(struct net_conn *c)
+{
+    if (!c->http.acted)
+        decide(c);
+    return 0;
+}
+
+/* ---- results from consensus --------------------------------------------- */
+
+void net__http_on_applied(struct net_conn *c, const struct cons_applied *ev)
+{
+    struct net_http *h = &c->http;
+    const struct relay_effects *eff = ev->eff;
+    enum net_pending pending = h->pending;
+    uint8_t *buf;
+    size_t len;
+    int rv;
+
+    if (pending == NET_PENDING_NONE)
+        return;
+    h->pending = NET_PENDING_NONE;
+    net__owner_unregister(c->srv, c);
+    if (pending == NET_PENDING_NEW) {
+        if (eff->status == RELAY_OK)
+            respond_room(c);
+        else
+            respond_error(c, 503, "room not created: %s",
+                          relay_strerror(eff->status));
+        return;
+    }
+    if (eff->status != RELAY_OK && eff->status != RELAY_EDUP) {
+        respond_error(c, eff->status == RELAY_ENOROOM ? 404 : 400, "%s",
+                      relay_strerror(eff->status));
+        return;
+    }
+    if (!eff->has_stream_size) {
+        respond(c, 200, CT_JSON, "null", 4);
+        return;
+    }
+    rv = relay_enc_stream_size(RELAY_FMT_JSON, LWS_PRE, ev->cmd->key,
+                               ev->cmd->key_len, eff->stream_size, &buf, &len);
+    if (rv != RELAY_OK) {
+        /* Applied, only the size report is lost. */
+        respond(c, 200, CT_JSON, "null", 4);
+        return;
+    }
+    respond_take(c, 200, CT_JSON, buf, len);
+}
+
+void net__http_on_failed(struct net_conn *c, int code)
+{
+    struct net_http *h = &c->http;
+    enum net_pending pending = h->pending;
+    const char *what;
+
+    if (pending == NET_PENDING_NONE)
+        return;
+    h->pending = NET_PENDING_NONE;
+    net__owner_unregister(c->srv, c);
+    if (code == CONS_EUNKNOWN)
+        what = pending == NET_PENDING_NEW ? "room creation outcome unknown"
+                                          : "push outcome unknown";
+    else
+        what = pending == NET_PENDING_NEW ? "room not created"
+                                          : "push not applied";
+    respond_error(c, 503, "%s: %s", what, cons_strerror(code));
+}
+
+void net__http_on_stop(struct net_conn *c)
+{
+    struct net_http *h = &c->http;
+    enum net_pending pending = h->pending;
+
+    if (pending == NET_PENDING_NONE)
+        return;
+    h->pending = NET_PENDING_NONE;
+    net__owner_unregister(c->srv, c);
+    h->close_after = true;
+    respond_error(c, 503, "%s: server shutting down",
+                  pending == NET_PENDING_NEW ? "room creation outcome unknown"
+                                             : "push outcome unknown");
+}

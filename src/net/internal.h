@@ -1,0 +1,360 @@
+/*
+ * internal.h - what the files of net/ share: the server, connection, frame
+ * and subscription-index structs and the net__ functions between them.
+ *
+ * Design in a few lines:
+ * - One lws context on the node's uv loop (foreign loop), one vhost, one
+ *   protocol that serves both HTTP and WebSocket. Every accepted socket gets
+ *   a struct net_conn, hung on the wsi as its opaque user data (it survives
+ *   the HTTP -> WS upgrade, which re-allocates lws' per-session data).
+ * - Sessions: a WS connection is one origin session; each HTTP request that
+ *   proposes gets a fresh one. srv->owners maps session id -> conn so that
+ *   an applied or failed command finds its origin (or finds nothing, when
+ *   the connection closed meanwhile, and the result is dropped).
+ * - Subscriptions: srv->rooms holds only rooms with local WS sessions; each
+ *   room maps key -> subscriber list, plus its debug sessions. A broadcast is
+ *   two hash lookups and a walk over the subscribers.
+ * - Fan-out: a push is encoded once per format actually needed into a
+ *   refcounted struct net_frame; each session queues a reference in a ring
+ *   bounded by cfg.max_out_bytes.
+ * - Order: a session's replies follow the order of its requests; a get or
+ *   ping waits behind that session's pushes still in consensus.
+ *
+ * Not here: anything about raft (consensus.h) or message semantics
+ * (relay.h).
+ */
+#ifndef DRIFTD_NET_INTERNAL_H
+#define DRIFTD_NET_INTERNAL_H
+
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "consensus.h"
+#include "net.h"
+#include "relay.h"
+
+/*
+ * Bytes charged against a session's outbound budget for each queued frame
+ * on top of its payload: the ring slot and lws framing. It also bounds the
+ * ring length to max_out_bytes / NET_FRAME_OVERHEAD entries.
+ */
+#define NET_FRAME_OVERHEAD 64
+
+/*
+ * Bounds on one session's subscriptions: keys come from the client, and
+ * each subscription keeps a copy of its key in the index.
+ */
+#define NET_MAX_SUBS 10000
+#define NET_MAX_SUB_KEY_BYTES (1024 * 1024)
+
+/*
+ * Messages of one session that wait behind its unacknowledged pushes (see
+ * ws.c: replies keep the order of requests). Reading from the socket is
+ * paused meanwhile, so this only holds what lws had read already.
+ */
+#define NET_MAX_DEFERRED 4096
+
+/* Largest Host header we echo back into room URLs. */
+#define NET_HOST_MAX 256
+
+/* ---- hash table (subs.c) ------------------------------------------------ */
+
+/*
+ * Intrusive chained hash table with a keyed hash (SipHash-2-4 with the
+ * server's random seed), so clients choosing keys cannot aim collisions.
+ * Nodes are embedded in their owners; the key bytes belong to the owner and
+ * must outlive the node's membership.
+ */
+struct net__hnode {
+    struct net__hnode *next;
+    uint64_t hash;
+    const void *key;
+    size_t key_len;
+};
+
+struct net__htab {
+    struct net__hnode **buckets; /* malloc'd; NULL until the first insert */
+    size_t nbuckets;             /* power of two */
+    size_t count;
+    const uint8_t *seed; /* 16 bytes, borrowed from the server */
+};
+
+void net__htab_init(struct net__htab *t, const uint8_t *seed);
+void net__htab_close(struct net__htab *t); /* frees buckets, not nodes */
+struct net__hnode *net__htab_find(const struct net__htab *t, const void *key,
+                                  size_t key_len);
+/* Returns NET_OK or NET_ENOMEM (then n is not inserted). */
+int net__htab_insert(struct net__htab *t, struct net__hnode *n, const void *key,
+                     size_t key_len);
+void net__htab_remove(struct net__htab *t, struct net__hnode *n);
+
+/* ---- frames (ws.c) ------------------------------------------------------ */
+
+/*
+ * One encoded server message, shared by every session it is queued on.
+ * buf comes from a relay_enc_* call with LWS_PRE headroom; the payload is at
+ * buf + LWS_PRE. Freed when the last reference is dropped.
+ */
+struct net_frame {
+    uint32_t refs;
+    bool binary; /* LWS_WRITE_BINARY (CBOR, msgpack) or TEXT (JSON) */
+    size_t len;
+    uint8_t *buf;
+};
+
+/* Takes ownership of buf (freed on failure too). NULL: out of memory. */
+struct net_frame *net__frame_new(uint8_t *buf, size_t len, enum relay_fmt fmt);
+void net__frame_unref(struct net_frame *f);
+
+/* ---- connections -------------------------------------------------------- */
+
+enum net_route {
+    NET_ROUTE_NONE = 0,
+    NET_ROUTE_NEW,
+    NET_ROUTE_ROOM,
+    NET_ROUTE_CONNECT,
+    NET_ROUTE_SEND,
+    NET_ROUTE_HEALTHZ,
+};
+
+enum net_pending {
+    NET_PENDING_NONE = 0,
+    NET_PENDING_NEW,  /* POST /new waits for its CREATE_ROOM */
+    NET_PENDING_SEND, /* POST /room/ID/send waits for its PUSH */
+};
+
+/* The state of the HTTP transaction in progress on a connection. */
+struct net_http {
+    enum net_route route;
+    int method; /* LWSHUMETH_* */
+    char room[RELAY_ROOM_ID_MAX + 1];
+    size_t room_len;
+    char host[NET_HOST_MAX];
+    bool want_body; /* wait for LWS_CALLBACK_HTTP_BODY_COMPLETION */
+    bool acted;     /* the request was acted upon (answer decided) */
+    uint8_t *body;  /* malloc'd, capped at cfg.max_http_body */
+    size_t body_len;
+    size_t body_cap;
+    enum net_pending pending;
+    /* The answer, written from LWS_CALLBACK_HTTP_WRITEABLE. */
+    bool resp_ready;
+    bool close_after; /* close instead of keep-alive (413, 503 at limit) */
+    bool preflight;
+    unsigned status;
+    const char *ctype;
+    uint8_t *resp; /* malloc'd, LWS_PRE headroom, payload at +LWS_PRE */
+    size_t resp_len;
+};
+
+enum net_conn_kind {
+    NET_CONN_HTTP = 0,
+    NET_CONN_WS,
+};
+
+struct net_sub;
+struct net_room;
+struct net_deferred;
+
+struct net_conn {
+    struct net_server *srv;
+    struct lws *wsi;
+    struct net_conn *prev, *next; /* srv->conns */
+    enum net_conn_kind kind;
+    bool over_limit; /* accepted past cfg.max_connections: answer 503 */
+
+    /* Origin session: in srv->owners while registered. */
+    struct net__hnode owner_node;
+    uint64_t session;
+    bool registered;
+
+    struct net_http http;
+
+    /* WebSocket session (kind == NET_CONN_WS). */
+    char room_id[RELAY_ROOM_ID_MAX + 1];
+    size_t room_len;
+    struct net_room *room;  /* index entry while attached */
+    enum relay_fmt fmt_out; /* what we send */
+    enum relay_fmt fmt_bin; /* how binary frames are read */
+    bool debug;
+    bool established;
+    uint64_t counter;  /* origin counter of our last proposed push */
+    uint64_t resolved; /* highest counter applied or failed */
+    /* Decoded messages waiting for earlier pushes' results (FIFO). */
+    struct net_deferred *defer_head, *defer_tail;
+    size_t n_deferred;
+    size_t deferred_bytes;
+    bool rx_paused;
+    struct net_sub **subs; /* malloc'd array of this session's subs */
+    size_t n_subs, cap_subs;
+    size_t sub_key_bytes; /* sum of the subscribed keys' lengths */
+    size_t debug_idx;     /* position in room->debug when debug */
+
+    /* Inbound reassembly, capped at cfg.max_message. */
+    uint8_t *rx;
+    size_t rx_len, rx_cap;
+    bool rx_active, rx_binary;
+
+    /* Outbound ring of frame references. */
+    struct net_frame **q;
+    size_t q_cap, q_head, q_len;
+    size_t out_bytes;
+
+    /* Set once we decided to close (see net__ws_close). */
+    bool closing;
+    bool close_started; /* handed to lws */
+    bool close_queued;  /* on srv->close_list */
+    bool in_callback;   /* inside one of this wsi's WS callbacks */
+    struct net_conn *close_next;
+    uint16_t close_code;
+    char close_reason[100];
+};
+
+/* ---- subscription index (subs.c) --------------------------------------- */
+
+struct net_key {
+    struct net__hnode node;
+    struct net_room *room;
+    char *key; /* malloc'd copy; may hold NULs */
+    size_t key_len;
+    struct net_sub **subs;
+    size_t n, cap;
+};
+
+struct net_sub {
+    struct net_conn *conn;
+    struct net_key *key;
+    size_t key_idx;  /* in key->subs */
+    size_t conn_idx; /* in conn->subs */
+};
+
+struct net_room {
+    struct net__hnode node;
+    char id[RELAY_ROOM_ID_MAX + 1];
+    size_t id_len;
+    struct net__htab keys;
+    struct net_conn **debug;
+    size_t n_debug, cap_debug;
+    size_t n_conns; /* attached sessions; the entry goes at 0 */
+};
+
+/* Attaches an established WS session to its room (c->room_id), creating
+ * the entry; registers it as a debug session when c->debug. */
+int net__room_attach(struct net_server *s, struct net_conn *c);
+/* Removes every subscription of c, then c from its room. Idempotent. */
+void net__room_detach(struct net_server *s, struct net_conn *c);
+struct net_room *net__room_find(struct net_server *s, const char *id,
+                                size_t id_len);
+struct net_key *net__key_find(struct net_room *r, const char *key,
+                              size_t key_len);
+/* Subscribes c to key in its room; a second call is a no-op. NET_EINVAL
+ * past NET_MAX_SUBS / NET_MAX_SUB_KEY_BYTES, NET_ENOMEM. */
+int net__sub_add(struct net_server *s, struct net_conn *c, const char *key,
+                 size_t key_len);
+
+/* ---- the server (server.c) ---------------------------------------------- */
+
+enum net_close_phase {
+    NET_CLOSE_NONE = 0,
+    NET_CLOSE_WAIT_WS,      /* close frames sent, waiting for sockets */
+    NET_CLOSE_WAIT_CONTEXT, /* lws_context_destroy called */
+    NET_CLOSE_DONE,
+};
+
+#define NET_MAX_STATIC_HANDLES 8
+
+struct net_server {
+    uv_loop_t *loop;
+    struct net_config cfg; /* strings point at our copies below */
+    char *http_host;       /* strdup'd */
+    char *public_url;      /* strdup'd, trailing '/' removed, or NULL */
+    struct cons_node *cons;
+
+    struct lws_context *ctx; /* lws writes NULL here when destroyed */
+    struct lws_vhost *vhost;
+    struct lws_protocols protocols[2];
+    /* lws' own handles on our loop (its idle and timer), seen at context
+     * creation; when they are gone the context can be finalised. */
+    const void *lws_handles[NET_MAX_STATIC_HANDLES];
+    size_t n_lws_handles;
+
+    uint8_t seed[16];    /* hash seed, from getrandom */
+    uint32_t boot_nonce; /* high half of every session id */
+    uint32_t next_session;
+
+    struct net__htab owners;     /* session id -> struct net_conn */
+    struct net__htab rooms;      /* room id -> struct net_room */
+    struct net_conn *conns;      /* every accepted connection */
+    struct net_conn *close_list; /* WS closes decided, not yet started */
+    size_t n_conns;
+    size_t n_ws;
+
+    bool started;
+    bool stopping;
+    bool closing;
+    enum net_close_phase close_phase;
+    uint64_t close_deadline;
+    bool close_overdue_logged;
+    uv_timer_t timer; /* drives the close sequence */
+    net_close_cb close_cb;
+    void *close_arg;
+
+    char errmsg[256];
+};
+
+uint64_t net__session_new(struct net_server *s);
+int net__owner_register(struct net_server *s, struct net_conn *c);
+void net__owner_unregister(struct net_server *s, struct net_conn *c);
+/* JSON string literal of (p, n) appended at *o (bounded by end); returns
+ * false when it does not fit. */
+bool net__json_str(char **o, char *end, const char *p, size_t n);
+
+/* ---- HTTP (http.c) ------------------------------------------------------ */
+
+int net__http_on_request(struct net_conn *c);
+int net__http_on_body(struct net_conn *c, const void *in, size_t len);
+int net__http_on_body_done(struct net_conn *c);
+int net__http_on_writeable(struct net_conn *c);
+/* Frees the transaction state and drops a pending result. */
+void net__http_reset(struct net_conn *c);
+void net__http_on_applied(struct net_conn *c, const struct cons_applied *ev);
+void net__http_on_failed(struct net_conn *c, int code);
+/* net_server_stop: answer a pending request with 503 now. */
+void net__http_on_stop(struct net_conn *c);
+/*
+ * Writes a complete response synchronously, from inside a callback of
+ * c->wsi (the upgrade refusal). Returns 0 or -1.
+ */
+int net__http_write_now(struct net_conn *c, unsigned status,
+                        const char *message);
+/* Parses a path into a route and room id; false for an unknown path. */
+bool net__route_parse(const char *path, size_t len, enum net_route *route,
+                      char *room, size_t *room_len);
+
+/* ---- WebSocket (ws.c) --------------------------------------------------- */
+
+int net__ws_on_confirm(struct net_conn *c);
+int net__ws_on_established(struct net_conn *c);
+int net__ws_on_receive(struct net_conn *c, const void *in, size_t len);
+int net__ws_on_writeable(struct net_conn *c);
+void net__ws_on_closed(struct net_conn *c);
+void net__ws_on_applied(struct net_conn *c, const struct cons_applied *ev);
+void net__ws_on_failed(struct net_conn *c, const struct relay_origin *origin,
+                       int code);
+/* Queues a reference to f; closes a slow consumer instead of growing. */
+void net__ws_queue(struct net_conn *c, struct net_frame *f);
+/* Decides to close c with code/reason; see ws.c for when it happens. */
+void net__ws_close(struct net_conn *c, uint16_t code, const char *reason);
+/* Hands the connections on srv->close_list to lws. Call at the end of an
+ * entry point, never while walking the subscription index. */
+void net__ws_run_closes(struct net_server *s);
+void net__ws_unqueue_close(struct net_conn *c);
+/* Fans a broadcast out to the subscribers of (room, key) on this node. */
+void net__ws_broadcast(struct net_server *s, const struct relay_cmd *cmd,
+                       const struct relay_effects *eff);
+/* Drops queued frames and the reassembly buffer. */
+void net__ws_release(struct net_conn *c);
+
+#endif

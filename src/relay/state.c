@@ -1,0 +1,1273 @@
+/*
+ * state.c - rooms, keyed streams, seqs, the dedupe table and the node
+ * directory: the deterministic state every node rebuilds from the log.
+ *
+ * Determinism is the point of every choice here. Hash tables only find
+ * things; whatever is walked (rooms, keys, dedupe sessions, nodes) is walked
+ * in an order that depends on the applied commands alone: creation order for
+ * rooms and keys, least-recently-applied order for dedupe sessions, id order
+ * for nodes. So two nodes fed the same log produce byte-identical snapshots.
+ *
+ * A stream is a contiguous array of entries sorted by seq (appends only grow
+ * seqs; compact puts S first and keeps only seqs > S), so reads with `after`
+ * are a binary search and hand out the array itself.
+ *
+ * Every mutation allocates first and changes state last, so ENOMEM leaves
+ * the state as it was.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec_internal.h"
+#include "relay.h"
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static uint64_t hash_bytes(const void *p, size_t n, uint64_t h)
+{
+    const uint8_t *b = p;
+
+    /* FNV-1a: fine for ids and keys, which are short. */
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+#define HASH_SEED 14695981039346656037ULL
+
+/* A NUL-terminated copy of n bytes (which may hold NULs). */
+static char *dup_bytes(const char *p, size_t n)
+{
+    char *c = malloc(n + 1);
+
+    if (c == NULL)
+        return NULL;
+    if (n > 0)
+        memcpy(c, p, n);
+    c[n] = '\0';
+    return c;
+}
+
+/* ---- types ---------------------------------------------------------------- */
+
+struct stream {
+    char *key;
+    size_t key_len;
+    uint64_t hash;
+    struct relay_entry *e; /* values malloc'd, owned */
+    size_t n, cap;
+    size_t bytes;          /* key_len + sum of value lengths */
+    struct stream *hnext;  /* hash chain */
+    struct stream *onext;  /* creation order */
+};
+
+struct room {
+    char *id;
+    size_t id_len;
+    uint64_t hash;
+    uint64_t last_seq;
+    size_t bytes;   /* retained bytes over all streams */
+    size_t entries; /* retained entries over all streams */
+    struct stream **kt; /* key hash table */
+    size_t kt_cap, n_keys;
+    struct stream *khead, *ktail;
+    struct room *hnext;
+    struct room *oprev, *onext;
+};
+
+struct dd {
+    uint32_t node;
+    uint64_t session;
+    uint64_t counter;
+    uint64_t last_ms;
+    struct dd *hnext;
+    struct dd *lprev, *lnext; /* head: least recently applied */
+};
+
+struct dnode {
+    uint32_t id;
+    char *raft;
+    char *http;
+};
+
+struct relay_state {
+    struct relay_limits lim;
+    struct room **rt;
+    size_t rt_cap, n_rooms;
+    struct room *rhead, *rtail;
+
+    struct dd **dt;
+    size_t dt_cap, n_dd;
+    struct dd *lhead, *ltail;
+
+    struct dnode *nodes; /* sorted by id */
+    size_t n_nodes;
+};
+
+/* ---- errors and limits ---------------------------------------------------- */
+
+const char *relay_strerror(int code)
+{
+    switch (code) {
+    case RELAY_OK:
+        return "ok";
+    case RELAY_ENOMEM:
+        return "out of memory";
+    case RELAY_EINVAL:
+        return "invalid input";
+    case RELAY_ENOROOM:
+        return "room not found";
+    case RELAY_EEXIST:
+        return "room already exists";
+    case RELAY_ETOOBIG:
+        return "size limit exceeded";
+    case RELAY_EFULL:
+        return "too many rooms";
+    case RELAY_ESEQ:
+        return "compact seq must be between 1 and the room's last seq";
+    case RELAY_EDUP:
+        return "duplicate command (already applied)";
+    case RELAY_EDEPTH:
+        return "value nested too deeply";
+    default:
+        return "unknown error";
+    }
+}
+
+void relay_limits_default(struct relay_limits *lim)
+{
+    lim->max_key_len = 1024;
+    lim->max_value_len = 1024 * 1024;
+    lim->max_room_bytes = 64 * 1024 * 1024;
+    lim->max_rooms = 100000;
+    lim->max_dedupe = 65536;
+    lim->dedupe_ttl_ms = 3600 * 1000;
+}
+
+static void limits_fill(struct relay_limits *dst, const struct relay_limits *src)
+{
+    struct relay_limits def;
+
+    relay_limits_default(&def);
+    *dst = def;
+    if (src == NULL)
+        return;
+    if (src->max_key_len != 0)
+        dst->max_key_len = src->max_key_len;
+    if (src->max_value_len != 0)
+        dst->max_value_len = src->max_value_len;
+    if (src->max_room_bytes != 0)
+        dst->max_room_bytes = src->max_room_bytes;
+    if (src->max_rooms != 0)
+        dst->max_rooms = src->max_rooms;
+    if (src->max_dedupe != 0)
+        dst->max_dedupe = src->max_dedupe;
+    if (src->dedupe_ttl_ms != 0)
+        dst->dedupe_ttl_ms = src->dedupe_ttl_ms;
+}
+
+/* ---- streams -------------------------------------------------------------- */
+
+static void stream_free(struct stream *st)
+{
+    for (size_t i = 0; i < st->n; i++)
+        free((void *)st->e[i].value);
+    free(st->e);
+    free(st->key);
+    free(st);
+}
+
+static struct stream *stream_new(const char *key, size_t key_len, uint64_t h)
+{
+    struct stream *st = calloc(1, sizeof(*st));
+
+    if (st == NULL)
+        return NULL;
+    st->key = dup_bytes(key, key_len);
+    if (st->key == NULL) {
+        free(st);
+        return NULL;
+    }
+    st->key_len = key_len;
+    st->hash = h;
+    return st;
+}
+
+static bool stream_reserve(struct stream *st, size_t need)
+{
+    struct relay_entry *e;
+    size_t cap;
+
+    if (st->cap >= need)
+        return true;
+    cap = st->cap < 4 ? 4 : st->cap * 2;
+    while (cap < need)
+        cap *= 2;
+    e = realloc(st->e, cap * sizeof(*e));
+    if (e == NULL)
+        return false;
+    st->e = e;
+    st->cap = cap;
+    return true;
+}
+
+/* Index of the first entry with seq > after. */
+static size_t stream_upper(const struct stream *st, uint64_t after)
+{
+    size_t lo = 0, hi = st->n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (st->e[mid].seq <= after)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* ---- rooms ---------------------------------------------------------------- */
+
+static void room_free(struct room *r)
+{
+    struct stream *st = r->khead;
+
+    while (st != NULL) {
+        struct stream *next = st->onext;
+
+        stream_free(st);
+        st = next;
+    }
+    free(r->kt);
+    free(r->id);
+    free(r);
+}
+
+static struct stream *room_find_key(const struct room *r, const char *key,
+                                    size_t key_len, uint64_t h)
+{
+    if (r->kt_cap == 0)
+        return NULL;
+    for (struct stream *st = r->kt[h & (r->kt_cap - 1)]; st != NULL;
+         st = st->hnext)
+        if (st->hash == h && st->key_len == key_len &&
+            memcmp(st->key, key, key_len) == 0)
+            return st;
+    return NULL;
+}
+
+/* Makes room in the key table for one more key. */
+static bool room_key_reserve(struct room *r)
+{
+    struct stream **kt;
+    size_t cap;
+
+    if (r->n_keys + 1 <= r->kt_cap)
+        return true;
+    cap = r->kt_cap == 0 ? 8 : r->kt_cap * 2;
+    kt = calloc(cap, sizeof(*kt));
+    if (kt == NULL)
+        return false;
+    for (struct stream *st = r->khead; st != NULL; st = st->onext) {
+        size_t b = st->hash & (cap - 1);
+
+        st->hnext = kt[b];
+        kt[b] = st;
+    }
+    free(r->kt);
+    r->kt = kt;
+    r->kt_cap = cap;
+    return true;
+}
+
+/* Links a new stream (room_key_reserve done). */
+static void room_add_key(struct room *r, struct stream *st)
+{
+    size_t b = st->hash & (r->kt_cap - 1);
+
+    st->hnext = r->kt[b];
+    r->kt[b] = st;
+    if (r->ktail != NULL)
+        r->ktail->onext = st;
+    else
+        r->khead = st;
+    r->ktail = st;
+    r->n_keys++;
+}
+
+static struct room *find_room(const struct relay_state *s, const char *id,
+                              size_t id_len)
+{
+    uint64_t h;
+
+    if (s->rt_cap == 0)
+        return NULL;
+    h = hash_bytes(id, id_len, HASH_SEED);
+    for (struct room *r = s->rt[h & (s->rt_cap - 1)]; r != NULL; r = r->hnext)
+        if (r->hash == h && r->id_len == id_len &&
+            memcmp(r->id, id, id_len) == 0)
+            return r;
+    return NULL;
+}
+
+static bool rooms_reserve(struct relay_state *s)
+{
+    struct room **rt;
+    size_t cap;
+
+    if (s->n_rooms + 1 <= s->rt_cap)
+        return true;
+    cap = s->rt_cap == 0 ? 64 : s->rt_cap * 2;
+    rt = calloc(cap, sizeof(*rt));
+    if (rt == NULL)
+        return false;
+    for (struct room *r = s->rhead; r != NULL; r = r->onext) {
+        size_t b = r->hash & (cap - 1);
+
+        r->hnext = rt[b];
+        rt[b] = r;
+    }
+    free(s->rt);
+    s->rt = rt;
+    s->rt_cap = cap;
+    return true;
+}
+
+/* Creates and links a room (no limit checks). */
+static struct room *room_insert(struct relay_state *s, const char *id,
+                                size_t id_len)
+{
+    struct room *r;
+    size_t b;
+
+    if (!rooms_reserve(s))
+        return NULL;
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->id = dup_bytes(id, id_len);
+    if (r->id == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->id_len = id_len;
+    r->hash = hash_bytes(id, id_len, HASH_SEED);
+    b = r->hash & (s->rt_cap - 1);
+    r->hnext = s->rt[b];
+    s->rt[b] = r;
+    r->oprev = s->rtail;
+    if (s->rtail != NULL)
+        s->rtail->onext = r;
+    else
+        s->rhead = r;
+    s->rtail = r;
+    s->n_rooms++;
+    return r;
+}
+
+static void room_unlink(struct relay_state *s, struct room *r)
+{
+    struct room **pp = &s->rt[r->hash & (s->rt_cap - 1)];
+
+    while (*pp != r)
+        pp = &(*pp)->hnext;
+    *pp = r->hnext;
+    if (r->oprev != NULL)
+        r->oprev->onext = r->onext;
+    else
+        s->rhead = r->onext;
+    if (r->onext != NULL)
+        r->onext->oprev = r->oprev;
+    else
+        s->rtail = r->oprev;
+    s->n_rooms--;
+}
+
+/* ---- dedupe table --------------------------------------------------------- */
+
+static uint64_t dd_hash(uint32_t node, uint64_t session)
+{
+    uint64_t h = hash_bytes(&node, sizeof(node), HASH_SEED);
+
+    return hash_bytes(&session, sizeof(session), h);
+}
+
+static struct dd *dd_find(const struct relay_state *s, uint32_t node,
+                          uint64_t session)
+{
+    if (s->dt_cap == 0)
+        return NULL;
+    for (struct dd *d = s->dt[dd_hash(node, session) & (s->dt_cap - 1)];
+         d != NULL; d = d->hnext)
+        if (d->node == node && d->session == session)
+            return d;
+    return NULL;
+}
+
+static bool dd_reserve(struct relay_state *s)
+{
+    struct dd **dt;
+    size_t cap;
+
+    if (s->n_dd + 1 <= s->dt_cap)
+        return true;
+    cap = s->dt_cap == 0 ? 64 : s->dt_cap * 2;
+    dt = calloc(cap, sizeof(*dt));
+    if (dt == NULL)
+        return false;
+    for (struct dd *d = s->lhead; d != NULL; d = d->lnext) {
+        size_t b = dd_hash(d->node, d->session) & (cap - 1);
+
+        d->hnext = dt[b];
+        dt[b] = d;
+    }
+    free(s->dt);
+    s->dt = dt;
+    s->dt_cap = cap;
+    return true;
+}
+
+static void dd_lru_unlink(struct relay_state *s, struct dd *d)
+{
+    if (d->lprev != NULL)
+        d->lprev->lnext = d->lnext;
+    else
+        s->lhead = d->lnext;
+    if (d->lnext != NULL)
+        d->lnext->lprev = d->lprev;
+    else
+        s->ltail = d->lprev;
+    d->lprev = d->lnext = NULL;
+}
+
+static void dd_lru_append(struct relay_state *s, struct dd *d)
+{
+    d->lprev = s->ltail;
+    d->lnext = NULL;
+    if (s->ltail != NULL)
+        s->ltail->lnext = d;
+    else
+        s->lhead = d;
+    s->ltail = d;
+}
+
+static void dd_remove(struct relay_state *s, struct dd *d)
+{
+    struct dd **pp = &s->dt[dd_hash(d->node, d->session) & (s->dt_cap - 1)];
+
+    while (*pp != d)
+        pp = &(*pp)->hnext;
+    *pp = d->hnext;
+    dd_lru_unlink(s, d);
+    s->n_dd--;
+    free(d);
+}
+
+/* Links a new record at the most-recent end (dd_reserve done). */
+static void dd_link(struct relay_state *s, struct dd *d)
+{
+    size_t b = dd_hash(d->node, d->session) & (s->dt_cap - 1);
+
+    d->hnext = s->dt[b];
+    s->dt[b] = d;
+    dd_lru_append(s, d);
+    s->n_dd++;
+}
+
+/* Forgets sessions idle for longer than the TTL at log time now_ms. */
+static void dd_expire(struct relay_state *s, uint64_t now_ms)
+{
+    while (s->lhead != NULL && now_ms > s->lhead->last_ms &&
+           now_ms - s->lhead->last_ms > s->lim.dedupe_ttl_ms)
+        dd_remove(s, s->lhead);
+}
+
+/*
+ * Records that origin o was applied (or refused) at now_ms. spare is a
+ * pre-allocated record used when the session is new (set to NULL when used).
+ */
+static void dd_record(struct relay_state *s, const struct relay_origin *o,
+                      uint64_t now_ms, struct dd **spare)
+{
+    struct dd *d = dd_find(s, o->node, o->session);
+
+    if (d == NULL) {
+        d = *spare;
+        *spare = NULL;
+        d->node = o->node;
+        d->session = o->session;
+        dd_link(s, d);
+    } else {
+        dd_lru_unlink(s, d);
+        dd_lru_append(s, d);
+    }
+    d->counter = o->counter;
+    d->last_ms = now_ms;
+    while (s->n_dd > s->lim.max_dedupe)
+        dd_remove(s, s->lhead);
+}
+
+/* ---- node directory ------------------------------------------------------- */
+
+static size_t node_pos(const struct relay_state *s, uint32_t id)
+{
+    size_t lo = 0, hi = s->n_nodes;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (s->nodes[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+bool relay_node_lookup(const struct relay_state *s, uint32_t id,
+                       struct relay_node_info *out)
+{
+    size_t i = node_pos(s, id);
+
+    if (i == s->n_nodes || s->nodes[i].id != id)
+        return false;
+    out->id = id;
+    out->raft_addr = s->nodes[i].raft;
+    out->http_addr = s->nodes[i].http;
+    return true;
+}
+
+void relay_nodes_each(const struct relay_state *s, relay_node_cb cb, void *arg)
+{
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        struct relay_node_info ni = {.id = s->nodes[i].id,
+                                     .raft_addr = s->nodes[i].raft,
+                                     .http_addr = s->nodes[i].http};
+        cb(arg, &ni);
+    }
+}
+
+/* Inserts or updates a node; RELAY_ENOMEM leaves the directory unchanged. */
+static int node_set(struct relay_state *s, uint32_t id, const char *raft,
+                    size_t raft_len, const char *http, size_t http_len)
+{
+    size_t i = node_pos(s, id);
+    char *r = dup_bytes(raft, raft_len);
+    char *h = dup_bytes(http, http_len);
+
+    if (r == NULL || h == NULL)
+        goto err;
+    if (i < s->n_nodes && s->nodes[i].id == id) {
+        free(s->nodes[i].raft);
+        free(s->nodes[i].http);
+    } else {
+        struct dnode *nn = realloc(s->nodes, (s->n_nodes + 1) * sizeof(*nn));
+
+        if (nn == NULL)
+            goto err;
+        s->nodes = nn;
+        memmove(&s->nodes[i + 1], &s->nodes[i],
+                (s->n_nodes - i) * sizeof(*nn));
+        s->n_nodes++;
+        s->nodes[i].id = id;
+    }
+    s->nodes[i].raft = r;
+    s->nodes[i].http = h;
+    return RELAY_OK;
+err:
+    free(r);
+    free(h);
+    return RELAY_ENOMEM;
+}
+
+static int node_forget(struct relay_state *s, uint32_t id)
+{
+    size_t i = node_pos(s, id);
+
+    if (i == s->n_nodes || s->nodes[i].id != id)
+        return RELAY_ENOROOM;
+    free(s->nodes[i].raft);
+    free(s->nodes[i].http);
+    memmove(&s->nodes[i], &s->nodes[i + 1],
+            (s->n_nodes - i - 1) * sizeof(*s->nodes));
+    s->n_nodes--;
+    return RELAY_OK;
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+static void state_clear(struct relay_state *s)
+{
+    struct room *r = s->rhead;
+    struct dd *d = s->lhead;
+
+    while (r != NULL) {
+        struct room *next = r->onext;
+
+        room_free(r);
+        r = next;
+    }
+    while (d != NULL) {
+        struct dd *next = d->lnext;
+
+        free(d);
+        d = next;
+    }
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        free(s->nodes[i].raft);
+        free(s->nodes[i].http);
+    }
+    free(s->nodes);
+    free(s->rt);
+    free(s->dt);
+    s->rt = NULL;
+    s->dt = NULL;
+    s->nodes = NULL;
+    s->rt_cap = s->n_rooms = s->dt_cap = s->n_dd = s->n_nodes = 0;
+    s->rhead = s->rtail = NULL;
+    s->lhead = s->ltail = NULL;
+}
+
+int relay_state_create(const struct relay_limits *lim, struct relay_state **out)
+{
+    struct relay_state *s = calloc(1, sizeof(*s));
+
+    *out = NULL;
+    if (s == NULL)
+        return RELAY_ENOMEM;
+    limits_fill(&s->lim, lim);
+    *out = s;
+    return RELAY_OK;
+}
+
+void relay_state_destroy(struct relay_state *s)
+{
+    if (s == NULL)
+        return;
+    state_clear(s);
+    free(s);
+}
+
+/* ---- apply ---------------------------------------------------------------- */
+
+static int apply_create(struct relay_state *s, const struct relay_cmd *cmd,
+                        struct relay_effects *eff)
+{
+    if (cmd->room_len == 0 || cmd->room_len > RELAY_ROOM_ID_MAX) {
+        eff->status = RELAY_EINVAL;
+        return RELAY_OK;
+    }
+    if (find_room(s, cmd->room, cmd->room_len) != NULL) {
+        eff->status = RELAY_EEXIST;
+        return RELAY_OK;
+    }
+    if (s->n_rooms >= s->lim.max_rooms) {
+        eff->status = RELAY_EFULL;
+        return RELAY_OK;
+    }
+    if (room_insert(s, cmd->room, cmd->room_len) == NULL)
+        return RELAY_ENOMEM;
+    return RELAY_OK;
+}
+
+static int apply_delete(struct relay_state *s, const struct relay_cmd *cmd,
+                        struct relay_effects *eff)
+{
+    struct room *r = find_room(s, cmd->room, cmd->room_len);
+
+    if (r == NULL) {
+        eff->status = RELAY_ENOROOM;
+        return RELAY_OK;
+    }
+    room_unlink(s, r);
+    room_free(r);
+    return RELAY_OK;
+}
+
+static void set_stream_size(const struct stream *st, struct relay_effects *eff)
+{
+    if (st->n > 1) {
+        eff->has_stream_size = true;
+        eff->stream_size = st->n;
+    }
+}
+
+static int apply_push(struct relay_state *s, const struct relay_cmd *cmd,
+                      struct relay_effects *eff)
+{
+    struct room *r;
+    struct stream *st, *fresh = NULL;
+    uint64_t h;
+    uint8_t *val = NULL;
+    size_t drop = 0, drop_bytes = 0, new_bytes, base;
+
+    if ((unsigned)cmd->action > RELAY_ACT_COMPACT) {
+        eff->status = RELAY_EINVAL;
+        return RELAY_OK;
+    }
+    r = find_room(s, cmd->room, cmd->room_len);
+    if (r == NULL) {
+        eff->status = RELAY_ENOROOM;
+        return RELAY_OK;
+    }
+    if (cmd->key_len > s->lim.max_key_len ||
+        cmd->value_len > s->lim.max_value_len) {
+        eff->status = RELAY_ETOOBIG;
+        return RELAY_OK;
+    }
+    if (cmd->action == RELAY_ACT_RELAY) {
+        eff->broadcast = true;
+        eff->seq = ++r->last_seq;
+        return RELAY_OK;
+    }
+    if (cmd->action == RELAY_ACT_COMPACT &&
+        (cmd->compact_seq == 0 || cmd->compact_seq > r->last_seq)) {
+        eff->status = RELAY_ESEQ;
+        return RELAY_OK;
+    }
+
+    h = hash_bytes(cmd->key, cmd->key_len, HASH_SEED);
+    st = room_find_key(r, cmd->key, cmd->key_len, h);
+    /* What the room's retained bytes become, to refuse before touching. */
+    base = st != NULL ? st->bytes : cmd->key_len;
+    switch (cmd->action) {
+    case RELAY_ACT_REPLACE:
+        drop = st != NULL ? st->n : 0;
+        drop_bytes = st != NULL ? st->bytes - st->key_len : 0;
+        break;
+    case RELAY_ACT_COMPACT:
+        if (st != NULL) {
+            drop = stream_upper(st, cmd->compact_seq);
+            for (size_t i = 0; i < drop; i++)
+                drop_bytes += st->e[i].value_len;
+        }
+        break;
+    default:
+        break;
+    }
+    new_bytes = r->bytes - (st != NULL ? st->bytes : 0) + base - drop_bytes +
+                cmd->value_len;
+    if (new_bytes > s->lim.max_room_bytes) {
+        eff->status = RELAY_ETOOBIG;
+        return RELAY_OK;
+    }
+
+    val = malloc(cmd->value_len > 0 ? cmd->value_len : 1);
+    if (val == NULL)
+        return RELAY_ENOMEM;
+    if (cmd->value_len > 0)
+        memcpy(val, cmd->value, cmd->value_len);
+    if (st == NULL) {
+        fresh = stream_new(cmd->key, cmd->key_len, h);
+        if (fresh == NULL || !room_key_reserve(r))
+            goto nomem;
+        st = fresh;
+    }
+    /* Compact and replace never grow the array past n + 1 either. */
+    if (!stream_reserve(st, st->n - drop + 1))
+        goto nomem;
+    if (fresh != NULL)
+        room_add_key(r, fresh);
+
+    for (size_t i = 0; i < drop; i++)
+        free((void *)st->e[i].value);
+    r->entries -= drop;
+    r->bytes = new_bytes;
+    st->bytes = base - drop_bytes + cmd->value_len;
+    if (cmd->action == RELAY_ACT_COMPACT) {
+        /* Keep seqs > S, put {value, S} first. */
+        memmove(&st->e[1], &st->e[drop], (st->n - drop) * sizeof(*st->e));
+        st->n = st->n - drop + 1;
+        st->e[0] = (struct relay_entry){
+            .seq = cmd->compact_seq, .value = val, .value_len = cmd->value_len};
+        eff->seq = cmd->compact_seq;
+    } else {
+        if (cmd->action == RELAY_ACT_REPLACE)
+            st->n = 0;
+        eff->broadcast = true;
+        eff->seq = ++r->last_seq;
+        st->e[st->n++] = (struct relay_entry){
+            .seq = eff->seq, .value = val, .value_len = cmd->value_len};
+    }
+    r->entries++;
+    set_stream_size(st, eff);
+    return RELAY_OK;
+nomem:
+    free(val);
+    if (fresh != NULL)
+        stream_free(fresh);
+    return RELAY_ENOMEM;
+}
+
+static int apply_node(struct relay_state *s, const struct relay_cmd *cmd,
+                      struct relay_effects *eff)
+{
+    if (cmd->node_id == 0) {
+        eff->status = RELAY_EINVAL;
+        return RELAY_OK;
+    }
+    if (cmd->type == RELAY_CMD_NODE_FORGET) {
+        eff->status = node_forget(s, cmd->node_id);
+        return RELAY_OK;
+    }
+    if (cmd->raft_addr_len == 0 || cmd->raft_addr_len > RELAY_ADDR_MAX ||
+        cmd->http_addr_len > RELAY_ADDR_MAX) {
+        eff->status = RELAY_EINVAL;
+        return RELAY_OK;
+    }
+    return node_set(s, cmd->node_id, cmd->raft_addr, cmd->raft_addr_len,
+                    cmd->http_addr, cmd->http_addr_len);
+}
+
+int relay_state_apply(struct relay_state *s, const struct relay_cmd *cmd,
+                      uint64_t now_ms, struct relay_effects *eff)
+{
+    struct dd *spare = NULL;
+    bool dedupe = cmd->origin.node != 0;
+    int rv;
+
+    memset(eff, 0, sizeof(*eff));
+    if (dedupe) {
+        struct dd *d;
+
+        dd_expire(s, now_ms);
+        d = dd_find(s, cmd->origin.node, cmd->origin.session);
+        if (d != NULL && cmd->origin.counter <= d->counter) {
+            eff->status = RELAY_EDUP;
+            return RELAY_OK;
+        }
+        if (d == NULL) {
+            /* Allocated up front so recording cannot fail after applying. */
+            if (!dd_reserve(s))
+                return RELAY_ENOMEM;
+            spare = calloc(1, sizeof(*spare));
+            if (spare == NULL)
+                return RELAY_ENOMEM;
+        }
+    }
+
+    switch (cmd->type) {
+    case RELAY_CMD_CREATE_ROOM:
+        rv = apply_create(s, cmd, eff);
+        break;
+    case RELAY_CMD_PUSH:
+        rv = apply_push(s, cmd, eff);
+        break;
+    case RELAY_CMD_DELETE_ROOM:
+        rv = apply_delete(s, cmd, eff);
+        break;
+    case RELAY_CMD_NOOP:
+        rv = RELAY_OK;
+        break;
+    case RELAY_CMD_NODE_SET:
+    case RELAY_CMD_NODE_FORGET:
+        rv = apply_node(s, cmd, eff);
+        break;
+    default:
+        eff->status = RELAY_EINVAL;
+        rv = RELAY_OK;
+        break;
+    }
+    if (rv == RELAY_OK && dedupe)
+        dd_record(s, &cmd->origin, now_ms, &spare);
+    free(spare);
+    return rv;
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+bool relay_room_exists(const struct relay_state *s, const char *room,
+                       size_t room_len)
+{
+    return find_room(s, room, room_len) != NULL;
+}
+
+size_t relay_state_room_count(const struct relay_state *s)
+{
+    return s->n_rooms;
+}
+
+uint64_t relay_room_last_seq(const struct relay_state *s, const char *room,
+                             size_t room_len)
+{
+    const struct room *r = find_room(s, room, room_len);
+
+    return r != NULL ? r->last_seq : 0;
+}
+
+int relay_stream_read(const struct relay_state *s, const char *room,
+                      size_t room_len, const char *key, size_t key_len,
+                      uint64_t after, const struct relay_entry **entries,
+                      size_t *n)
+{
+    const struct room *r = find_room(s, room, room_len);
+    const struct stream *st;
+    size_t i;
+
+    *entries = NULL;
+    *n = 0;
+    if (r == NULL)
+        return RELAY_ENOROOM;
+    st = room_find_key(r, key, key_len, hash_bytes(key, key_len, HASH_SEED));
+    if (st == NULL)
+        return RELAY_OK;
+    i = stream_upper(st, after);
+    *entries = st->e + i;
+    *n = st->n - i;
+    return RELAY_OK;
+}
+
+int relay_room_keys(const struct relay_state *s, const char *room,
+                    size_t room_len, relay_key_cb cb, void *arg)
+{
+    const struct room *r = find_room(s, room, room_len);
+
+    if (r == NULL)
+        return RELAY_ENOROOM;
+    for (const struct stream *st = r->khead; st != NULL; st = st->onext)
+        cb(arg, st->key, st->key_len);
+    return RELAY_OK;
+}
+
+static void room_fill_info(const struct room *r, struct relay_room_info *ri)
+{
+    ri->id = r->id;
+    ri->id_len = r->id_len;
+    ri->keys = r->n_keys;
+    ri->entries = r->entries;
+    ri->bytes = r->bytes;
+    ri->last_seq = r->last_seq;
+}
+
+void relay_rooms_each(const struct relay_state *s, relay_room_cb cb, void *arg)
+{
+    for (const struct room *r = s->rhead; r != NULL; r = r->onext) {
+        struct relay_room_info ri;
+
+        room_fill_info(r, &ri);
+        cb(arg, &ri);
+    }
+}
+
+int relay_room_info(const struct relay_state *s, const char *room,
+                    size_t room_len, struct relay_room_info *out)
+{
+    const struct room *r = find_room(s, room, room_len);
+
+    if (r == NULL)
+        return RELAY_ENOROOM;
+    room_fill_info(r, out);
+    return RELAY_OK;
+}
+
+/* ---- snapshot ------------------------------------------------------------- */
+
+/*
+ * Layout (msgpack):
+ *   ["driftd-relay", 1,
+ *    [[room_id(bin), last_seq, [[key(bin), [seq, value]...]...]]...],  rooms
+ *    [[node, session, counter, last_ms]...],   dedupe, least recent first
+ *    [[id, raft(str), http(str)]...]]          directory, by id
+ * Each stream is [key, seq1, value1, seq2, value2, ...] to avoid one array
+ * header per entry. Values are embedded as the msgpack items they are.
+ */
+#define SNAP_MAGIC "driftd-relay"
+#define SNAP_VERSION 1
+
+int relay_state_snapshot(const struct relay_state *s, uint8_t **buf,
+                         size_t *len)
+{
+    struct relay__buf b;
+    msgpack_packer pk;
+
+    *buf = NULL;
+    *len = 0;
+    if (relay__buf_init(&b, 0, 4096) != RELAY_OK)
+        return RELAY_ENOMEM;
+    relay__buf_packer(&b, &pk);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_str(&pk, sizeof(SNAP_MAGIC) - 1);
+    msgpack_pack_str_body(&pk, SNAP_MAGIC, sizeof(SNAP_MAGIC) - 1);
+    msgpack_pack_uint32(&pk, SNAP_VERSION);
+
+    msgpack_pack_array(&pk, s->n_rooms);
+    for (const struct room *r = s->rhead; r != NULL; r = r->onext) {
+        msgpack_pack_array(&pk, 3);
+        msgpack_pack_bin(&pk, r->id_len);
+        msgpack_pack_bin_body(&pk, r->id, r->id_len);
+        msgpack_pack_uint64(&pk, r->last_seq);
+        msgpack_pack_array(&pk, r->n_keys);
+        for (const struct stream *st = r->khead; st != NULL; st = st->onext) {
+            msgpack_pack_array(&pk, 1 + 2 * st->n);
+            msgpack_pack_bin(&pk, st->key_len);
+            msgpack_pack_bin_body(&pk, st->key, st->key_len);
+            for (size_t i = 0; i < st->n; i++) {
+                msgpack_pack_uint64(&pk, st->e[i].seq);
+                relay__buf_put(&b, st->e[i].value, st->e[i].value_len);
+            }
+        }
+    }
+
+    msgpack_pack_array(&pk, s->n_dd);
+    for (const struct dd *d = s->lhead; d != NULL; d = d->lnext) {
+        msgpack_pack_array(&pk, 4);
+        msgpack_pack_uint32(&pk, d->node);
+        msgpack_pack_uint64(&pk, d->session);
+        msgpack_pack_uint64(&pk, d->counter);
+        msgpack_pack_uint64(&pk, d->last_ms);
+    }
+
+    msgpack_pack_array(&pk, s->n_nodes);
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        size_t rl = strlen(s->nodes[i].raft), hl = strlen(s->nodes[i].http);
+
+        msgpack_pack_array(&pk, 3);
+        msgpack_pack_uint32(&pk, s->nodes[i].id);
+        msgpack_pack_str(&pk, rl);
+        msgpack_pack_str_body(&pk, s->nodes[i].raft, rl);
+        msgpack_pack_str(&pk, hl);
+        msgpack_pack_str_body(&pk, s->nodes[i].http, hl);
+    }
+
+    if (b.failed) {
+        relay__buf_free(&b);
+        return RELAY_ENOMEM;
+    }
+    *buf = b.data;
+    *len = b.len;
+    return RELAY_OK;
+}
+
+/* A reader over the snapshot that turns every shape error into EINVAL. */
+struct rd {
+    const uint8_t *p;
+    size_t len, pos;
+};
+
+static int rd_tok(struct rd *rd, enum relay__mp_kind kind,
+                  struct relay__mp_tok *t)
+{
+    if (relay__mp_next(rd->p, rd->len, &rd->pos, t) != RELAY__MP_OK ||
+        t->kind != kind)
+        return RELAY_EINVAL;
+    return RELAY_OK;
+}
+
+static int rd_array(struct rd *rd, uint32_t *n)
+{
+    struct relay__mp_tok t;
+
+    if (rd_tok(rd, RELAY__MP_ARRAY, &t) != RELAY_OK)
+        return RELAY_EINVAL;
+    *n = t.n;
+    return RELAY_OK;
+}
+
+static int rd_uint(struct rd *rd, uint64_t *u)
+{
+    struct relay__mp_tok t;
+
+    if (rd_tok(rd, RELAY__MP_UINT, &t) != RELAY_OK)
+        return RELAY_EINVAL;
+    *u = t.u;
+    return RELAY_OK;
+}
+
+static int rd_bytes(struct rd *rd, enum relay__mp_kind kind, const char **p,
+                    size_t *n)
+{
+    struct relay__mp_tok t;
+
+    if (rd_tok(rd, kind, &t) != RELAY_OK)
+        return RELAY_EINVAL;
+    *p = (const char *)t.ptr;
+    *n = t.n;
+    return RELAY_OK;
+}
+
+static int restore_stream(struct rd *rd, struct relay_state *s, struct room *r)
+{
+    struct stream *st;
+    const char *key;
+    size_t key_len;
+    uint32_t n;
+    uint64_t h, prev = 0;
+
+    if (rd_array(rd, &n) != RELAY_OK || n % 2 != 1 ||
+        rd_bytes(rd, RELAY__MP_BIN, &key, &key_len) != RELAY_OK ||
+        key_len > s->lim.max_key_len)
+        return RELAY_EINVAL;
+    h = hash_bytes(key, key_len, HASH_SEED);
+    if (room_find_key(r, key, key_len, h) != NULL || n < 3)
+        return RELAY_EINVAL; /* duplicate key or empty stream */
+    st = stream_new(key, key_len, h);
+    if (st == NULL)
+        return RELAY_ENOMEM;
+    if (!room_key_reserve(r) || !stream_reserve(st, n / 2)) {
+        stream_free(st);
+        return RELAY_ENOMEM;
+    }
+    room_add_key(r, st);
+    st->bytes = key_len;
+    for (uint32_t i = 0; i < n / 2; i++) {
+        uint64_t seq;
+        size_t start, vlen;
+        uint8_t *v;
+
+        if (rd_uint(rd, &seq) != RELAY_OK || seq == 0 || seq > r->last_seq ||
+            (i > 0 && seq <= prev))
+            return RELAY_EINVAL;
+        start = rd->pos;
+        if (relay__mp_skip(rd->p, rd->len, &rd->pos) != RELAY__MP_OK)
+            return RELAY_EINVAL;
+        vlen = rd->pos - start;
+        v = malloc(vlen);
+        if (v == NULL)
+            return RELAY_ENOMEM;
+        memcpy(v, rd->p + start, vlen);
+        st->e[st->n++] =
+            (struct relay_entry){.seq = seq, .value = v, .value_len = vlen};
+        st->bytes += vlen;
+        prev = seq;
+    }
+    r->bytes += st->bytes;
+    r->entries += st->n;
+    return RELAY_OK;
+}
+
+static int restore_rooms(struct rd *rd, struct relay_state *s)
+{
+    uint32_t n_rooms;
+
+    if (rd_array(rd, &n_rooms) != RELAY_OK)
+        return RELAY_EINVAL;
+    for (uint32_t i = 0; i < n_rooms; i++) {
+        const char *id;
+        size_t id_len;
+        uint32_t three, n_keys;
+        struct room *r;
+        int rv;
+
+        if (rd_array(rd, &three) != RELAY_OK || three != 3 ||
+            rd_bytes(rd, RELAY__MP_BIN, &id, &id_len) != RELAY_OK ||
+            id_len == 0 || id_len > RELAY_ROOM_ID_MAX ||
+            find_room(s, id, id_len) != NULL)
+            return RELAY_EINVAL;
+        r = room_insert(s, id, id_len);
+        if (r == NULL)
+            return RELAY_ENOMEM;
+        if (rd_uint(rd, &r->last_seq) != RELAY_OK ||
+            rd_array(rd, &n_keys) != RELAY_OK)
+            return RELAY_EINVAL;
+        for (uint32_t k = 0; k < n_keys; k++) {
+            rv = restore_stream(rd, s, r);
+            if (rv != RELAY_OK)
+                return rv;
+        }
+    }
+    return RELAY_OK;
+}
+
+static int restore_dedupe(struct rd *rd, struct relay_state *s)
+{
+    uint32_t n;
+    uint64_t prev_ms = 0;
+
+    if (rd_array(rd, &n) != RELAY_OK)
+        return RELAY_EINVAL;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t four;
+        uint64_t node, session, counter, last_ms;
+        struct dd *d;
+
+        if (rd_array(rd, &four) != RELAY_OK || four != 4 ||
+            rd_uint(rd, &node) != RELAY_OK || node == 0 ||
+            node > UINT32_MAX || rd_uint(rd, &session) != RELAY_OK ||
+            rd_uint(rd, &counter) != RELAY_OK ||
+            rd_uint(rd, &last_ms) != RELAY_OK || last_ms < prev_ms ||
+            dd_find(s, (uint32_t)node, session) != NULL)
+            return RELAY_EINVAL;
+        if (!dd_reserve(s))
+            return RELAY_ENOMEM;
+        d = calloc(1, sizeof(*d));
+        if (d == NULL)
+            return RELAY_ENOMEM;
+        d->node = (uint32_t)node;
+        d->session = session;
+        d->counter = counter;
+        d->last_ms = last_ms;
+        dd_link(s, d);
+        prev_ms = last_ms;
+    }
+    return RELAY_OK;
+}
+
+static int restore_nodes(struct rd *rd, struct relay_state *s)
+{
+    uint32_t n;
+
+    if (rd_array(rd, &n) != RELAY_OK)
+        return RELAY_EINVAL;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t three;
+        uint64_t id;
+        const char *raft, *http;
+        size_t rl, hl;
+
+        if (rd_array(rd, &three) != RELAY_OK || three != 3 ||
+            rd_uint(rd, &id) != RELAY_OK || id == 0 || id > UINT32_MAX ||
+            (s->n_nodes > 0 && id <= s->nodes[s->n_nodes - 1].id) ||
+            rd_bytes(rd, RELAY__MP_STR, &raft, &rl) != RELAY_OK ||
+            rd_bytes(rd, RELAY__MP_STR, &http, &hl) != RELAY_OK ||
+            rl == 0 || rl > RELAY_ADDR_MAX || hl > RELAY_ADDR_MAX ||
+            memchr(raft, '\0', rl) != NULL || memchr(http, '\0', hl) != NULL)
+            return RELAY_EINVAL;
+        if (node_set(s, (uint32_t)id, raft, rl, http, hl) != RELAY_OK)
+            return RELAY_ENOMEM;
+    }
+    return RELAY_OK;
+}
+
+int relay_state_restore(struct relay_state *s, const uint8_t *buf, size_t len)
+{
+    struct relay_state *tmp;
+    struct relay_state swap;
+    struct rd rd = {.p = buf, .len = len, .pos = 0};
+    const char *magic;
+    size_t magic_len;
+    uint32_t five;
+    uint64_t version;
+    int rv;
+
+    rv = relay_state_create(&s->lim, &tmp);
+    if (rv != RELAY_OK)
+        return rv;
+    if (rd_array(&rd, &five) != RELAY_OK || five != 5 ||
+        rd_bytes(&rd, RELAY__MP_STR, &magic, &magic_len) != RELAY_OK ||
+        magic_len != sizeof(SNAP_MAGIC) - 1 ||
+        memcmp(magic, SNAP_MAGIC, magic_len) != 0 ||
+        rd_uint(&rd, &version) != RELAY_OK || version != SNAP_VERSION) {
+        rv = RELAY_EINVAL;
+        goto out;
+    }
+    rv = restore_rooms(&rd, tmp);
+    if (rv == RELAY_OK)
+        rv = restore_dedupe(&rd, tmp);
+    if (rv == RELAY_OK)
+        rv = restore_nodes(&rd, tmp);
+    if (rv == RELAY_OK && rd.pos != len)
+        rv = RELAY_EINVAL; /* trailing bytes */
+    if (rv == RELAY_OK) {
+        /* Swap contents: s gets the restored state, tmp the old one. */
+        swap = *s;
+        *s = *tmp;
+        *tmp = swap;
+        s->lim = tmp->lim;
+    }
+out:
+    relay_state_destroy(tmp);
+    return rv;
+}
