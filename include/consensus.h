@@ -30,6 +30,9 @@ enum {
     CONS_ECLOSING = 7,    /* node shutting down: command NOT applied */
     CONS_ENOLEADER = 8,   /* no leader within the wait bound: NOT applied */
     CONS_ENOTLEADER = 9,  /* this node is not the leader (forwarded batch) */
+    CONS_EBUSY = 10,      /* another membership change is in progress */
+    CONS_ENOTFOUND = 11,  /* no such node in the configuration */
+    CONS_EQUORUM = 12,    /* the change would leave no working majority */
 };
 
 const char *cons_strerror(int code);
@@ -44,6 +47,9 @@ struct cons_peer {
 struct cons_config {
     uint32_t id;                 /* >= 1 */
     const char *raft_addr;       /* HOST:PORT this node's raft listens on */
+    /* HOST:PORT other nodes reach this node's HTTP on (forward links);
+     * published in the replicated node directory. NULL: not published. */
+    const char *http_addr;
     const char *data_dir;        /* created if missing */
     /* Initial voters; used only on an empty data dir. n_bootstrap == 0 and
      * !join: a one-node cluster of its own. */
@@ -172,5 +178,58 @@ struct cons_status {
     size_t queued;           /* commands waiting in the proposer */
 };
 void cons_node_status(const struct cons_node *n, struct cons_status *st);
+
+/* One member of the raft configuration, for status reports. */
+struct cons_member {
+    uint32_t id;
+    const char *role;      /* "voter", "standby" or "spare" */
+    const char *raft_addr; /* borrowed */
+    const char *http_addr; /* from the node directory; NULL when unknown */
+    bool has_match;        /* on the leader only */
+    uint64_t match_index;
+};
+typedef void (*cons_member_cb)(void *arg, const struct cons_member *m);
+/* Calls cb for every member of the current configuration, by id order of
+ * the configuration. */
+void cons_node_members(const struct cons_node *n, cons_member_cb cb,
+                       void *arg);
+
+/* The HTTP address of node id from the directory, or NULL. Borrowed until
+ * the next applied entry. */
+const char *cons_node_http_addr(const struct cons_node *n, uint32_t id);
+
+/* ---- membership (leader only) ---------------------------------------------
+ *
+ * Each call starts one change and answers through cb exactly once, also
+ * when the node closes first (status CONS_ECLOSING; the callback must then
+ * touch nothing but its own arg). Synchronous refusals return
+ * the code and call nothing; cons_node_errmsg() has the detail. One change
+ * runs at a time (CONS_EBUSY). status passed to cb is CONS_OK or a CONS_*
+ * code, with a one-line reason in msg.
+ */
+enum cons_role {
+    CONS_ROLE_VOTER = 0,
+    CONS_ROLE_STANDBY = 1,
+};
+typedef void (*cons_change_cb)(void *arg, int status, const char *msg);
+
+/* Adds node id (started with --join) at raft_addr, then gives it role. A
+ * voter is promoted only after it has caught up with the log. */
+int cons_member_add(struct cons_node *n, uint32_t id, const char *raft_addr,
+                    enum cons_role role, cons_change_cb cb, void *arg);
+/* Changes a member's role. Demoting needs a majority of the remaining
+ * voters up to date unless force. */
+int cons_member_assign(struct cons_node *n, uint32_t id, enum cons_role role,
+                       bool force, cons_change_cb cb, void *arg);
+/* Removes a member. Refuses the leader itself (transfer first), the last
+ * voter, and, unless force, a change that leaves fewer up-to-date voters
+ * than a majority of the new configuration. The node's directory entry is
+ * forgotten afterwards. */
+int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
+                       cons_change_cb cb, void *arg);
+/* Moves leadership to id, or (id 0) to the most up-to-date voter. cb fires
+ * when this node is no longer leader or the transfer failed. */
+int cons_leader_transfer(struct cons_node *n, uint32_t id, cons_change_cb cb,
+                         void *arg);
 
 #endif

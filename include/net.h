@@ -35,6 +35,7 @@ struct net_config {
     size_t max_connections;    /* WebSocket + HTTP, default 10000 */
     size_t max_out_bytes;      /* per-session outbound queue, 8 MiB */
     size_t max_http_body;      /* POST body, default = max_message */
+    const char *admin_token;   /* bearer token for the admin API; NULL: open */
 };
 
 void net_config_default(struct net_config *cfg);

@@ -49,9 +49,11 @@ static void usage(FILE *f)
 "                          empty data folder only\n"
 "  --join                  on an empty data folder bootstrap nothing and wait\n"
 "                          to be added to a cluster\n"
+"  --advertise HOST:PORT   HTTP address other nodes use to reach this one\n"
+"                          (default: the --http address)\n"
 "  --public-url URL        base URL for room URLs (default: request Host)\n"
-"  --admin-token TOKEN     bearer token for the admin API (reserved: the\n"
-"                          admin API arrives with driftctl)\n"
+"  --admin-token TOKEN     every /admin/* call (driftctl) then needs\n"
+"                          Authorization: Bearer TOKEN\n"
 "\n"
 "Bounds:\n"
 "  --max-message BYTES     largest client message / frame (1048576)\n"
@@ -183,7 +185,7 @@ static void on_signal(uv_signal_t *h, int signum)
 }
 
 enum {
-    OPT_ID = 256, OPT_HTTP, OPT_RAFT, OPT_DATA, OPT_BOOTSTRAP, OPT_JOIN,
+    OPT_ID = 256, OPT_HTTP, OPT_ADVERTISE, OPT_RAFT, OPT_DATA, OPT_BOOTSTRAP, OPT_JOIN,
     OPT_PUBLIC_URL, OPT_ADMIN_TOKEN, OPT_MAX_MESSAGE, OPT_MAX_CONNS,
     OPT_MAX_OUT, OPT_MAX_ROOM_BYTES, OPT_MAX_ROOMS, OPT_MAX_QUEUE,
     OPT_QUEUE_TIMEOUT, OPT_ELECTION, OPT_HEARTBEAT, OPT_SNAP_THRESHOLD,
@@ -193,6 +195,7 @@ enum {
 static const struct option long_opts[] = {
     {"id", required_argument, NULL, OPT_ID},
     {"http", required_argument, NULL, OPT_HTTP},
+    {"advertise", required_argument, NULL, OPT_ADVERTISE},
     {"raft", required_argument, NULL, OPT_RAFT},
     {"data", required_argument, NULL, OPT_DATA},
     {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
@@ -222,6 +225,8 @@ struct options {
     struct net_config net;
     char http_host[64];
     char raft_addr[64];
+    char http_addr[RELAY_ADDR_MAX + 1];
+    bool advertise_given;
     bool raft_given, bootstrap_given;
     const char *admin_token;
 };
@@ -251,6 +256,16 @@ static int parse_args(int argc, char **argv, struct options *o)
                 return bad_value(name, optarg, "want an integer >= 1");
             o->cons.id = (uint32_t)v;
             break;
+        case OPT_ADVERTISE: {
+            char host[RELAY_ADDR_MAX + 1];
+            int port;
+
+            if (parse_hostport(optarg, host, sizeof(host), &port) != 0)
+                return bad_value(name, optarg, "want HOST:PORT");
+            snprintf(o->http_addr, sizeof(o->http_addr), "%s", optarg);
+            o->advertise_given = true;
+            break;
+        }
         case OPT_HTTP:
             if (parse_hostport(optarg, o->http_host, sizeof(o->http_host),
                                &o->net.http_port) != 0)
@@ -287,6 +302,7 @@ static int parse_args(int argc, char **argv, struct options *o)
             break;
         case OPT_ADMIN_TOKEN:
             o->admin_token = optarg;
+            o->net.admin_token = optarg;
             break;
         case OPT_MAX_MESSAGE:
             if (parse_u64(optarg, 1024, 64u << 20, &v) != 0)
@@ -387,6 +403,10 @@ static int parse_args(int argc, char **argv, struct options *o)
                  o->net.http_port + 1000);
     }
     o->cons.raft_addr = o->raft_addr;
+    if (!o->advertise_given)
+        snprintf(o->http_addr, sizeof(o->http_addr), "%.200s:%d",
+                 o->http_host, o->net.http_port);
+    o->cons.http_addr = o->http_addr;
     if (o->bootstrap_given) {
         bool found = false;
 

@@ -36,6 +36,10 @@ static int apply_one(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
         n->last_entry_ms = now_ms;
     if (cmd->origin.node == n->cfg.id)
         cons__proposer_on_applied(n, &cmd->origin);
+    /* A re-sent copy of a command applied before: its sender was answered
+     * then, and subscribers saw it then. */
+    if (eff.status == RELAY_EDUP)
+        return 0;
     if (n->on_applied != NULL) {
         struct cons_applied ev = {.cmd = cmd, .eff = &eff, .index = ctx->index};
         n->on_applied(n->cb_arg, &ev);

@@ -36,6 +36,7 @@ struct cons_node {
     uv_loop_t *loop;
     struct cons_config cfg;
     char raft_addr[64];
+    char http_addr[RELAY_ADDR_MAX + 1];
     char data_dir[4096];
     char errmsg[256];
 
@@ -65,6 +66,14 @@ struct cons_node {
     uv_timer_t queue_timer; /* leader discovery + queue timeouts */
     bool flush_armed;
 
+    /* Node directory upkeep: this node's own entry is proposed under a
+     * session of its own until the applied directory matches. */
+    uint64_t sys_session;
+    uint64_t sys_counter;
+    bool dir_inflight;
+    uv_timer_t tick; /* leader-change notice and directory upkeep */
+    struct cons__change *change; /* the membership change in flight */
+
     cons_applied_cb on_applied;
     cons_failed_cb on_failed;
     void *cb_arg;
@@ -85,6 +94,14 @@ void cons__proposer_kick(struct cons_node *n);
 void cons__proposer_close(struct cons_node *n);
 void cons__on_queue_timer(uv_timer_t *t);
 void cons__on_flush_idle(uv_idle_t *h);
+
+void cons__dir_check(struct cons_node *n);
+void cons__dir_done(struct cons_node *n);
+void cons__dir_start(struct cons_node *n);
+
+/* membership.c */
+struct cons__change;
+void cons__membership_free(struct cons_node *n);
 
 /* fsm.c */
 void cons__fsm_init(struct cons_node *n);

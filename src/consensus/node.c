@@ -47,6 +47,12 @@ const char *cons_strerror(int code)
         return "no leader elected in time";
     case CONS_ENOTLEADER:
         return "not the leader";
+    case CONS_EBUSY:
+        return "another membership change is in progress";
+    case CONS_ENOTFOUND:
+        return "no such node in the cluster";
+    case CONS_EQUORUM:
+        return "the change would leave the cluster without a working majority";
     default:
         return "unknown error";
     }
@@ -88,7 +94,20 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
         free(n);
         return CONS_EINVAL;
     }
+    if (cfg->http_addr != NULL && strlen(cfg->http_addr) >= sizeof(n->http_addr)) {
+        free(n);
+        return CONS_EINVAL;
+    }
     snprintf(n->raft_addr, sizeof(n->raft_addr), "%s", cfg->raft_addr);
+    snprintf(n->http_addr, sizeof(n->http_addr), "%s",
+             cfg->http_addr != NULL ? cfg->http_addr : "");
+    n->cfg.http_addr = n->http_addr;
+    /* Low 32 bits zero: never one of net's (nonce << 32 | counter) ids. */
+    if (getrandom(&n->sys_session, sizeof(n->sys_session), 0) !=
+        (ssize_t)sizeof(n->sys_session))
+        n->sys_session = (uint64_t)uv_hrtime();
+    n->sys_session &= ~(uint64_t)0xffffffffu;
+    n->sys_session |= (uint64_t)1 << 63;
     snprintf(n->data_dir, sizeof(n->data_dir), "%s", cfg->data_dir);
     n->cfg.raft_addr = n->raft_addr;
     n->cfg.data_dir = n->data_dir;
@@ -263,6 +282,7 @@ int cons_node_start(struct cons_node *n)
         return CONS_EIO;
     }
     n->raft_started = true;
+    cons__dir_start(n);
     LOG_INFO("event=started id=%u raft=%s data=%s applied=%llu last=%llu",
              n->cfg.id, n->raft_addr, n->data_dir,
              (unsigned long long)raft_last_applied(&n->raft),
@@ -284,6 +304,7 @@ void cons__handle_closed(uv_handle_t *h)
 
     if (--n->pending_handles > 0)
         return;
+    cons__membership_free(n);
     relay_batch_enc_destroy(n->enc);
     relay_state_destroy(n->state);
     if (n->close_cb != NULL)

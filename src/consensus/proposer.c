@@ -57,6 +57,9 @@ int cons__proposer_init(struct cons_node *n)
     uv_timer_init(n->loop, &n->queue_timer);
     n->queue_timer.data = n;
     n->pending_handles++;
+    uv_timer_init(n->loop, &n->tick);
+    n->tick.data = n;
+    n->pending_handles++;
     return CONS_OK;
 }
 
@@ -99,7 +102,8 @@ static void q_unlink(struct cons__queue *q, struct cons__pcmd *p)
 static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
 {
     struct cons__pcmd *p;
-    size_t bytes = cmd->room_len + cmd->key_len + cmd->value_len;
+    size_t bytes = cmd->room_len + cmd->key_len + cmd->value_len +
+                   cmd->raft_addr_len + cmd->http_addr_len;
     uint8_t *w;
 
     p = calloc(1, sizeof(*p));
@@ -123,6 +127,14 @@ static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
     if (cmd->value_len > 0)
         memcpy(w, cmd->value, cmd->value_len);
     p->cmd.value = cmd->value_len > 0 ? w : NULL;
+    w += cmd->value_len;
+    if (cmd->raft_addr_len > 0)
+        memcpy(w, cmd->raft_addr, cmd->raft_addr_len);
+    p->cmd.raft_addr = (const char *)w;
+    w += cmd->raft_addr_len;
+    if (cmd->http_addr_len > 0)
+        memcpy(w, cmd->http_addr, cmd->http_addr_len);
+    p->cmd.http_addr = (const char *)w;
     p->bytes = bytes;
     p->enq_ms = now;
     return p;
@@ -131,6 +143,10 @@ static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
 static void report_failed(struct cons_node *n, const struct relay_origin *o,
                           int code)
 {
+    if (o->session == n->sys_session) {
+        cons__dir_done(n);
+        return;
+    }
     if (n->on_failed != NULL)
         n->on_failed(n->cb_arg, o, code);
 }
@@ -275,6 +291,8 @@ void cons__proposer_on_applied(struct cons_node *n,
         n->cursor = p->next;
     q_unlink(&n->pending, p);
     pcmd_free(p);
+    if (o->session == n->sys_session)
+        cons__dir_done(n);
 }
 
 /* ---- flushing ------------------------------------------------------------- */
@@ -516,4 +534,5 @@ void cons__proposer_close(struct cons_node *n)
 {
     uv_close((uv_handle_t *)&n->flush_idle, cons__handle_closed);
     uv_close((uv_handle_t *)&n->queue_timer, cons__handle_closed);
+    uv_close((uv_handle_t *)&n->tick, cons__handle_closed);
 }

@@ -66,6 +66,14 @@ bool net__route_parse(const char *path, size_t len, enum net_route *route,
         *route = NET_ROUTE_HEALTHZ;
         return true;
     }
+    if (len == 15 && memcmp(path, "/cluster/status", 15) == 0) {
+        *route = NET_ROUTE_CLUSTER_STATUS;
+        return true;
+    }
+    if (len > 7 && memcmp(path, "/admin/", 7) == 0) {
+        *route = NET_ROUTE_ADMIN;
+        return true;
+    }
     if (len <= 6 || memcmp(path, "/room/", 6) != 0)
         return false;
     id = path + 6;
@@ -100,7 +108,9 @@ void net__http_reset(struct net_conn *c)
 {
     struct net_http *h = &c->http;
 
-    if (h->pending != NET_PENDING_NONE)
+    if (h->pending == NET_PENDING_ADMIN)
+        net__admin_detach(c);
+    else if (h->pending != NET_PENDING_NONE)
         net__owner_unregister(c->srv, c);
     free(h->body);
     free(h->resp);
@@ -138,6 +148,12 @@ static void respond(struct net_conn *c, unsigned status, const char *ctype,
     if (len > 0)
         memcpy(buf + LWS_PRE, body, len);
     respond_take(c, status, ctype, buf, len);
+}
+
+void net__http_respond(struct net_conn *c, unsigned status, const char *ctype,
+                       const void *body, size_t len)
+{
+    respond(c, status, ctype, body, len);
 }
 
 static size_t error_json(char *out, size_t cap, const char *msg)
@@ -491,6 +507,24 @@ static void decide(struct net_conn *c)
         else
             respond(c, 503, CT_TEXT, "not ready", 9);
         return;
+    case NET_ROUTE_CLUSTER_STATUS: {
+        size_t len;
+        char *body;
+
+        if (!get)
+            break;
+        body = net__cluster_status_json(s, &len);
+        if (body == NULL) {
+            respond_error(c, 503, "out of memory");
+            return;
+        }
+        respond(c, 200, CT_JSON, body, len);
+        free(body);
+        return;
+    }
+    case NET_ROUTE_ADMIN:
+        net__admin_decide(c);
+        return;
     case NET_ROUTE_NEW:
         if (!post)
             break;
@@ -541,6 +575,11 @@ int net__http_on_request(struct net_conn *c)
     /* An unknown path keeps NET_ROUTE_NONE: 404 once decided. */
     if (h->method >= 0 && uri != NULL && ulen > 0)
         net__route_parse(uri, (size_t)ulen, &h->route, h->room, &h->room_len);
+    if (h->route == NET_ROUTE_ADMIN)
+        snprintf(h->path, sizeof(h->path), "%.*s",
+                 (int)((size_t)ulen < sizeof(h->path) ? (size_t)ulen
+                                                      : sizeof(h->path) - 1),
+                 uri);
 
     if (c->over_limit) {
         h->close_after = true;
@@ -685,6 +724,12 @@ void net__http_on_stop(struct net_conn *c)
 
     if (pending == NET_PENDING_NONE)
         return;
+    if (pending == NET_PENDING_ADMIN) {
+        net__admin_detach(c);
+        h->close_after = true;
+        respond_error(c, 503, "change outcome unknown: server shutting down");
+        return;
+    }
     h->pending = NET_PENDING_NONE;
     net__owner_unregister(c->srv, c);
     h->close_after = true;

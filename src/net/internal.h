@@ -118,13 +118,18 @@ enum net_route {
     NET_ROUTE_CONNECT,
     NET_ROUTE_SEND,
     NET_ROUTE_HEALTHZ,
+    NET_ROUTE_CLUSTER_STATUS,
+    NET_ROUTE_ADMIN, /* /admin/...: admin.c parses the rest */
 };
 
 enum net_pending {
     NET_PENDING_NONE = 0,
     NET_PENDING_NEW,  /* POST /new waits for its CREATE_ROOM */
     NET_PENDING_SEND, /* POST /room/ID/send waits for its PUSH */
+    NET_PENDING_ADMIN, /* a membership change waits for raft */
 };
+
+struct net_admin_op;
 
 /* The state of the HTTP transaction in progress on a connection. */
 struct net_http {
@@ -139,6 +144,8 @@ struct net_http {
     size_t body_len;
     size_t body_cap;
     enum net_pending pending;
+    struct net_admin_op *admin_op; /* NET_PENDING_ADMIN */
+    char path[128];                /* /admin/... routes: the path */
     /* The answer, written from LWS_CALLBACK_HTTP_WRITEABLE. */
     bool resp_ready;
     bool close_after; /* close instead of keep-alive (413, 503 at limit) */
@@ -332,6 +339,23 @@ int net__http_write_now(struct net_conn *c, unsigned status,
 /* Parses a path into a route and room id; false for an unknown path. */
 bool net__route_parse(const char *path, size_t len, enum net_route *route,
                       char *room, size_t *room_len);
+
+/* Answers (http.c): body copied; respond_error's message becomes
+ * {"error": msg, "code": code} for admin routes. */
+void net__http_respond(struct net_conn *c, unsigned status, const char *ctype,
+                       const void *body, size_t len);
+
+/* ---- admin API (admin.c) ------------------------------------------------ */
+
+/* Decides an /admin/... request (body, if any, is in c->http). */
+void net__admin_decide(struct net_conn *c);
+/* The connection's transaction ends: a pending change answers nobody. */
+void net__admin_detach(struct net_conn *c);
+
+/* ---- cluster status (status.c) ------------------------------------------ */
+
+/* GET /cluster/status as JSON text; malloc'd, NULL without memory. */
+char *net__cluster_status_json(struct net_server *s, size_t *len);
 
 /* ---- WebSocket (ws.c) --------------------------------------------------- */
 
