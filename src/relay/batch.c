@@ -69,6 +69,24 @@ size_t relay_batch_bytes(const struct relay_batch_enc *b)
     return b->body.len;
 }
 
+struct rd {
+    const uint8_t *p;
+    size_t len, pos;
+};
+
+static bool rd_value(struct rd *rd, const uint8_t **v, size_t *vlen);
+
+/* A value the decoder would refuse must not get into an entry, where it
+ * would make every other command of the entry undecodable. */
+static bool value_ok(const uint8_t *v, size_t len)
+{
+    struct rd rd = {.p = v, .len = len, .pos = 0};
+    const uint8_t *item;
+    size_t n;
+
+    return len > 0 && rd_value(&rd, &item, &n) && rd.pos == len;
+}
+
 static void pack_bin(msgpack_packer *pk, const void *p, size_t n)
 {
     msgpack_pack_bin(pk, n);
@@ -82,9 +100,7 @@ int relay_batch_add(struct relay_batch_enc *b, const struct relay_cmd *cmd)
 
     if (cmd->type < RELAY_CMD_CREATE_ROOM || cmd->type > RELAY_CMD_NODE_FORGET)
         return RELAY_EINVAL;
-    if (cmd->type == RELAY_CMD_PUSH &&
-        (cmd->value_len == 0 ||
-         !relay__mp_is_one_item(cmd->value, cmd->value_len)))
+    if (cmd->type == RELAY_CMD_PUSH && !value_ok(cmd->value, cmd->value_len))
         return RELAY_EINVAL;
     switch (cmd->type) {
     case RELAY_CMD_NODE_SET:
@@ -160,11 +176,6 @@ int relay_batch_finish(struct relay_batch_enc *b, uint64_t now_ms,
 }
 
 /* ---- decoding ------------------------------------------------------------- */
-
-struct rd {
-    const uint8_t *p;
-    size_t len, pos;
-};
 
 static bool rd_kind(struct rd *rd, enum relay__mp_kind kind,
                     struct relay__mp_tok *t)

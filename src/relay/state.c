@@ -505,6 +505,11 @@ static void dd_record(struct relay_state *s, const struct relay_origin *o,
         dd_lru_append(s, d);
     }
     d->counter = o->counter;
+    /* Log time can step back when leadership moves between nodes with
+     * skewed clocks; clamping keeps the list ordered by time, so expiry
+     * from the head stays exact. */
+    if (d->lprev != NULL && d->lprev->last_ms > now_ms)
+        now_ms = d->lprev->last_ms;
     d->last_ms = now_ms;
     while (s->n_dd > s->lim.max_dedupe)
         dd_remove(s, s->lhead);
@@ -813,8 +818,12 @@ static int apply_node(struct relay_state *s, const struct relay_cmd *cmd,
         eff->status = node_forget(s, cmd->node_id);
         return RELAY_OK;
     }
+    /* Addresses are C strings everywhere after this: no NULs inside. */
     if (cmd->raft_addr_len == 0 || cmd->raft_addr_len > RELAY_ADDR_MAX ||
-        cmd->http_addr_len > RELAY_ADDR_MAX) {
+        cmd->http_addr_len > RELAY_ADDR_MAX ||
+        memchr(cmd->raft_addr, '\0', cmd->raft_addr_len) != NULL ||
+        (cmd->http_addr_len > 0 &&
+         memchr(cmd->http_addr, '\0', cmd->http_addr_len) != NULL)) {
         eff->status = RELAY_EINVAL;
         return RELAY_OK;
     }
@@ -1174,7 +1183,6 @@ static int restore_rooms(struct rd *rd, struct relay_state *s)
 static int restore_dedupe(struct rd *rd, struct relay_state *s)
 {
     uint32_t n;
-    uint64_t prev_ms = 0;
 
     if (rd_array(rd, &n) != RELAY_OK)
         return RELAY_EINVAL;
@@ -1187,7 +1195,7 @@ static int restore_dedupe(struct rd *rd, struct relay_state *s)
             rd_uint(rd, &node) != RELAY_OK || node == 0 ||
             node > UINT32_MAX || rd_uint(rd, &session) != RELAY_OK ||
             rd_uint(rd, &counter) != RELAY_OK ||
-            rd_uint(rd, &last_ms) != RELAY_OK || last_ms < prev_ms ||
+            rd_uint(rd, &last_ms) != RELAY_OK ||
             dd_find(s, (uint32_t)node, session) != NULL)
             return RELAY_EINVAL;
         if (!dd_reserve(s))
@@ -1200,7 +1208,6 @@ static int restore_dedupe(struct rd *rd, struct relay_state *s)
         d->counter = counter;
         d->last_ms = last_ms;
         dd_link(s, d);
-        prev_ms = last_ms;
     }
     return RELAY_OK;
 }
