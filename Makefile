@@ -1,5 +1,6 @@
 # driftd - the two set-up commands and their parts.
-#   make run    install dependencies, build, start a local node (Ctrl-C stops)
+#   make run    install dependencies, build, start a local 3-node cluster
+#               on 127.0.0.1:8080-8082 (Ctrl-C stops all three)
 #   make test   install dependencies, build, run every test
 # Extra: make build, make test-asan (ASan+UBSan build and the whole suite),
 #        make unit, make clean. WERROR=1 makes warnings errors.
@@ -28,7 +29,7 @@ npm:
 	cd tests/blackbox && npm ci --no-audit --no-fund --loglevel=error
 
 run: build
-	./deploy/run-local.sh $(BUILD)/driftd
+	./deploy/run-cluster.sh $(BUILD)/driftd
 
 test: build npm
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
@@ -41,6 +42,7 @@ test-asan: deps npm
 		-DENABLE_UBSAN=ON $(CMAKE_FLAGS)
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=abort_on_error=0:detect_leaks=1 \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --output-on-failure -j$(JOBS)
 

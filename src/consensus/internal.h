@@ -30,6 +30,7 @@ struct cons__queue {
 struct cons__inflight {
     struct raft_apply req;
     struct cons_node *node;
+    bool carrier; /* an empty entry sent only to carry the commit index */
 };
 
 struct cons_node {
@@ -61,6 +62,7 @@ struct cons_node {
     size_t max_inflight;
     uint32_t seen_leader;   /* leader id at the last check */
     uint64_t seen_term;     /* term at the last check */
+    uint64_t leader_since;  /* uv_now() when this node was seen leading */
     struct cons_forwarder fw;
     uv_idle_t flush_idle;   /* runs a flush on the next loop turn */
     uv_timer_t queue_timer; /* leader discovery + queue timeouts */

@@ -100,6 +100,15 @@ static int check_quorum_without(struct cons_node *n, uint32_t id, bool force)
     const struct raft_configuration *c = &n->raft.configuration;
     unsigned voters = 0, live = 0;
 
+    /* A new leader learns its followers' match indexes from their first
+     * answers: judge only after a few heartbeat rounds. */
+    cons__proposer_check_leader(n);
+    if (!force &&
+        uv_now(n->loop) - n->leader_since < 3 * (uint64_t)n->cfg.heartbeat_timeout_ms)
+        return refuse(n, CONS_EBUSY,
+                      "leadership just changed; the new leader is still "
+                      "learning the followers' progress, retry shortly");
+
     for (unsigned i = 0; i < c->n; i++) {
         if (c->servers[i].role != RAFT_VOTER || c->servers[i].id == id)
             continue;

@@ -220,6 +220,11 @@ int cons_propose_batch(struct cons_node *n, const uint8_t *batch, size_t len)
         return CONS_ECLOSING;
     if (!is_leader(n))
         return CONS_ENOTLEADER;
+    /* The whole batch or nothing, so a session's order is kept: the
+     * follower re-sends it all once the link is back. */
+    if (n->foreign.count >= n->cfg.max_queue_cmds ||
+        n->foreign.bytes + len > n->cfg.max_queue_bytes)
+        return CONS_EFULL;
     rv = relay_batch_decode(batch, len, queue_foreign, &ctx);
     if (rv != 0) {
         while (ctx.tmp.head != NULL) {
@@ -230,8 +235,6 @@ int cons_propose_batch(struct cons_node *n, const uint8_t *batch, size_t len)
         }
         return rv == RELAY_EINVAL ? CONS_EINVAL : CONS_ENOMEM;
     }
-    /* Not bounded here on purpose: each follower bounds its own pending
-     * queue, and refusing part of a stream would break per-session order. */
     while (ctx.tmp.head != NULL) {
         struct cons__pcmd *p = ctx.tmp.head;
 
@@ -297,10 +300,13 @@ void cons__proposer_on_applied(struct cons_node *n,
 
 /* ---- flushing ------------------------------------------------------------- */
 
+static void send_carrier(struct cons_node *n);
+
 static void on_applied_entry(struct raft_apply *req, int status, void *result)
 {
     struct cons__inflight *f = req->data;
     struct cons_node *n = f->node;
+    bool carrier = f->carrier;
 
     (void)result;
     n->n_inflight--;
@@ -312,6 +318,14 @@ static void on_applied_entry(struct raft_apply *req, int status, void *result)
         LOG_WARN("event=entry_failed status=%s", raft_strerror(status));
         n->cursor = n->pending.head;
     }
+    /* Followers learn a commit index only from the leader's next message;
+     * when nothing else is about to be sent, an empty entry carries it now
+     * instead of at the next heartbeat, so their subscribers and forwarded
+     * writers are not held back by up to a heartbeat interval. */
+    if (status == 0 && !carrier && !n->closing && n->n_inflight == 0 &&
+        n->cursor == NULL && n->foreign.head == NULL &&
+        n->raft.configuration.n > 1)
+        send_carrier(n);
     cons__proposer_kick(n);
 }
 
@@ -407,6 +421,37 @@ static bool flush_to_log(struct cons_node *n)
     return true;
 }
 
+static void send_carrier(struct cons_node *n)
+{
+    struct cons__inflight *f;
+    struct raft_buffer buf;
+    int rv;
+
+    if (raft_state(&n->raft) != RAFT_LEADER)
+        return;
+    f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return;
+    relay_batch_reset(n->enc);
+    rv = relay_batch_finish(n->enc, n->last_entry_ms, raft_malloc,
+                            (uint8_t **)&buf.base, &buf.len);
+    if (rv != RELAY_OK) {
+        free(f);
+        return;
+    }
+    f->node = n;
+    f->carrier = true;
+    f->req.data = f;
+    rv = raft_apply(&n->raft, &f->req, &buf, 1, on_applied_entry);
+    if (rv != 0) {
+        if (rv == RAFT_NOTLEADER)
+            raft_free(buf.base);
+        free(f);
+        return;
+    }
+    n->n_inflight++;
+}
+
 /* Follower: one batch on the link. */
 static bool flush_to_leader(struct cons_node *n, uint32_t leader)
 {
@@ -470,6 +515,7 @@ void cons__proposer_check_leader(struct cons_node *n)
                  (unsigned long long)term);
     n->seen_leader = leader;
     n->seen_term = term;
+    n->leader_since = uv_now(n->loop);
     n->cursor = n->pending.head;
     if (!is_leader(n)) {
         /* Their origin nodes see the same change and re-send. */

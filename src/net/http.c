@@ -70,6 +70,10 @@ bool net__route_parse(const char *path, size_t len, enum net_route *route,
         *route = NET_ROUTE_CLUSTER_STATUS;
         return true;
     }
+    if (len == 16 && memcmp(path, "/_driftd/forward", 16) == 0) {
+        *route = NET_ROUTE_FORWARD; /* the upgrade only: forward.c */
+        return true;
+    }
     if (len > 7 && memcmp(path, "/admin/", 7) == 0) {
         *route = NET_ROUTE_ADMIN;
         return true;

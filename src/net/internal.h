@@ -120,6 +120,7 @@ enum net_route {
     NET_ROUTE_HEALTHZ,
     NET_ROUTE_CLUSTER_STATUS,
     NET_ROUTE_ADMIN, /* /admin/...: admin.c parses the rest */
+    NET_ROUTE_FORWARD, /* GET /_driftd/forward: a follower's link */
 };
 
 enum net_pending {
@@ -159,6 +160,7 @@ struct net_http {
 enum net_conn_kind {
     NET_CONN_HTTP = 0,
     NET_CONN_WS,
+    NET_CONN_FWD, /* leader side of a follower's forward link (forward.c) */
 };
 
 struct net_sub;
@@ -199,7 +201,15 @@ struct net_conn {
     size_t sub_key_bytes; /* sum of the subscribed keys' lengths */
     size_t debug_idx;     /* position in room->debug when debug */
 
-    /* Inbound reassembly, capped at cfg.max_message. */
+    /* Forward link (kind == NET_CONN_FWD): the follower's node id from the
+     * ?node= query (0: not given) and what it delivered. Such a connection
+     * is no session: not in srv->owners, not in n_conns or n_ws. */
+    uint32_t fwd_node;
+    uint64_t fwd_batches;
+    uint64_t fwd_bytes;
+
+    /* Inbound reassembly, capped at cfg.max_message (forward links: see
+     * forward.c). */
     uint8_t *rx;
     size_t rx_len, rx_cap;
     bool rx_active, rx_binary;
@@ -233,6 +243,9 @@ struct net_key {
 struct net_sub {
     struct net_conn *conn;
     struct net_key *key;
+    /* Broadcasts with seq <= this are not sent: the client's `get` said it
+     * has them, from another node that had applied further than this one. */
+    uint64_t skip_upto;
     size_t key_idx;  /* in key->subs */
     size_t conn_idx; /* in conn->subs */
 };
@@ -261,6 +274,79 @@ struct net_key *net__key_find(struct net_room *r, const char *key,
 int net__sub_add(struct net_server *s, struct net_conn *c, const char *key,
                  size_t key_len);
 
+/* ---- the forward link (forward.c) --------------------------------------- */
+
+#define NET_FWD_PROTOCOL "driftd-forward"
+#define NET_FWD_PATH "/_driftd/forward"
+
+enum net_fwd_state {
+    NET_FWD_IDLE = 0,   /* no link; the next send() connects */
+    NET_FWD_CONNECTING, /* client wsi created, handshake in progress */
+    NET_FWD_UP,         /* established: batches are written */
+    NET_FWD_BACKOFF,    /* the link failed; the timer reconnects */
+};
+
+/* One batch waiting for the link: LWS_PRE headroom, then len bytes. */
+struct net_fwd_msg {
+    struct net_fwd_msg *next;
+    size_t len;
+    uint8_t buf[];
+};
+
+/*
+ * The follower's one client WebSocket to the leader (forward.c). Only the
+ * wsi in `wsi` is the link: callbacks of a wsi we abandoned (leader
+ * changed, stop) are ignored while lws finishes closing it. Client wsis
+ * carry no opaque user data, which is how server.c tells them from
+ * accepted connections.
+ */
+struct net_fwd_link {
+    enum net_fwd_state state;
+    struct lws *wsi;
+    uint32_t leader; /* the leader as consensus last named it; 0: none */
+    uint32_t peer;   /* the node the link (or its last attempt) goes to */
+    char addr[64];   /* peer's HTTP host:port from the directory */
+    struct net_fwd_msg *head, *tail;
+    size_t q_len, q_bytes;
+    bool refused_full;       /* send() refused for room: kick later */
+    uint32_t no_addr_logged; /* leader whose missing address was logged */
+    unsigned failures;       /* consecutive failed attempts */
+    uint64_t backoff_ms;     /* the next retry delay */
+    uint64_t up_since;
+    uint16_t peer_close_code; /* from the leader's close frame, 0: none */
+    char peer_close_reason[64];
+    uint64_t sent_batches; /* on the current link */
+    uv_timer_t timer;      /* reconnect backoff */
+};
+
+/* Initialises the link and its timer on s->loop (no I/O). */
+void net__fwd_init(struct net_server *s);
+/* Registers the forwarder with consensus (net_server_start). */
+void net__fwd_start(struct net_server *s);
+/* Unregisters the forwarder, abandons the link, stops the timer. */
+void net__fwd_stop(struct net_server *s);
+/* uv_close of the timer handle, with cb. */
+void net__fwd_close(struct net_server *s, uv_close_cb cb);
+/* Frees the queued batches (once no lws callback can come). */
+void net__fwd_release(struct net_server *s);
+/* Is this upgrade request for NET_FWD_PATH? */
+bool net__fwd_is_route(struct lws *wsi);
+/* Is wsi bound to the NET_FWD_PROTOCOL protocol? */
+bool net__fwd_is_protocol(struct lws *wsi);
+/* Leader side: HTTP_CONFIRM_UPGRADE on NET_FWD_PATH (returns as
+ * net__ws_on_confirm does). */
+int net__fwd_on_confirm(struct net_conn *c);
+/* Leader side: ESTABLISHED, RECEIVE, SERVER_WRITEABLE of a forward conn;
+ * called through server.c's ws_event (closes via net__ws_close). */
+int net__fwd_on_event(struct net_conn *c, enum lws_callback_reasons reason,
+                      void *in, size_t len);
+/* Leader side: the forward conn closed. Idempotent. */
+void net__fwd_on_closed(struct net_conn *c);
+/* Follower side: a callback of a wsi without a net_conn (client wsis). */
+int net__fwd_client_event(struct net_server *s, struct lws *wsi,
+                          enum lws_callback_reasons reason, void *in,
+                          size_t len);
+
 /* ---- the server (server.c) ---------------------------------------------- */
 
 enum net_close_phase {
@@ -281,7 +367,8 @@ struct net_server {
 
     struct lws_context *ctx; /* lws writes NULL here when destroyed */
     struct lws_vhost *vhost;
-    struct lws_protocols protocols[2];
+    /* "driftdb" (HTTP + client sessions), NET_FWD_PROTOCOL, terminator. */
+    struct lws_protocols protocols[3];
     /* lws' own handles on our loop (its idle and timer), seen at context
      * creation; when they are gone the context can be finalised. */
     const void *lws_handles[NET_MAX_STATIC_HANDLES];
@@ -297,6 +384,10 @@ struct net_server {
     struct net_conn *close_list; /* WS closes decided, not yet started */
     size_t n_conns;
     size_t n_ws;
+    size_t n_fwd; /* established forward links from followers */
+
+    struct net_fwd_link fwd; /* ours, to the leader */
+    bool fwd_registered;     /* our forwarder is set in consensus */
 
     bool started;
     bool stopping;
@@ -304,7 +395,8 @@ struct net_server {
     enum net_close_phase close_phase;
     uint64_t close_deadline;
     bool close_overdue_logged;
-    uv_timer_t timer; /* drives the close sequence */
+    uv_timer_t timer;      /* drives the close sequence */
+    unsigned open_handles; /* timer and fwd.timer, until closed */
     net_close_cb close_cb;
     void *close_arg;
 

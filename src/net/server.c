@@ -19,8 +19,15 @@
  *   WebSockets said goodbye (bounded), then until lws' handles left the
  *   loop, then calls lws_context_destroy() again and waits for NULL.
  *
+ * Two protocols share on_lws_event: "driftdb" (HTTP and client
+ * WebSockets) and "driftd-forward" (both ends of the forward links). A
+ * socket we accepted carries its struct net_conn as opaque user data; our
+ * one client socket (the link to the leader) carries none and goes to
+ * forward.c. The link's reconnect timer is the second handle the close
+ * sequence waits for.
+ *
  * Not here: HTTP routes (http.c), WebSocket sessions (ws.c), the
- * subscription index (subs.c).
+ * subscription index (subs.c), the forward links (forward.c).
  */
 #define LOG_MODULE "net"
 
@@ -43,6 +50,8 @@
 
 /* Bytes lws hands to one LWS_CALLBACK_RECEIVE at most (per connection). */
 #define NET_RX_BUFFER_SIZE 4096
+/* Forward links carry batches of up to ~1 MiB: bigger reads. */
+#define NET_FWD_RX_BUFFER_SIZE 65536
 
 void net_config_default(struct net_config *cfg)
 {
@@ -222,6 +231,8 @@ static void conn_free(struct net_conn *c)
 
     if (c->kind == NET_CONN_WS)
         net__ws_on_closed(c);
+    else if (c->kind == NET_CONN_FWD)
+        net__fwd_on_closed(c);
     net__ws_unqueue_close(c);
     net__http_reset(c);
     net__owner_unregister(s, c);
@@ -233,7 +244,8 @@ static void conn_free(struct net_conn *c)
         s->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
-    s->n_conns--;
+    if (c->kind != NET_CONN_FWD) /* a forward link left the count */
+        s->n_conns--;
     lws_set_opaque_user_data(c->wsi, NULL);
     free(c);
 }
@@ -250,7 +262,9 @@ static int ws_event(struct net_conn *c, enum lws_callback_reasons reason,
     int rv;
 
     c->in_callback = true;
-    if (reason == LWS_CALLBACK_ESTABLISHED)
+    if (c->kind == NET_CONN_FWD)
+        rv = net__fwd_on_event(c, reason, in, len);
+    else if (reason == LWS_CALLBACK_ESTABLISHED)
         rv = net__ws_on_established(c);
     else if (reason == LWS_CALLBACK_RECEIVE)
         rv = net__ws_on_receive(c, in, len);
@@ -283,6 +297,8 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_WSI_DESTROY:
         if (c != NULL)
             conn_free(c);
+        else
+            net__fwd_client_event(s, wsi, reason, in, len);
         return 0;
     case LWS_CALLBACK_HTTP:
         return c == NULL ? -1 : net__http_on_request(c);
@@ -304,15 +320,35 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
         if (in == NULL || strcasecmp(in, "websocket") != 0)
             return net__http_write_now(c, 400, "unsupported upgrade") == 0 ? 1
                                                                            : -1;
+        if (net__fwd_is_route(wsi))
+            return net__fwd_on_confirm(c);
         return net__ws_on_confirm(c);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        /* lws binds an upgraded socket to the protocol its subprotocol
+         * names: only a forward link may speak driftd-forward, and client
+         * sessions only driftdb. Non-zero refuses. */
+        return c == NULL ||
+               (c->kind == NET_CONN_FWD) != net__fwd_is_protocol(wsi);
     case LWS_CALLBACK_ESTABLISHED:
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return c == NULL ? -1 : ws_event(c, reason, in, len);
     case LWS_CALLBACK_CLOSED:
-        if (c != NULL)
+        if (c != NULL && c->kind == NET_CONN_FWD)
+            net__fwd_on_closed(c);
+        else if (c != NULL)
             net__ws_on_closed(c);
         return 0;
+    /* Our client connection (the forward link to the leader) has no
+     * net_conn: forward.c recognises its wsi. */
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        return net__fwd_client_event(s, wsi, reason, in, len);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        return c == NULL ? net__fwd_client_event(s, wsi, reason, in, len) : 0;
     default:
         return 0;
     }
@@ -412,6 +448,11 @@ int net_server_init(struct net_server **out, uv_loop_t *loop,
     s->protocols[0].callback = on_lws_event;
     s->protocols[0].per_session_data_size = 0;
     s->protocols[0].rx_buffer_size = NET_RX_BUFFER_SIZE;
+    /* Both ends of the forward links (forward.c) share one callback. */
+    s->protocols[1].name = NET_FWD_PROTOCOL;
+    s->protocols[1].callback = on_lws_event;
+    s->protocols[1].per_session_data_size = 0;
+    s->protocols[1].rx_buffer_size = NET_FWD_RX_BUFFER_SIZE;
 
     rv = uv_timer_init(loop, &s->timer);
     if (rv != 0) {
@@ -419,6 +460,8 @@ int net_server_init(struct net_server **out, uv_loop_t *loop,
         goto err_free_url;
     }
     s->timer.data = s;
+    net__fwd_init(s); /* its timer: nothing can fail after this */
+    s->open_handles = 2;
     *out = s;
     return NET_OK;
 
@@ -489,6 +532,7 @@ int net_server_start(struct net_server *s)
     }
     LOG_INFO("event=listening http=%s:%d", s->cfg.http_host,
              lws_get_vhost_listen_port(s->vhost));
+    net__fwd_start(s);
     return NET_OK;
 }
 
@@ -499,12 +543,17 @@ void net_server_stop(struct net_server *s)
     if (s == NULL || s->stopping)
         return;
     s->stopping = true;
+    /* Consensus stops calling us before anything goes away; our link to
+     * the leader closes (its queued batches are dropped: consensus keeps
+     * and fails its commands itself). */
+    net__fwd_stop(s);
     if (s->ctx == NULL)
         return;
     /* Closes the listening socket; live connections carry on. */
     lws_context_deprecate(s->ctx, NULL);
     for (c = s->conns; c != NULL; c = c->next) {
-        if (c->kind == NET_CONN_WS && c->established)
+        if ((c->kind == NET_CONN_WS || c->kind == NET_CONN_FWD) &&
+            c->established)
             net__ws_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
         else if (c->kind == NET_CONN_HTTP)
             net__http_on_stop(c);
@@ -527,6 +576,7 @@ static void free_server(struct net_server *s)
         net__ws_release(c);
         free(c);
     }
+    net__fwd_release(s);
     net__htab_close(&s->owners);
     net__htab_close(&s->rooms);
     free(s->public_url);
@@ -538,7 +588,16 @@ static void free_server(struct net_server *s)
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    free_server(h->data);
+    struct net_server *s = h->data;
+
+    if (--s->open_handles == 0)
+        free_server(s);
+}
+
+static void close_handles(struct net_server *s)
+{
+    uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    net__fwd_close(s, on_timer_closed);
 }
 
 struct handle_probe {
@@ -560,7 +619,7 @@ static bool goodbyes_pending(const struct net_server *s)
 {
     const struct net_conn *c;
 
-    if (s->n_ws > 0)
+    if (s->n_ws > 0 || s->n_fwd > 0)
         return true;
     for (c = s->conns; c != NULL; c = c->next)
         if (c->http.resp_ready)
@@ -601,7 +660,7 @@ static void on_close_tick(uv_timer_t *t)
         }
         s->close_phase = NET_CLOSE_DONE;
         uv_timer_stop(t);
-        uv_close((uv_handle_t *)t, on_timer_closed);
+        close_handles(s);
         return;
     default:
         return;
@@ -623,7 +682,7 @@ void net_server_close(struct net_server *s, net_close_cb cb, void *arg)
     net_server_stop(s);
     if (s->ctx == NULL) {
         s->close_phase = NET_CLOSE_DONE;
-        uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+        close_handles(s);
         return;
     }
     s->close_phase = NET_CLOSE_WAIT_WS;

@@ -317,6 +317,29 @@ static void send_init(struct net_conn *c, const char *key, size_t key_len,
     send_buf(c, rv, buf, len);
 }
 
+/*
+ * A client that reconnects to this node after reading up to seq S on
+ * another may be ahead of what this node has applied: replay nothing, and
+ * leave out the broadcasts up to S when this node applies them, so it gets
+ * each message once.
+ */
+static void set_skip(struct net_conn *c, const struct relay_msg *m)
+{
+    uint64_t last = relay_room_last_seq(cons_node_state(c->srv->cons),
+                                        c->room_id, c->room_len);
+
+    for (size_t i = 0; i < c->n_subs; i++) {
+        struct net_key *k = c->subs[i]->key;
+
+        if (k->key_len == m->key_len &&
+            memcmp(k->key, m->key, m->key_len) == 0) {
+            c->subs[i]->skip_upto =
+                m->has_seq && m->seq > last ? m->seq : 0;
+            return;
+        }
+    }
+}
+
 /* ---- upgrade and lifecycle ---------------------------------------------- */
 
 /* "true"/"1" is on; absent, "false" and anything else is off. */
@@ -469,6 +492,8 @@ static void do_get(struct net_conn *c, const struct relay_msg *m)
             return;
         }
     }
+    if (!c->debug)
+        set_skip(c, m);
     if (m->has_seq)
         send_init(c, m->key, m->key_len, m->seq);
 }
@@ -762,7 +787,8 @@ void net__ws_broadcast(struct net_server *s, const struct relay_cmd *cmd,
     k = net__key_find(r, cmd->key, cmd->key_len);
     if (k != NULL)
         for (i = 0; i < k->n; i++)
-            deliver(&fo, k->subs[i]->conn);
+            if (eff->seq > k->subs[i]->skip_upto)
+                deliver(&fo, k->subs[i]->conn);
     for (i = 0; i < r->n_debug; i++)
         deliver(&fo, r->debug[i]);
     for (i = 0; i < RELAY_FMT_COUNT; i++)

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Starts a local 3-node driftd cluster on loopback (what `make run` runs) and
+# stops it cleanly on Ctrl-C. Builds nothing.
+#
+#   deploy/run-cluster.sh                      # build/driftd, data in ./driftd-data
+#   DRIFTD=/path/to/driftd DATA_ROOT=/tmp/dd deploy/run-cluster.sh
+#   deploy/run-cluster.sh /path/to/driftd      # same as DRIFTD=...
+#
+# Node i (1..3): --id i, client HTTP/WebSocket on 127.0.0.1:808(i-1)
+# (8080, 8081, 8082), raft on 127.0.0.1:908(i-1) (9080, 9081, 9082), data in
+# ${DATA_ROOT:-driftd-data}/node$i. All three get the same --bootstrap list;
+# it only acts on an empty data folder, so running this again resumes the same
+# cluster with its rooms. Extra driftd flags for every node: $DRIFTD_ARGS
+# (e.g. DRIFTD_ARGS="--log-level debug").
+#
+# Logs: each node's stdout and stderr go to this script's stderr, every line
+# prefixed with "[node$i] ", and are appended unprefixed to
+# $DATA_ROOT/node$i.log.
+#
+# Ctrl-C (SIGINT) or SIGTERM: SIGTERM to the three driftd processes this script
+# started (by PID), wait for them; exit status 0 when all three exited 0. A node
+# that exits on its own is reported (with its exit status) and the other two
+# keep running: a 3-node cluster keeps working with one node down. The script
+# ends when Ctrl-C'd or when no node is left.
+set -uo pipefail
+
+DRIFTD=${1:-${DRIFTD:-build/driftd}}
+DATA_ROOT=${DATA_ROOT:-driftd-data}
+read -r -a EXTRA <<< "${DRIFTD_ARGS:-}"
+
+if [[ ! -x "$DRIFTD" ]]; then
+    echo "run-cluster: $DRIFTD is not an executable driftd (build it first: make build, or set DRIFTD=)" >&2
+    exit 1
+fi
+
+BOOTSTRAP=1=127.0.0.1:9080,2=127.0.0.1:9081,3=127.0.0.1:9082
+declare -A PIDS=()    # node id -> driftd pid
+declare -A NODE_OF=() # driftd pid -> node id
+
+log() { echo "run-cluster: $*" >&2; }
+
+for i in 1 2 3; do
+    http="127.0.0.1:808$((i - 1))"
+    raft="127.0.0.1:908$((i - 1))"
+    dir="$DATA_ROOT/node$i"
+    mkdir -p "$dir" || exit 1
+    # The log filter ignores SIGINT/SIGTERM: it must outlive its node, which
+    # still logs while it shuts down.
+    "$DRIFTD" --id "$i" --http "$http" --raft "$raft" --data "$dir" \
+        --bootstrap "$BOOTSTRAP" "${EXTRA[@]}" \
+        > >(trap '' INT TERM; tee -a "$DATA_ROOT/node$i.log" | sed -u "s/^/[node$i] /" >&2) 2>&1 &
+    pid=$!
+    PIDS[$i]=$pid
+    NODE_OF[$pid]=$i
+    log "node $i (pid $pid): http://$http  ws://$http/room/ID/connect  (raft $raft, data $dir)"
+done
+
+stopping=0
+status=0
+# shellcheck disable=SC2317  # invoked by the trap below
+stop_all() {
+    stopping=1
+    log "stopping: SIGTERM to ${PIDS[*]}"
+    for i in "${!PIDS[@]}"; do kill -TERM "${PIDS[$i]}" 2>/dev/null; done
+}
+trap stop_all INT TERM
+
+if command -v curl >/dev/null; then
+    for _ in $(seq 1 100); do
+        (( stopping )) && break
+        curl -fs -o /dev/null --max-time 1 http://127.0.0.1:8080/healthz && {
+            log "cluster ready (a leader is elected). Try: curl -X POST http://127.0.0.1:8080/new"
+            log "Ctrl-C stops the three nodes."
+            break
+        }
+        sleep 0.2
+    done
+fi
+
+# Reap nodes as they exit, until none is left.
+while (( ${#PIDS[@]} > 0 )); do
+    exited=""
+    wait -n -p exited "${PIDS[@]}"
+    rc=$?
+    if [[ -z "${exited:-}" ]]; then
+        continue # a trapped signal interrupted wait: stop_all ran, keep reaping
+    fi
+    i=${NODE_OF[$exited]:-}
+    [[ -n "$i" ]] || continue
+    unset "PIDS[$i]"
+    if (( stopping )); then
+        if (( rc == 0 )); then
+            log "node $i stopped (exit 0)"
+        else
+            log "node $i stopped with exit status $rc"
+            status=1
+        fi
+    else
+        log "node $i (pid $exited) exited unexpectedly with status $rc; the others keep running (log: $DATA_ROOT/node$i.log)"
+        status=1
+    fi
+done
+(( stopping )) && log "all nodes stopped"
+exit "$status"
