@@ -33,6 +33,7 @@ enum {
     CONS_EBUSY = 10,      /* another membership change is in progress */
     CONS_ENOTFOUND = 11,  /* no such node in the configuration */
     CONS_EQUORUM = 12,    /* the change would leave no working majority */
+    CONS_EAGAIN = 13,     /* a new leader is settling in: retry shortly */
 };
 
 const char *cons_strerror(int code);

@@ -105,7 +105,7 @@ static int check_quorum_without(struct cons_node *n, uint32_t id, bool force)
     cons__proposer_check_leader(n);
     if (!force &&
         uv_now(n->loop) - n->leader_since < 3 * (uint64_t)n->cfg.heartbeat_timeout_ms)
-        return refuse(n, CONS_EBUSY,
+        return refuse(n, CONS_EAGAIN,
                       "leadership just changed; the new leader is still "
                       "learning the followers' progress, retry shortly");
 

@@ -51,6 +51,8 @@ const char *cons_strerror(int code)
         return "another membership change is in progress";
     case CONS_ENOTFOUND:
         return "no such node in the cluster";
+    case CONS_EAGAIN:
+        return "a new leader is settling in: retry shortly";
     case CONS_EQUORUM:
         return "the change would leave the cluster without a working majority";
     default:

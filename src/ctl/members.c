@@ -294,6 +294,14 @@ static int change_member(struct ctl *c, uint32_t id, const char *path,
             deadline = ctl_now_ms() + SETTLE_WAIT_MS;
             continue;
         }
+        /* A new leader (ours or one elected after a failure) answers
+         * "settling" until its followers' progress is known. */
+        if (ctl_now_ms() < deadline && code != NULL &&
+            strcmp(code, "settling") == 0) {
+            ctl_resp_close(&r);
+            ctl_sleep_ms(POLL_MS);
+            continue;
+        }
         /* A leader we just made may still be settling in: until its first
          * heartbeats are answered it knows no follower's match index, so
          * its quorum check refuses (ours passed before the transfer). */

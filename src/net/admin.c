@@ -106,6 +106,9 @@ static void respond_cons_err(struct net_conn *c, int code, const char *msg)
     case CONS_EQUORUM:
         respond_err(c, 409, "quorum", msg);
         return;
+    case CONS_EAGAIN:
+        respond_err(c, 503, "settling", msg);
+        return;
     case CONS_ENOTFOUND:
         respond_err(c, 404, "not_found", msg);
         return;
@@ -127,7 +130,12 @@ static void respond_cons_err(struct net_conn *c, int code, const char *msg)
 
 static bool authorized(struct net_conn *c)
 {
-    const char *token = c->srv->cfg.admin_token;
+    return net__admin_token_ok(c->srv, c->wsi);
+}
+
+bool net__admin_token_ok(struct net_server *s, struct lws *wsi)
+{
+    const char *token = s->cfg.admin_token;
     char hdr[512];
     size_t tl, hl;
     unsigned diff = 0;
@@ -135,7 +143,7 @@ static bool authorized(struct net_conn *c)
 
     if (token == NULL || token[0] == '\0')
         return true;
-    n = lws_hdr_copy(c->wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
+    n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
     if (n <= 7 || strncmp(hdr, "Bearer ", 7) != 0)
         return false;
     tl = strlen(token);

@@ -41,8 +41,10 @@
  *
  * Not here: batching, retries and exactly-once (consensus/proposer.c), the
  * dispatch of lws callbacks and the close cascade (server.c).
- * Deliberately not done: TLS between nodes, authentication of the
- * follower, keepalive pings (a dead leader is noticed by raft, whose leader
+ * With --admin-token the link carries it (Authorization: Bearer) and the
+ * leader refuses a link without it: every node of a cluster is started
+ * with the same token. Deliberately not done: TLS between nodes, keepalive
+ * pings (a dead leader is noticed by raft, whose leader
  * change drops the link).
  */
 #define LOG_MODULE "net"
@@ -158,6 +160,7 @@ static void link_abandon(struct net_server *s, uint16_t code,
 {
     struct net_fwd_link *l = &s->fwd;
     struct lws *wsi = l->wsi;
+    bool up = l->state == NET_FWD_UP;
 
     l->wsi = NULL;
     queue_drop(l);
@@ -172,8 +175,11 @@ static void link_abandon(struct net_server *s, uint16_t code,
         return;
     /* lws may report the close (or the connect failure) synchronously;
      * with l->wsi cleared first, that report is ignored. */
-    lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason,
-                     strlen(reason));
+    /* Only an established WebSocket has a close frame to send: lws
+     * asserts on a wsi still in its HTTP client (connecting) role. */
+    if (up)
+        lws_close_reason(wsi, (enum lws_close_status)code,
+                         (unsigned char *)reason, strlen(reason));
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 }
 
@@ -415,6 +421,24 @@ int net__fwd_client_event(struct net_server *s, struct lws *wsi,
     if (wsi == NULL || wsi != l->wsi)
         return 0; /* an abandoned link winding down, or not ours */
     switch (reason) {
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
+        /* The cluster shares the admin token: the leader accepts batches
+         * (which carry any origin and command) only from a holder. */
+        const char *token = s->cfg.admin_token;
+        unsigned char **p = in, *end;
+        char hdr[300];
+        int n;
+
+        if (token == NULL || token[0] == '\0')
+            return 0;
+        end = *p + len;
+        n = snprintf(hdr, sizeof(hdr), "Bearer %s", token);
+        if (n < 0 || (size_t)n >= sizeof(hdr) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+                                         (unsigned char *)hdr, n, p, end))
+            return -1;
+        return 0;
+    }
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         if (s->stopping)
             return -1;
@@ -524,6 +548,10 @@ int net__fwd_on_confirm(struct net_conn *c)
                                    "subprotocol " NET_FWD_PROTOCOL " required")
                    ? -1
                    : 1;
+    if (!net__admin_token_ok(s, wsi)) {
+        LOG_WARN("event=fwd_refused why=\"bad or missing token\"");
+        return net__http_write_now(c, 401, "cluster token required") ? -1 : 1;
+    }
     v = lws_get_urlarg_by_name(wsi, "node=", node, sizeof(node));
     if (v != NULL)
         c->fwd_node = (uint32_t)strtoul(v, NULL, 10);

@@ -441,6 +441,8 @@ void net__http_respond(struct net_conn *c, unsigned status, const char *ctype,
 
 /* Decides an /admin/... request (body, if any, is in c->http). */
 void net__admin_decide(struct net_conn *c);
+/* True when no admin token is set or wsi's request carries it. */
+bool net__admin_token_ok(struct net_server *s, struct lws *wsi);
 /* The connection's transaction ends: a pending change answers nobody. */
 void net__admin_detach(struct net_conn *c);
 

@@ -342,6 +342,7 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
     /* Our client connection (the forward link to the leader) has no
      * net_conn: forward.c recognises its wsi. */
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
     case LWS_CALLBACK_CLIENT_RECEIVE:
     case LWS_CALLBACK_CLIENT_WRITEABLE:
