@@ -238,10 +238,28 @@ static void on_change(struct raft_change *req, int status)
     }
 }
 
+/*
+ * Ends the start of a change: on a raft refusal (rv != 0) frees it and
+ * returns the mapped code with "what: raft's reason"; else installs it.
+ */
+static int change_begin(struct cons_node *n, struct cons__change *ch, int rv,
+                        const char *what)
+{
+    if (rv != 0) {
+        free(ch);
+        return refuse(n, map_raft_err(rv), "%s: %s", what,
+                      raft_errmsg(&n->raft));
+    }
+    n->change = ch;
+    LOG_INFO("event=membership_start %s", what);
+    return CONS_OK;
+}
+
 int cons_member_add(struct cons_node *n, uint32_t id, const char *raft_addr,
                     enum cons_role role, cons_change_cb cb, void *arg)
 {
     struct cons__change *ch;
+    char what[160];
     int rv;
 
     rv = check_leader(n);
@@ -257,15 +275,9 @@ int cons_member_add(struct cons_node *n, uint32_t id, const char *raft_addr,
         return refuse(n, CONS_ENOMEM, "out of memory");
     ch->raft_role = role == CONS_ROLE_VOTER ? RAFT_VOTER : RAFT_STANDBY;
     rv = raft_add(&n->raft, &ch->req, id, raft_addr, on_change);
-    if (rv != 0) {
-        free(ch);
-        return refuse(n, map_raft_err(rv), "add node %u: %s", id,
-                      raft_errmsg(&n->raft));
-    }
-    n->change = ch;
-    LOG_INFO("event=membership_add id=%u raft=%s role=%s", id, raft_addr,
+    snprintf(what, sizeof(what), "add node %u at %.100s as %s", id, raft_addr,
              role == CONS_ROLE_VOTER ? "voter" : "standby");
-    return CONS_OK;
+    return change_begin(n, ch, rv, what);
 }
 
 int cons_member_assign(struct cons_node *n, uint32_t id, enum cons_role role,
@@ -274,6 +286,7 @@ int cons_member_assign(struct cons_node *n, uint32_t id, enum cons_role role,
     const struct raft_server *srv;
     struct cons__change *ch;
     int raft_role = role == CONS_ROLE_VOTER ? RAFT_VOTER : RAFT_STANDBY;
+    char what[160];
     int rv;
 
     rv = check_leader(n);
@@ -299,15 +312,9 @@ int cons_member_assign(struct cons_node *n, uint32_t id, enum cons_role role,
         return refuse(n, CONS_ENOMEM, "out of memory");
     ch->raft_role = raft_role;
     rv = raft_assign(&n->raft, &ch->req, id, raft_role, on_change);
-    if (rv != 0) {
-        free(ch);
-        return refuse(n, map_raft_err(rv), "assign node %u: %s", id,
-                      raft_errmsg(&n->raft));
-    }
-    n->change = ch;
-    LOG_INFO("event=membership_assign id=%u role=%s", id,
-             role == CONS_ROLE_VOTER ? "voter" : "standby");
-    return CONS_OK;
+    snprintf(what, sizeof(what), "make node %u %s", id,
+             role == CONS_ROLE_VOTER ? "a voter" : "a standby");
+    return change_begin(n, ch, rv, what);
 }
 
 int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
@@ -315,6 +322,7 @@ int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
 {
     const struct raft_server *srv;
     struct cons__change *ch;
+    char what[160];
     int rv;
 
     rv = check_leader(n);
@@ -335,14 +343,8 @@ int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
     rv = raft_remove(&n->raft, &ch->req, id, on_change);
-    if (rv != 0) {
-        free(ch);
-        return refuse(n, map_raft_err(rv), "remove node %u: %s", id,
-                      raft_errmsg(&n->raft));
-    }
-    n->change = ch;
-    LOG_INFO("event=membership_remove id=%u", id);
-    return CONS_OK;
+    snprintf(what, sizeof(what), "remove node %u", id);
+    return change_begin(n, ch, rv, what);
 }
 
 static void on_transfer(struct raft_transfer *req)
@@ -372,6 +374,7 @@ int cons_leader_transfer(struct cons_node *n, uint32_t id, cons_change_cb cb,
 {
     const struct raft_server *srv;
     struct cons__change *ch;
+    char what[160];
     int rv;
 
     rv = check_leader(n);
@@ -390,14 +393,8 @@ int cons_leader_transfer(struct cons_node *n, uint32_t id, cons_change_cb cb,
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
     rv = raft_transfer(&n->raft, &ch->treq, id, on_transfer);
-    if (rv != 0) {
-        free(ch);
-        return refuse(n, map_raft_err(rv), "transfer: %s",
-                      raft_errmsg(&n->raft));
-    }
-    n->change = ch;
-    LOG_INFO("event=leader_transfer to=%u", id);
-    return CONS_OK;
+    snprintf(what, sizeof(what), "transfer leadership to node %u", id);
+    return change_begin(n, ch, rv, what);
 }
 
 void cons__membership_free(struct cons_node *n)

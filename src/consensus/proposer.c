@@ -98,6 +98,17 @@ static void q_unlink(struct cons__queue *q, struct cons__pcmd *p)
     q->bytes -= p->bytes;
 }
 
+/* Appends n bytes at *w (advanced); returns where they start. */
+static const char *put_bytes(uint8_t **w, const void *src, size_t n)
+{
+    const char *at = (const char *)*w;
+
+    if (n > 0)
+        memcpy(*w, src, n);
+    *w += n;
+    return at;
+}
+
 /* Copies cmd and everything it points to. */
 static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
 {
@@ -116,25 +127,14 @@ static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
     }
     p->cmd = *cmd;
     w = p->data;
-    if (cmd->room_len > 0)
-        memcpy(w, cmd->room, cmd->room_len);
-    p->cmd.room = (const char *)w;
-    w += cmd->room_len;
-    if (cmd->key_len > 0)
-        memcpy(w, cmd->key, cmd->key_len);
-    p->cmd.key = (const char *)w;
-    w += cmd->key_len;
-    if (cmd->value_len > 0)
-        memcpy(w, cmd->value, cmd->value_len);
-    p->cmd.value = cmd->value_len > 0 ? w : NULL;
-    w += cmd->value_len;
-    if (cmd->raft_addr_len > 0)
-        memcpy(w, cmd->raft_addr, cmd->raft_addr_len);
-    p->cmd.raft_addr = (const char *)w;
-    w += cmd->raft_addr_len;
-    if (cmd->http_addr_len > 0)
-        memcpy(w, cmd->http_addr, cmd->http_addr_len);
-    p->cmd.http_addr = (const char *)w;
+    p->cmd.room = put_bytes(&w, cmd->room, cmd->room_len);
+    p->cmd.key = put_bytes(&w, cmd->key, cmd->key_len);
+    p->cmd.value = cmd->value_len > 0
+                       ? (const uint8_t *)put_bytes(&w, cmd->value,
+                                                    cmd->value_len)
+                       : NULL;
+    p->cmd.raft_addr = put_bytes(&w, cmd->raft_addr, cmd->raft_addr_len);
+    p->cmd.http_addr = put_bytes(&w, cmd->http_addr, cmd->http_addr_len);
     p->bytes = bytes;
     p->enq_ms = now;
     return p;

@@ -32,33 +32,12 @@
 #include <msgpack.h>
 
 #include "relay.h"
+#include "unit_util.h"
 
 #define ERRLEN 256
 
 /* ---- helpers ------------------------------------------------------------- */
 
-struct vec {
-    uint8_t *p;
-    size_t n;
-    size_t cap;
-};
-
-static void vput(struct vec *v, const void *p, size_t n)
-{
-    if (v->n + n + 1 > v->cap) {
-        size_t cap = v->cap ? v->cap : 64;
-
-        while (cap < v->n + n + 1)
-            cap *= 2;
-        v->p = realloc(v->p, cap);
-        assert_non_null(v->p);
-        v->cap = cap;
-    }
-    if (n > 0)
-        memcpy(v->p + v->n, p, n);
-    v->n += n;
-    v->p[v->n] = 0;
-}
 
 static void vbyte(struct vec *v, uint8_t c)
 {
@@ -1528,16 +1507,6 @@ static void test_encode_depth(void **state)
 
 /* ---- pseudo-fuzz --------------------------------------------------------- */
 
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *s = x;
-    return x;
-}
 
 static void mutate(uint64_t *rng, struct vec *f)
 {

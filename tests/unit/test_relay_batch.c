@@ -33,6 +33,7 @@
 #include <msgpack.h>
 
 #include "relay.h"
+#include "unit_util.h"
 
 /* A string literal as (pointer, length): embedded NULs count. */
 #define K(lit) (lit), (sizeof(lit) - 1)
@@ -40,16 +41,6 @@
 /* ---- small utilities ------------------------------------------------------
  */
 
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *s = x;
-    return x;
-}
 
 static bool same_bytes(const void *a, size_t an, const void *b, size_t bn)
 {

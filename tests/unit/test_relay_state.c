@@ -35,6 +35,7 @@
 #include <msgpack.h>
 
 #include "relay.h"
+#include "unit_util.h"
 
 /* A string literal as (pointer, length): embedded NULs count. */
 #define K(lit) (lit), (sizeof(lit) - 1)
@@ -44,39 +45,7 @@
 /* ---- small utilities ------------------------------------------------------
  */
 
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
 
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *s = x;
-    return x;
-}
-
-struct vec {
-    uint8_t *p;
-    size_t n;
-    size_t cap;
-};
-
-static void vput(struct vec *v, const void *p, size_t n)
-{
-    if (v->n + n + 1 > v->cap) {
-        size_t cap = v->cap ? v->cap : 64;
-
-        while (cap < v->n + n + 1)
-            cap *= 2;
-        v->p = realloc(v->p, cap);
-        assert_non_null(v->p);
-        v->cap = cap;
-    }
-    if (n > 0)
-        memcpy(v->p + v->n, p, n);
-    v->n += n;
-    v->p[v->n] = 0;
-}
 
 static void vu64(struct vec *v, uint64_t x)
 {
