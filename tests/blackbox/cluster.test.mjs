@@ -567,6 +567,34 @@ describe('cluster of 3 voters', () => {
       await p.close();
     }
   });
+
+  test('a follower restarted on a new HTTP port: the node directory follows, and writes through it reach the leader', T, async () => {
+    const c = ctx.cluster;
+    await c.waitLeader({ ids: c.ids });
+    const leader = (await c.status(1)).leader.id;
+    const f = c.ids.find((id) => id !== leader);
+    const d = c.node(f);
+    await c.stop(f);
+    const [port] = await freePorts(1);
+    d.httpPort = port;
+    c.httpPorts[f - 1] = port;
+    await c.restart(f);
+    // Every node's directory (hence /cluster/status) shows the new address.
+    for (const id of c.ids) {
+      await waitFor(async () => {
+        const st = await c.status(id);
+        return st.nodes.find((n) => n.id === f)?.http === `127.0.0.1:${port}`;
+      }, 10000, `node ${id} to list node ${f} at its new HTTP port ${port}`);
+    }
+    // The restarted follower forwards to the leader as before.
+    const { room } = await createRoom(c.base(f));
+    const w = await RawClient.connect(c.socketUrl(f, room), { label: 'writer on the moved node' });
+    await w.get('moved');
+    const acked = await pushPipelined(w, 'moved', Array.from({ length: 10 }, (_, n) => ({ w: 'moved', n })));
+    assert.equal(acked.length, 10);
+    await w.close();
+    await waitSameReplay(c, room, 'moved', { ids: c.ids });
+  });
 });
 
 // ---- behind a load balancer ---------------------------------------------------------
