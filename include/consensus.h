@@ -65,6 +65,7 @@ struct cons_config {
     size_t max_queue_cmds;         /* proposer queue bound, default 65536 */
     size_t max_queue_bytes;        /* proposer queue bytes, 64 MiB */
     unsigned queue_timeout_ms;     /* wait for a leader, default 5000 */
+    uint64_t room_ttl_ms;          /* idle rooms expire, 24 h; 0: never */
     struct relay_limits limits;    /* zero fields: defaults */
 };
 

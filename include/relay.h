@@ -32,6 +32,7 @@ enum {
     RELAY_ESEQ = 7,      /* compact seq greater than the room's last seq */
     RELAY_EDUP = 8,      /* origin already applied (dedupe) */
     RELAY_EDEPTH = 9,    /* value nested deeper than RELAY_MAX_DEPTH */
+    RELAY_EACTIVE = 10,  /* conditional delete: the room was used since */
 };
 
 /* Static text for a code; never NULL. */
@@ -69,7 +70,10 @@ enum relay_action {
 enum relay_cmd_type {
     RELAY_CMD_CREATE_ROOM = 1, /* room */
     RELAY_CMD_PUSH = 2,        /* room, key, action, compact_seq, value */
-    RELAY_CMD_DELETE_ROOM = 3, /* room (expiry decided by the leader) */
+    /* room; compact_seq != 0 makes it conditional: applied only when the
+     * room's last activity (log ms) is still exactly compact_seq, so an
+     * expiry decided by the leader never deletes a room used meanwhile. */
+    RELAY_CMD_DELETE_ROOM = 3,
     RELAY_CMD_NOOP = 4,        /* nothing; used to learn the commit point */
     RELAY_CMD_NODE_SET = 5,    /* node directory: node_id, raft/http addr */
     RELAY_CMD_NODE_FORGET = 6, /* node directory: node_id */
@@ -218,6 +222,7 @@ struct relay_room_info {
     size_t entries;       /* retained entries over all keys */
     size_t bytes;         /* retained key + value bytes (the limit's measure) */
     uint64_t last_seq;
+    uint64_t last_ms;     /* log time of its creation or last applied push */
 };
 
 /* Calls cb for every room in creation order. */

@@ -64,6 +64,8 @@ static void usage(FILE *f)
 "  --max-rooms N           rooms per cluster (100000)\n"
 "  --max-queue N           commands waiting for the log (65536)\n"
 "  --queue-timeout MS      how long commands wait for a leader (5000)\n"
+"  --room-ttl SECONDS      rooms with no push for this long are deleted,\n"
+"                          their sessions closed (86400; 0: never)\n"
 "\n"
 "Raft:\n"
 "  --election-timeout MS   (1000)\n"
@@ -188,7 +190,7 @@ enum {
     OPT_ID = 256, OPT_HTTP, OPT_ADVERTISE, OPT_RAFT, OPT_DATA, OPT_BOOTSTRAP, OPT_JOIN,
     OPT_PUBLIC_URL, OPT_ADMIN_TOKEN, OPT_MAX_MESSAGE, OPT_MAX_CONNS,
     OPT_MAX_OUT, OPT_MAX_ROOM_BYTES, OPT_MAX_ROOMS, OPT_MAX_QUEUE,
-    OPT_QUEUE_TIMEOUT, OPT_ELECTION, OPT_HEARTBEAT, OPT_SNAP_THRESHOLD,
+    OPT_QUEUE_TIMEOUT, OPT_ROOM_TTL, OPT_ELECTION, OPT_HEARTBEAT, OPT_SNAP_THRESHOLD,
     OPT_SNAP_TRAILING, OPT_MAX_BATCH, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
 };
 
@@ -209,6 +211,7 @@ static const struct option long_opts[] = {
     {"max-rooms", required_argument, NULL, OPT_MAX_ROOMS},
     {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
     {"queue-timeout", required_argument, NULL, OPT_QUEUE_TIMEOUT},
+    {"room-ttl", required_argument, NULL, OPT_ROOM_TTL},
     {"election-timeout", required_argument, NULL, OPT_ELECTION},
     {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
     {"snapshot-threshold", required_argument, NULL, OPT_SNAP_THRESHOLD},
@@ -340,6 +343,11 @@ static int parse_args(int argc, char **argv, struct options *o)
             if (parse_u64(optarg, 1, 3600000, &v) != 0)
                 return bad_value(name, optarg, "want 1..3600000 ms");
             o->cons.queue_timeout_ms = (unsigned)v;
+            break;
+        case OPT_ROOM_TTL:
+            if (parse_u64(optarg, 0, 10ull * 365 * 86400, &v) != 0)
+                return bad_value(name, optarg, "want 0..315360000 s");
+            o->cons.room_ttl_ms = v * 1000;
             break;
         case OPT_ELECTION:
             if (parse_u64(optarg, 10, 600000, &v) != 0)

@@ -75,6 +75,7 @@ struct cons_node {
     bool dir_inflight;
     uv_timer_t tick; /* leader-change notice and directory upkeep */
     struct cons__change *change; /* the membership change in flight */
+    uint64_t next_expiry_scan;   /* uv_now() of the next idle-room scan */
 
     cons_applied_cb on_applied;
     cons_failed_cb on_failed;
@@ -100,6 +101,9 @@ void cons__on_flush_idle(uv_idle_t *h);
 void cons__dir_check(struct cons_node *n);
 void cons__dir_done(struct cons_node *n);
 void cons__dir_start(struct cons_node *n);
+
+/* expiry.c */
+void cons__expiry_check(struct cons_node *n);
 
 /* membership.c */
 struct cons__change;

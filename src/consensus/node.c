@@ -74,6 +74,7 @@ void cons_config_default(struct cons_config *cfg)
     cfg->max_queue_cmds = 65536;
     cfg->max_queue_bytes = 64u << 20;
     cfg->queue_timeout_ms = 5000;
+    cfg->room_ttl_ms = 24ull * 3600 * 1000;
     relay_limits_default(&cfg->limits);
 }
 

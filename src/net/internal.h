@@ -465,6 +465,9 @@ void net__ws_on_failed(struct net_conn *c, const struct relay_origin *origin,
 void net__ws_queue(struct net_conn *c, struct net_frame *f);
 /* Decides to close c with code/reason; see ws.c for when it happens. */
 void net__ws_close(struct net_conn *c, uint16_t code, const char *reason);
+/* Closes every session of a room that was deleted (expired). */
+#define NET_CLOSE_ROOM_DELETED 4004
+void net__ws_close_room(struct net_server *s, const char *room, size_t len);
 /* Hands the connections on srv->close_list to lws. Call at the end of an
  * entry point, never while walking the subscription index. */
 void net__ws_run_closes(struct net_server *s);

@@ -180,6 +180,8 @@ void net_server_on_applied(void *arg, const struct cons_applied *ev)
         net__ws_broadcast(s, ev->cmd, ev->eff);
     if (c != NULL && c->kind == NET_CONN_WS)
         net__ws_on_applied(c, ev);
+    if (ev->cmd->type == RELAY_CMD_DELETE_ROOM && ev->eff->status == RELAY_OK)
+        net__ws_close_room(s, ev->cmd->room, ev->cmd->room_len);
     net__ws_run_closes(s);
 }
 

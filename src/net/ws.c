@@ -147,6 +147,15 @@ void net__ws_close(struct net_conn *c, uint16_t code, const char *reason)
     c->close_queued = true;
 }
 
+void net__ws_close_room(struct net_server *s, const char *room, size_t len)
+{
+    /* Rare (a room expired or was deleted): a walk over all connections. */
+    for (struct net_conn *c = s->conns; c != NULL; c = c->next)
+        if (c->kind == NET_CONN_WS && c->established && !c->closing &&
+            c->room_len == len && memcmp(c->room_id, room, len) == 0)
+            net__ws_close(c, NET_CLOSE_ROOM_DELETED, "room deleted");
+}
+
 void net__ws_run_closes(struct net_server *s)
 {
     struct net_conn *c;

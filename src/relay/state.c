@@ -68,6 +68,7 @@ struct room {
     size_t id_len;
     uint64_t hash;
     uint64_t last_seq;
+    uint64_t last_ms; /* log time of creation or the last applied push */
     size_t bytes;   /* retained bytes over all streams */
     size_t entries; /* retained entries over all streams */
     struct stream **kt; /* key hash table */
@@ -131,6 +132,8 @@ const char *relay_strerror(int code)
         return "duplicate command (already applied)";
     case RELAY_EDEPTH:
         return "value nested too deeply";
+    case RELAY_EACTIVE:
+        return "room was active since the delete was decided";
     default:
         return "unknown error";
     }
@@ -659,8 +662,10 @@ void relay_state_destroy(struct relay_state *s)
 /* ---- apply ---------------------------------------------------------------- */
 
 static int apply_create(struct relay_state *s, const struct relay_cmd *cmd,
-                        struct relay_effects *eff)
+                        uint64_t now_ms, struct relay_effects *eff)
 {
+    struct room *r;
+
     if (cmd->room_len == 0 || cmd->room_len > RELAY_ROOM_ID_MAX) {
         eff->status = RELAY_EINVAL;
         return RELAY_OK;
@@ -673,8 +678,10 @@ static int apply_create(struct relay_state *s, const struct relay_cmd *cmd,
         eff->status = RELAY_EFULL;
         return RELAY_OK;
     }
-    if (room_insert(s, cmd->room, cmd->room_len) == NULL)
+    r = room_insert(s, cmd->room, cmd->room_len);
+    if (r == NULL)
         return RELAY_ENOMEM;
+    r->last_ms = now_ms;
     return RELAY_OK;
 }
 
@@ -685,6 +692,10 @@ static int apply_delete(struct relay_state *s, const struct relay_cmd *cmd,
 
     if (r == NULL) {
         eff->status = RELAY_ENOROOM;
+        return RELAY_OK;
+    }
+    if (cmd->compact_seq != 0 && r->last_ms != cmd->compact_seq) {
+        eff->status = RELAY_EACTIVE;
         return RELAY_OK;
     }
     room_unlink(s, r);
@@ -701,7 +712,7 @@ static void set_stream_size(const struct stream *st, struct relay_effects *eff)
 }
 
 static int apply_push(struct relay_state *s, const struct relay_cmd *cmd,
-                      struct relay_effects *eff)
+                      uint64_t now_ms, struct relay_effects *eff)
 {
     struct room *r;
     struct stream *st, *fresh = NULL;
@@ -726,6 +737,7 @@ static int apply_push(struct relay_state *s, const struct relay_cmd *cmd,
     if (cmd->action == RELAY_ACT_RELAY) {
         eff->broadcast = true;
         eff->seq = ++r->last_seq;
+        r->last_ms = now_ms;
         return RELAY_OK;
     }
     if (cmd->action == RELAY_ACT_COMPACT &&
@@ -798,6 +810,7 @@ static int apply_push(struct relay_state *s, const struct relay_cmd *cmd,
             .seq = eff->seq, .value = val, .value_len = cmd->value_len};
     }
     r->entries++;
+    r->last_ms = now_ms;
     set_stream_size(st, eff);
     return RELAY_OK;
 nomem:
@@ -860,10 +873,10 @@ int relay_state_apply(struct relay_state *s, const struct relay_cmd *cmd,
 
     switch (cmd->type) {
     case RELAY_CMD_CREATE_ROOM:
-        rv = apply_create(s, cmd, eff);
+        rv = apply_create(s, cmd, now_ms, eff);
         break;
     case RELAY_CMD_PUSH:
-        rv = apply_push(s, cmd, eff);
+        rv = apply_push(s, cmd, now_ms, eff);
         break;
     case RELAY_CMD_DELETE_ROOM:
         rv = apply_delete(s, cmd, eff);
@@ -949,6 +962,7 @@ static void room_fill_info(const struct room *r, struct relay_room_info *ri)
     ri->entries = r->entries;
     ri->bytes = r->bytes;
     ri->last_seq = r->last_seq;
+    ri->last_ms = r->last_ms;
 }
 
 void relay_rooms_each(const struct relay_state *s, relay_room_cb cb, void *arg)
@@ -977,7 +991,7 @@ int relay_room_info(const struct relay_state *s, const char *room,
 /*
  * Layout (msgpack):
  *   ["driftd-relay", 1,
- *    [[room_id(bin), last_seq, [[key(bin), [seq, value]...]...]]...],  rooms
+ *    [[room_id(bin), last_seq, last_ms, [[key(bin), [seq, value]...]...]]...],
  *    [[node, session, counter, last_ms]...],   dedupe, least recent first
  *    [[id, raft(str), http(str)]...]]          directory, by id
  * Each stream is [key, seq1, value1, seq2, value2, ...] to avoid one array
@@ -1004,10 +1018,11 @@ int relay_state_snapshot(const struct relay_state *s, uint8_t **buf,
 
     msgpack_pack_array(&pk, s->n_rooms);
     for (const struct room *r = s->rhead; r != NULL; r = r->onext) {
-        msgpack_pack_array(&pk, 3);
+        msgpack_pack_array(&pk, 4);
         msgpack_pack_bin(&pk, r->id_len);
         msgpack_pack_bin_body(&pk, r->id, r->id_len);
         msgpack_pack_uint64(&pk, r->last_seq);
+        msgpack_pack_uint64(&pk, r->last_ms);
         msgpack_pack_array(&pk, r->n_keys);
         for (const struct stream *st = r->khead; st != NULL; st = st->onext) {
             msgpack_pack_array(&pk, 1 + 2 * st->n);
@@ -1156,11 +1171,11 @@ static int restore_rooms(struct rd *rd, struct relay_state *s)
     for (uint32_t i = 0; i < n_rooms; i++) {
         const char *id;
         size_t id_len;
-        uint32_t three, n_keys;
+        uint32_t four, n_keys;
         struct room *r;
         int rv;
 
-        if (rd_array(rd, &three) != RELAY_OK || three != 3 ||
+        if (rd_array(rd, &four) != RELAY_OK || four != 4 ||
             rd_bytes(rd, RELAY__MP_BIN, &id, &id_len) != RELAY_OK ||
             id_len == 0 || id_len > RELAY_ROOM_ID_MAX ||
             find_room(s, id, id_len) != NULL)
@@ -1169,6 +1184,7 @@ static int restore_rooms(struct rd *rd, struct relay_state *s)
         if (r == NULL)
             return RELAY_ENOMEM;
         if (rd_uint(rd, &r->last_seq) != RELAY_OK ||
+            rd_uint(rd, &r->last_ms) != RELAY_OK ||
             rd_array(rd, &n_keys) != RELAY_OK)
             return RELAY_EINVAL;
         for (uint32_t k = 0; k < n_keys; k++) {

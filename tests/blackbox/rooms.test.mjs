@@ -166,3 +166,40 @@ describe('rooms with --public-url', () => {
 
   shutdownTest(ctx);
 });
+
+describe('idle rooms expire (--room-ttl)', () => {
+  const ctx = useDriftd({ name: 'ttl', args: ['--room-ttl', '1'] });
+
+  test('a room with no push for the TTL is deleted and its sessions closed; a busy room stays', async () => {
+    const idle = (await createRoom(ctx.srv.base)).room;
+    const busy = await createRoom(ctx.srv.base);
+    const sub = await RawClient.connect(`${ctx.srv.wsBase}/room/${idle}/connect`, { label: 'idle subscriber' });
+    await sub.get('k');
+    const w = await RawClient.connect(busy.socket_url, { label: 'busy writer' });
+    await w.get('k');
+    // Keep the busy room active (one relay push every 200 ms) until the idle
+    // room is gone: activity, not connections, keeps a room.
+    let stop = false;
+    let pushes = 0;
+    const writer = (async () => {
+      while (!stop) {
+        w.push('k', pushes++, 'relay');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
+    try {
+      const info = await withTimeout(sub.closed, 20000, 'the idle room to expire');
+      assert.equal(info.code, 4004, `close code ${info.code} ${info.reason}`);
+      const r = await httpRequest(`${ctx.srv.base}/room/${idle}`);
+      assert.equal(r.status, 404, 'the expired room is gone');
+      // The busy room outlived the TTL several times over meanwhile.
+      assert.equal((await httpRequest(`${ctx.srv.base}/room/${busy.room}`)).status, 200);
+    } finally {
+      stop = true;
+      await writer;
+    }
+    assert.ok(pushes > 5, `the busy room got ${pushes} pushes while the idle one expired`);
+  });
+
+  shutdownTest(ctx);
+});

@@ -3182,6 +3182,57 @@ static void test_snapshot_fuzz(void **state)
     relay_state_destroy(s);
 }
 
+/* An expiry decided by the leader names the last activity it saw: the
+ * delete applies only if the room was not used since. */
+static void test_delete_room_if_idle(void **state)
+{
+    struct relay_state *s = mkstate(NULL);
+    struct relay_cmd c = cmd_room(RELAY_CMD_CREATE_ROOM, "r", 1);
+    struct relay_room_info ri;
+    struct relay_effects e;
+    const uint8_t v[] = {0x01};
+    struct relay_cmd p = cmd_push("r", "k", 1, RELAY_ACT_RELAY, 0, v, 1);
+
+    (void)state;
+    e = apply_at(s, &c, 1000, __FILE__, __LINE__);
+    EXPECT_STATUS(e, RELAY_OK);
+    assert_int_equal(relay_room_info(s, "r", 1, &ri), RELAY_OK);
+    assert_int_equal(ri.last_ms, 1000);
+    /* a relay push is activity too, though nothing is retained */
+    e = apply_at(s, &p, 5000, __FILE__, __LINE__);
+    assert_int_equal(e.status, RELAY_OK);
+    assert_true(e.broadcast);
+    assert_int_equal(relay_room_info(s, "r", 1, &ri), RELAY_OK);
+    assert_int_equal(ri.last_ms, 5000);
+    /* decided on the old activity time: refused, the room stays */
+    c = cmd_room(RELAY_CMD_DELETE_ROOM, "r", 1);
+    c.compact_seq = 1000;
+    e = apply_at(s, &c, 9000, __FILE__, __LINE__);
+    EXPECT_STATUS(e, RELAY_EACTIVE);
+    assert_true(relay_room_exists(s, "r", 1));
+    /* the activity time survives a snapshot */
+    {
+        struct relay_state *t = mkstate(NULL);
+        uint8_t *buf;
+        size_t len;
+
+        assert_int_equal(relay_state_snapshot(s, &buf, &len), RELAY_OK);
+        assert_int_equal(relay_state_restore(t, buf, len), RELAY_OK);
+        assert_int_equal(relay_room_info(t, "r", 1, &ri), RELAY_OK);
+        assert_int_equal(ri.last_ms, 5000);
+        free(buf);
+        relay_state_destroy(t);
+    }
+    /* decided on the current one: deleted */
+    c.compact_seq = 5000;
+    e = apply_at(s, &c, 9000, __FILE__, __LINE__);
+    EXPECT_STATUS(e, RELAY_OK);
+    assert_false(relay_room_exists(s, "r", 1));
+    assert_string_equal(relay_strerror(RELAY_EACTIVE),
+                        "room was active since the delete was decided");
+    relay_state_destroy(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3190,6 +3241,7 @@ int main(void)
         cmocka_unit_test(test_create_room),
         cmocka_unit_test(test_unknown_room),
         cmocka_unit_test(test_delete_room),
+        cmocka_unit_test(test_delete_room_if_idle),
         cmocka_unit_test(test_max_rooms),
         cmocka_unit_test(test_room_id_length),
         cmocka_unit_test(test_seq_counter),
