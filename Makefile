@@ -14,7 +14,7 @@ ifeq ($(WERROR),1)
 CMAKE_FLAGS += -DWERROR=ON
 endif
 
-.PHONY: all deps build run test test-asan unit npm clean
+.PHONY: all deps build run test test-asan unit npm clean bench
 
 all: build
 
@@ -45,6 +45,11 @@ test-asan: deps npm
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --output-on-failure -j$(JOBS)
+
+# A local 3-node cluster, the standard benchmark set, the results table
+# (docs/benchmarks.md). RUNS=, QUICK=1, SCENARIOS= pass through.
+bench: build
+	./scripts/bench.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

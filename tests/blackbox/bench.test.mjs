@@ -1,0 +1,326 @@
+// driftd-bench: every scenario of the benchmark tool, briefly and at tiny
+// scale, against a real 1-node driftd and a real 3-node cluster. This tests
+// the tool, not driftd's speed: nothing asserts on timing. What must hold is
+// the tool's own check (every acknowledged push reached every subscriber
+// once, in seq order: exit status 0 and "ok": true in its --json output),
+// and that the figures it reports are consistent with the scale asked for.
+// The check itself is tested against a fake server that drops, repeats or
+// reorders one message, closes a subscriber (1008) or refuses a push: the
+// tool must say so and exit 1.
+//
+// The tool: $DRIFTD_BENCH_BIN (set by ctest), else driftd-bench next to
+// $DRIFTD_BIN.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { WebSocketServer } from 'ws';
+import { useDriftd, shutdownTest, requireBin } from './lib/harness.mjs';
+import { useCluster } from './lib/cluster.mjs';
+
+const T = { timeout: 120000 };
+
+function benchBin() {
+  const bin = process.env.DRIFTD_BENCH_BIN ?? path.join(path.dirname(requireBin()), 'driftd-bench');
+  if (!fs.existsSync(bin)) {
+    throw new Error(`driftd-bench not found at ${bin} (build the driftd-bench target, or set DRIFTD_BENCH_BIN)`);
+  }
+  return bin;
+}
+
+// Runs driftd-bench SCENARIO ARGS --json; resolves {code, signal, json,
+// stdout, stderr}. Killed (and rejected) after timeoutMs.
+function runBench(args, timeoutMs = 60000) {
+  const bin = benchBin();
+  return new Promise((resolve, reject) => {
+    const p = spawn(bin, [...args, '--json', '--progress', '0.5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => { stdout += d; });
+    p.stderr.on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => {
+      p.kill('SIGKILL');
+      reject(new Error(`driftd-bench ${args.join(' ')} did not finish within ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
+    p.on('error', (e) => { clearTimeout(timer); reject(e); });
+    p.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      let json = null;
+      try { json = JSON.parse(stdout); } catch { /* asserted by the caller */ }
+      resolve({ code, signal, json, stdout, stderr });
+    });
+  });
+}
+
+const SHORT = ['--duration', '2', '--warmup', '0.5', '--drain', '10'];
+
+// Exit 0, parseable JSON, the check passed, and the common fields present.
+function assertPassed(r, scenario) {
+  const where = `driftd-bench ${scenario}: exit ${r.code}\n--- stderr ---\n${r.stderr}\n--- stdout ---\n${r.stdout}`;
+  assert.equal(r.signal, null, where);
+  assert.ok(r.json, `no JSON on stdout; ${where}`);
+  assert.equal(r.code, 0, where);
+  const j = r.json;
+  assert.equal(j.scenario, scenario);
+  assert.equal(j.ok, true, where);
+  assert.equal(j.check.ok, true, where);
+  for (const k of ['lost', 'reordered', 'duplicated', 'unacked', 'unexpected_closes', 'slow_consumer_closes',
+    'connect_failures', 'bad_frames', 'errors']) {
+    assert.equal(j.check[k], 0, `check.${k}; ${where}`);
+  }
+  assert.equal(j.check.drained, true, where);
+  assert.equal(j.connections.ready, j.connections.target, where);
+  assert.ok(j.measured_s > 0.5 && j.measured_s < 10, `measured_s ${j.measured_s}`);
+  for (const h of ['ack_latency_ms', 'deliver_latency_ms']) {
+    const l = j[h];
+    if (l.count > 0) {
+      assert.ok(l.p50 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max, `${h} percentiles out of order: ${JSON.stringify(l)}`);
+      assert.ok(l.min >= 0 && l.p50 > 0, `${h}: ${JSON.stringify(l)}`);
+    }
+  }
+  return j;
+}
+
+// The scenarios against the nodes of urlsOf() (known only once they run).
+function scenarios(urlsOf, pidsOf) {
+  const u = () => ['--url', urlsOf().join(',')];
+
+  test('ingest: acknowledged pushes, push->ack latency', T, async () => {
+    const j = assertPassed(await runBench(['ingest', ...u(), ...SHORT, '--publishers', '3', '--window', '8',
+      '--value-size', '64']), 'ingest');
+    assert.equal(j.params.publishers, 3);
+    assert.equal(j.params.action, 'append');
+    assert.ok(j.pushes.acked > 0 && j.pushes.acked_per_s > 0, JSON.stringify(j.pushes));
+    assert.equal(j.ack_latency_ms.count, j.pushes.acked);
+    assert.equal(j.deliveries.count, 0);
+    // every push of the whole run was acknowledged (nothing refused)
+    assert.equal(j.totals.acked, j.totals.sent);
+  });
+
+  test('ingest at a fixed rate with subscribers: push->deliver latency', T, async () => {
+    const j = assertPassed(await runBench(['ingest', ...u(), ...SHORT, '--publishers', '2', '--subscribers', '2',
+      '--rate', '200', '--relay', '--no-coalesce']), 'ingest');
+    assert.equal(j.params.action, 'relay');
+    assert.ok(j.deliveries.count > 0, JSON.stringify(j.deliveries));
+    assert.equal(j.totals.deliveries, j.totals.acked, 'one subscriber per room gets each push once');
+    // 200/s for 2 s: roughly, not a timing assertion
+    assert.ok(j.pushes.sent > 50 && j.pushes.sent < 1000, JSON.stringify(j.pushes));
+  });
+
+  test('fanout at a fixed rate: every subscriber gets every push', T, async () => {
+    const j = assertPassed(await runBench(['fanout', ...u(), ...SHORT, '--subscribers', '20', '--rate', '100']),
+      'fanout');
+    assert.equal(j.params.rooms, 1);
+    assert.equal(j.connections.target, 21);
+    assert.equal(j.totals.deliveries, j.totals.acked * 20);
+    assert.equal(j.deliver_latency_ms.count, j.deliveries.count);
+  });
+
+  test('fanout closed loop, two publishers, msgpack', T, async () => {
+    const j = assertPassed(await runBench(['fanout', ...u(), ...SHORT, '--msgpack', '--publishers', '2',
+      '--subscribers', '10', '--rate', '0', '--window', '8']), 'fanout');
+    assert.equal(j.format, 'msgpack');
+    // each publisher also receives the other's pushes: 10 + 1 deliveries each
+    assert.equal(j.totals.deliveries, j.totals.acked * 11);
+  });
+
+  test('rooms: many small rooms', T, async () => {
+    const j = assertPassed(await runBench(['rooms', ...u(), ...SHORT, '--rooms', '10', '--clients', '3',
+      '--rate', '5']), 'rooms');
+    assert.equal(j.params.rooms, 10);
+    assert.equal(j.connections.target, 30);
+    assert.equal(j.totals.deliveries, j.totals.acked * 2);
+  });
+
+  test('connections: idle subscribed connections, node memory', T, async () => {
+    const pids = pidsOf();
+    const n = urlsOf().length;
+    const j = assertPassed(await runBench(['connections', ...u(), ...pids.flatMap((p) => ['--pid', String(p)]),
+      '--duration', '2', '--warmup', '0.5', '--connections', '60', '--rooms', '4']), 'connections');
+    assert.equal(j.connections.ready, 60);
+    assert.ok(j.connections.connect_rate > 0);
+    // one push per room reached all 15 connections of the room
+    assert.equal(j.totals.acked, 4);
+    assert.equal(j.totals.deliveries, 4 * 14);
+    assert.equal(j.nodes.length, n);
+    j.nodes.forEach((node, i) => {
+      assert.equal(node.pid, pids[i]);
+      assert.equal(node.connections, 60 / n);
+      assert.ok(node.rss_before_kib > 0 && node.rss_after_kib > 0, JSON.stringify(node));
+      assert.equal(typeof node.bytes_per_conn, 'number');
+    });
+  });
+}
+
+describe('driftd-bench against one node', () => {
+  const ctx = useDriftd();
+
+  scenarios(() => [ctx.srv.base], () => [ctx.srv.pid]);
+
+  test('node pids are found through /proc when not given', T, async () => {
+    const j = assertPassed(await runBench(['connections', '--url', ctx.srv.base, '--duration', '1',
+      '--warmup', '0.2', '--connections', '6', '--rooms', '1']), 'connections');
+    assert.equal(j.nodes[0].pid, ctx.srv.pid);
+    assert.equal(j.nodes[0].pid_from_port, true);
+  });
+
+  test('bad usage exits 2', T, async () => {
+    assert.equal((await runBench(['nosuchscenario'])).code, 2);
+    assert.equal((await runBench(['fanout', '--url', 'https://127.0.0.1:1'])).code, 2);
+    assert.equal((await runBench(['fanout', '--rate', 'fast'])).code, 2);
+  });
+
+  shutdownTest(ctx);
+});
+
+// ---- the check itself, against a faulty fake server ---------------------------
+
+// A minimal DriftDB server (POST /new, GET /room/ID, WebSocket get/push in
+// JSON) that breaks its contract once, on purpose, at the push with seq
+// FAULT_SEQ, towards one subscriber that is not the sender ("the victim"):
+//   drop     the victim never gets it
+//   dup      the victim gets it twice
+//   reorder  the victim gets it after the next one
+//   close    the victim is closed with 1008, as a slow consumer would be
+//   error    the push is refused with an `error` to its sender, not applied
+const FAULT_SEQ = 5;
+
+async function startFakeServer(fault) {
+  const rooms = new Map();
+  let nextRoom = 0;
+  const srv = http.createServer((req, res) => {
+    const host = req.headers.host;
+    if (req.method === 'POST' && req.url === '/new') {
+      const id = `fakeroom${++nextRoom}`;
+      rooms.set(id, { seq: 0, subs: new Map(), held: null });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ room: id, socket_url: `ws://${host}/room/${id}/connect`, http_url: `http://${host}/room/${id}/send` }));
+      return;
+    }
+    const m = /^\/room\/([^/?]+)$/.exec(req.url);
+    if (req.method === 'GET' && m && rooms.has(m[1])) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+      return;
+    }
+    res.writeHead(404);
+    res.end();
+  });
+  const wss = new WebSocketServer({ noServer: true });
+  srv.on('upgrade', (req, sock, head) => {
+    const m = /^\/room\/([^/?]+)\/connect/.exec(req.url);
+    const room = m && rooms.get(m[1]);
+    if (!room) { sock.destroy(); return; }
+    wss.handleUpgrade(req, sock, head, (ws) => session(ws, room));
+  });
+
+  function session(ws, room) {
+    ws.on('message', (data) => {
+      const msg = JSON.parse(data.toString());
+      if (msg.type === 'get') {
+        if (!room.subs.has(msg.key)) room.subs.set(msg.key, new Set());
+        room.subs.get(msg.key).add(ws);
+        ws.send(JSON.stringify({ type: 'init', key: msg.key, data: [] }));
+        return;
+      }
+      if (msg.type !== 'push') return;
+      if (fault === 'error' && room.seq + 1 === FAULT_SEQ && !room.refused) {
+        room.refused = true;
+        ws.send(JSON.stringify({ type: 'error', message: 'push: not applied (fake)' }));
+        return;
+      }
+      const seq = ++room.seq;
+      const out = JSON.stringify({ type: 'push', key: msg.key, value: msg.value, seq });
+      const subs = [...(room.subs.get(msg.key) ?? [])];
+      const victim = seq === FAULT_SEQ ? subs.find((x) => x !== ws) : null;
+      for (const sub of subs) {
+        if (sub === victim) {
+          if (fault === 'drop') continue;
+          if (fault === 'dup') sub.send(out);
+          if (fault === 'reorder') { room.held = { sub, out }; continue; }
+          if (fault === 'close') { sub.close(1008, 'slow consumer'); continue; }
+        }
+        sub.send(out);
+        if (room.held && room.held.sub === sub && seq === FAULT_SEQ + 1) {
+          sub.send(room.held.out);
+          room.held = null;
+        }
+      }
+    });
+    ws.on('close', () => {
+      for (const set of room.subs.values()) set.delete(ws);
+    });
+  }
+
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${srv.address().port}`,
+    close: () => new Promise((resolve) => {
+      for (const c of wss.clients) c.terminate();
+      srv.close(resolve);
+    }),
+  };
+}
+
+describe('driftd-bench catches a server that loses, repeats or reorders', () => {
+  const cases = [
+    ['drop', (c) => assert.ok(c.lost >= 1, JSON.stringify(c))],
+    ['dup', (c) => assert.ok(c.duplicated >= 1, JSON.stringify(c))],
+    ['reorder', (c) => assert.ok(c.reordered >= 1, JSON.stringify(c))],
+    ['close', (c) => {
+      assert.equal(c.unexpected_closes, 1, JSON.stringify(c));
+      assert.equal(c.slow_consumer_closes, 1, JSON.stringify(c));
+    }],
+    ['error', (c) => assert.equal(c.errors, 1, JSON.stringify(c))],
+  ];
+  for (const [fault, check] of cases) {
+    test(`${fault}: the run fails with exit status 1`, T, async () => {
+      const fake = await startFakeServer(fault);
+      try {
+        const r = await runBench(['fanout', '--url', fake.url, '--duration', '1', '--warmup', '0', '--drain', '2',
+          '--subscribers', '3', '--rate', '50']);
+        assert.equal(r.code, 1, `${r.stderr}\n${r.stdout}`);
+        assert.ok(r.json, r.stderr);
+        assert.equal(r.json.ok, false);
+        assert.equal(r.json.check.ok, false);
+        assert.notEqual(r.json.failure, '');
+        check(r.json.check);
+      } finally {
+        await fake.close();
+      }
+    });
+  }
+
+  test('error with --allow-errors: refused pushes are not acks, nothing lost', T, async () => {
+    const fake = await startFakeServer('error');
+    try {
+      const r = await runBench(['fanout', '--url', fake.url, '--duration', '1', '--warmup', '0', '--drain', '2',
+        '--subscribers', '3', '--rate', '50', '--allow-errors']);
+      assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
+      assert.equal(r.json.check.errors, 1);
+      assert.equal(r.json.check.lost, 0);
+      assert.equal(r.json.totals.acked, r.json.totals.sent - 1);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  test('no fault: the fake server passes', T, async () => {
+    const fake = await startFakeServer('none');
+    try {
+      assertPassed(await runBench(['fanout', '--url', fake.url, '--duration', '1', '--warmup', '0',
+        '--subscribers', '3', '--rate', '50']), 'fanout');
+    } finally {
+      await fake.close();
+    }
+  });
+});
+
+describe('driftd-bench against a 3-node cluster', () => {
+  const ctx = useCluster({ size: 3 });
+  const ids = [1, 2, 3];
+
+  scenarios(() => ids.map((id) => ctx.cluster.node(id).base), () => ids.map((id) => ctx.cluster.node(id).pid));
+});
