@@ -44,6 +44,14 @@
 #define NET_FRAME_OVERHEAD 64
 
 /*
+ * A session's queued frames go out as one write of up to this many bytes
+ * (WebSocket headers included) per round: one send() for a burst of
+ * broadcasts instead of one per frame (docs/benchmarks.md). A frame bigger
+ * than a quarter of it is written on its own, without the copy.
+ */
+#define NET_COALESCE_MAX 65536
+
+/*
  * Bounds on one session's subscriptions: keys come from the client, and
  * each subscription keeps a copy of its key in the index.
  */
@@ -119,14 +127,14 @@ enum net_route {
     NET_ROUTE_SEND,
     NET_ROUTE_HEALTHZ,
     NET_ROUTE_CLUSTER_STATUS,
-    NET_ROUTE_ADMIN, /* /admin/...: admin.c parses the rest */
+    NET_ROUTE_ADMIN,   /* /admin/...: admin.c parses the rest */
     NET_ROUTE_FORWARD, /* GET /_driftd/forward: a follower's link */
 };
 
 enum net_pending {
     NET_PENDING_NONE = 0,
-    NET_PENDING_NEW,  /* POST /new waits for its CREATE_ROOM */
-    NET_PENDING_SEND, /* POST /room/ID/send waits for its PUSH */
+    NET_PENDING_NEW,   /* POST /new waits for its CREATE_ROOM */
+    NET_PENDING_SEND,  /* POST /room/ID/send waits for its PUSH */
     NET_PENDING_ADMIN, /* a membership change waits for raft */
 };
 
@@ -401,6 +409,10 @@ struct net_server {
     void *close_arg;
 
     char errmsg[256];
+
+    /* Where net__ws_on_writeable assembles a coalesced write; lws copies
+     * what the socket did not take, so it is free again on return. */
+    uint8_t wbuf[LWS_PRE + NET_COALESCE_MAX];
 };
 
 uint64_t net__session_new(struct net_server *s);
