@@ -46,12 +46,12 @@ struct cons_peer {
 };
 
 struct cons_config {
-    uint32_t id;                 /* >= 1 */
-    const char *raft_addr;       /* HOST:PORT this node's raft listens on */
+    uint32_t id;           /* >= 1 */
+    const char *raft_addr; /* HOST:PORT this node's raft listens on */
     /* HOST:PORT other nodes reach this node's HTTP on (forward links);
      * published in the replicated node directory. NULL: not published. */
     const char *http_addr;
-    const char *data_dir;        /* created if missing */
+    const char *data_dir; /* created if missing */
     /* Initial voters; used only on an empty data dir. n_bootstrap == 0 and
      * !join: a one-node cluster of its own. */
     struct cons_peer bootstrap[CONS_MAX_NODES];
@@ -59,7 +59,8 @@ struct cons_config {
     bool join;
     unsigned election_timeout_ms;  /* default 1000 */
     unsigned heartbeat_timeout_ms; /* default 100 */
-    unsigned snapshot_threshold;   /* entries between snapshots, 8192 */
+    unsigned snapshot_threshold;   /* entries between snapshots, 65536 */
+    size_t snapshot_bytes;         /* or log bytes between them, 64 MiB */
     unsigned snapshot_trailing;    /* entries kept after one, 2048 */
     size_t max_batch_bytes;        /* one raft entry, default 1 MiB */
     size_t max_queue_cmds;         /* proposer queue bound, default 65536 */
@@ -73,9 +74,9 @@ void cons_config_default(struct cons_config *cfg);
 
 /* Delivered once per command applied on this node, in log order. */
 struct cons_applied {
-    const struct relay_cmd *cmd;      /* borrowed, valid during the call */
-    const struct relay_effects *eff;  /* borrowed, valid during the call */
-    uint64_t index;                   /* raft index of the batch */
+    const struct relay_cmd *cmd;     /* borrowed, valid during the call */
+    const struct relay_effects *eff; /* borrowed, valid during the call */
+    uint64_t index;                  /* raft index of the batch */
 };
 
 /*
@@ -171,13 +172,13 @@ bool cons_node_is_ready(const struct cons_node *n);
 
 struct cons_status {
     uint32_t id;
-    const char *role;        /* "leader", "follower", "candidate", ... */
-    uint32_t leader_id;      /* 0 when unknown */
+    const char *role;   /* "leader", "follower", "candidate", ... */
+    uint32_t leader_id; /* 0 when unknown */
     uint64_t term;
     uint64_t commit_index;
     uint64_t applied_index;
     uint64_t last_index;
-    size_t queued;           /* commands waiting in the proposer */
+    size_t queued; /* commands waiting in the proposer */
 };
 void cons_node_status(const struct cons_node *n, struct cons_status *st);
 
@@ -193,8 +194,7 @@ struct cons_member {
 typedef void (*cons_member_cb)(void *arg, const struct cons_member *m);
 /* Calls cb for every member of the current configuration, by id order of
  * the configuration. */
-void cons_node_members(const struct cons_node *n, cons_member_cb cb,
-                       void *arg);
+void cons_node_members(const struct cons_node *n, cons_member_cb cb, void *arg);
 
 /* The HTTP address of node id from the directory, or NULL. Borrowed until
  * the next applied entry. */

@@ -31,6 +31,8 @@ struct app {
     int exit_code;
 };
 
+/* The help text is laid out by hand, as it prints. */
+// clang-format off
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -70,7 +72,9 @@ static void usage(FILE *f)
 "Raft:\n"
 "  --election-timeout MS   (1000)\n"
 "  --heartbeat MS          (100)\n"
-"  --snapshot-threshold N  entries between snapshots (8192)\n"
+"  --snapshot-threshold N  entries between snapshots (65536)\n"
+"  --snapshot-bytes MIB    or after this many MiB of log, whichever comes\n"
+"                          first (64; 0: by count only)\n"
 "  --snapshot-trailing N   entries kept after a snapshot (2048)\n"
 "  --max-batch-bytes BYTES one log entry, group commit bound (1048576)\n"
 "\n"
@@ -78,6 +82,7 @@ static void usage(FILE *f)
 "  --log-level LEVEL       error, warn, info, debug (info)\n"
 "  --help, --version\n");
 }
+// clang-format on
 
 static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
@@ -191,7 +196,7 @@ enum {
     OPT_PUBLIC_URL, OPT_ADMIN_TOKEN, OPT_MAX_MESSAGE, OPT_MAX_CONNS,
     OPT_MAX_OUT, OPT_MAX_ROOM_BYTES, OPT_MAX_ROOMS, OPT_MAX_QUEUE,
     OPT_QUEUE_TIMEOUT, OPT_ROOM_TTL, OPT_ELECTION, OPT_HEARTBEAT, OPT_SNAP_THRESHOLD,
-    OPT_SNAP_TRAILING, OPT_MAX_BATCH, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
+    OPT_SNAP_TRAILING, OPT_SNAP_BYTES, OPT_MAX_BATCH, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
 };
 
 static const struct option long_opts[] = {
@@ -216,6 +221,7 @@ static const struct option long_opts[] = {
     {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
     {"snapshot-threshold", required_argument, NULL, OPT_SNAP_THRESHOLD},
     {"snapshot-trailing", required_argument, NULL, OPT_SNAP_TRAILING},
+    {"snapshot-bytes", required_argument, NULL, OPT_SNAP_BYTES},
     {"max-batch-bytes", required_argument, NULL, OPT_MAX_BATCH},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"help", no_argument, NULL, OPT_HELP},
@@ -368,6 +374,11 @@ static int parse_args(int argc, char **argv, struct options *o)
             if (parse_u64(optarg, 0, UINT32_MAX, &v) != 0)
                 return bad_value(name, optarg, "want >= 0");
             o->cons.snapshot_trailing = (unsigned)v;
+            break;
+        case OPT_SNAP_BYTES:
+            if (parse_u64(optarg, 0, 1u << 20, &v) != 0)
+                return bad_value(name, optarg, "want 0..1048576 (MiB)");
+            o->cons.snapshot_bytes = (size_t)v << 20;
             break;
         case OPT_MAX_BATCH:
             if (parse_u64(optarg, 4096, 64u << 20, &v) != 0)

@@ -47,14 +47,47 @@ static int apply_one(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
     return 0;
 }
 
+/*
+ * Snapshots by size as well as by count. libraft only counts entries, but
+ * our entries are group-committed batches of 1 byte to max_batch_bytes, and
+ * raft keeps every entry since the last snapshot in memory: a count alone
+ * bounds neither memory nor the replay time after a restart. Past
+ * cfg.snapshot_bytes of applied log the threshold is lowered to what has
+ * been applied since the last snapshot, so raft takes one right after this
+ * entry; fsm_snapshot puts the configured threshold back. A high count
+ * threshold then keeps snapshots (and the segment switch each one causes,
+ * see node.c) rare at low rates, where they would cost latency most.
+ */
+static void count_for_snapshot(struct cons_node *n, size_t len)
+{
+    n->snap_bytes += len;
+    n->snap_entries++;
+    if (n->snap_forced || n->cfg.snapshot_bytes == 0 ||
+        n->snap_bytes < n->cfg.snapshot_bytes)
+        return;
+    raft_set_snapshot_threshold(&n->raft, n->snap_entries);
+    n->snap_forced = true;
+}
+
+static void snapshot_taken(struct cons_node *n)
+{
+    n->snap_bytes = 0;
+    n->snap_entries = 0;
+    if (n->snap_forced)
+        raft_set_snapshot_threshold(&n->raft, n->cfg.snapshot_threshold);
+    n->snap_forced = false;
+}
+
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
                      void **result)
 {
     struct cons_node *n = fsm->data;
-    struct apply_ctx ctx = {.node = n, .index = raft_last_applied(&n->raft) + 1};
+    struct apply_ctx ctx = {.node = n,
+                            .index = raft_last_applied(&n->raft) + 1};
     int rv;
 
     *result = NULL;
+    count_for_snapshot(n, buf->len);
     rv = relay_batch_decode(buf->base, buf->len, apply_one, &ctx);
     if (rv == RELAY_EINVAL) {
         /* Every node sees the same bytes, so skipping is deterministic;
@@ -71,14 +104,49 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
     return 0;
 }
 
+/*
+ * libraft 0.22.1 crashes when an InstallSnapshot from the leader arrives
+ * while this node's own snapshot is still being written: legacy.c's
+ * takeSnapshotCb clears snapshot_pending before reading it and starts the
+ * held-back install with NULL (seen in blackbox/cluster, a node restarted
+ * behind the leader's log: it applied its own log, began a snapshot, and
+ * was sent one). A leader sends a snapshot to a follower right after that
+ * follower gets in touch with it, so a follower takes none of its own until
+ * it has followed the same leader for three election timeouts; refusing
+ * costs nothing (raft asks again at its next step) and the log it keeps
+ * meanwhile is a few seconds' worth. A leader is never sent a snapshot.
+ */
+static bool snapshot_deferred(struct cons_node *n)
+{
+    uint64_t now = uv_now(n->loop);
+    const char *addr;
+    raft_id leader;
+
+    if (raft_state(&n->raft) == RAFT_LEADER)
+        return false;
+    raft_leader(&n->raft, &leader, &addr);
+    if (leader != n->snap_guard_leader || leader == 0) {
+        if (leader != n->snap_guard_leader)
+            LOG_DEBUG("event=snapshot_deferred leader=%llu",
+                      (unsigned long long)leader);
+        n->snap_guard_leader = leader;
+        n->snap_guard_since = now;
+        return true;
+    }
+    return now - n->snap_guard_since < 3 * (uint64_t)n->cfg.election_timeout_ms;
+}
+
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
                         unsigned *n_bufs)
 {
     struct cons_node *n = fsm->data;
+    uint64_t t0 = uv_hrtime();
     uint8_t *snap;
     size_t len;
     int rv;
 
+    if (snapshot_deferred(n))
+        return RAFT_BUSY;
     rv = relay_state_snapshot(n->state, &snap, &len);
     if (rv != RELAY_OK)
         return RAFT_NOMEM;
@@ -92,8 +160,11 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     (*bufs)[0].len = len;
     *n_bufs = 1;
     free(snap);
-    LOG_INFO("event=snapshot bytes=%zu applied=%llu", len,
-             (unsigned long long)raft_last_applied(&n->raft));
+    snapshot_taken(n);
+    /* The encoding runs on the loop: ms is how long this node stalled. */
+    LOG_INFO("event=snapshot bytes=%zu applied=%llu ms=%.1f", len,
+             (unsigned long long)raft_last_applied(&n->raft),
+             (double)(uv_hrtime() - t0) / 1e6);
     return 0;
 err_free_bufs:
     raft_free(*bufs);
@@ -117,6 +188,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     LOG_INFO("event=restore bytes=%zu rooms=%zu", buf->len,
              relay_state_room_count(n->state));
     raft_free(buf->base); /* ours after a successful restore only */
+    snapshot_taken(n);
     return 0;
 }
 

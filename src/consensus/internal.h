@@ -14,9 +14,9 @@
 struct cons__pcmd {
     struct relay_cmd cmd; /* room/key/value point into data */
     uint8_t *data;
-    size_t bytes;         /* accounted against max_queue_bytes */
-    uint64_t enq_ms;      /* uv_now() when queued */
-    bool sent;            /* reached a leader at least once */
+    size_t bytes;    /* accounted against max_queue_bytes */
+    uint64_t enq_ms; /* uv_now() when queued */
+    bool sent;       /* reached a leader at least once */
     struct cons__pcmd *prev, *next;
 };
 
@@ -44,10 +44,24 @@ struct cons_node {
     struct raft raft;
     struct raft_io io;
     struct raft_uv_transport transport;
+    /* raft_uv_tcp's own listen/connect, wrapped to set TCP_NODELAY (node.c) */
+    int (*tcp_listen)(struct raft_uv_transport *t, raft_uv_accept_cb cb);
+    int (*tcp_connect)(struct raft_uv_transport *t, struct raft_uv_connect *req,
+                       raft_id id, const char *address, raft_uv_connect_cb cb);
+    raft_uv_accept_cb raft_accept_cb;
     struct raft_fsm fsm;
     bool transport_inited, io_inited, raft_inited, raft_started;
 
     struct relay_state *state;
+    /* Log applied since the last snapshot (fsm.c): past cfg.snapshot_bytes
+     * the raft threshold is lowered to force one, then restored. */
+    uint64_t snap_bytes;
+    unsigned snap_entries;
+    bool snap_forced;
+    /* The leader this follower has followed since snap_guard_since (fsm.c:
+     * snapshots wait until it has for a while). */
+    raft_id snap_guard_leader;
+    uint64_t snap_guard_since;
     uint64_t last_entry_ms; /* timestamps are made monotonic across batches */
 
     /* proposer */
@@ -60,9 +74,9 @@ struct cons_node {
     struct cons__queue foreign;
     size_t n_inflight;
     size_t max_inflight;
-    uint32_t seen_leader;   /* leader id at the last check */
-    uint64_t seen_term;     /* term at the last check */
-    uint64_t leader_since;  /* uv_now() when this node was seen leading */
+    uint32_t seen_leader;  /* leader id at the last check */
+    uint64_t seen_term;    /* term at the last check */
+    uint64_t leader_since; /* uv_now() when this node was seen leading */
     struct cons_forwarder fw;
     uv_idle_t flush_idle;   /* runs a flush on the next loop turn */
     uv_timer_t queue_timer; /* leader discovery + queue timeouts */
@@ -73,7 +87,7 @@ struct cons_node {
     uint64_t sys_session;
     uint64_t sys_counter;
     bool dir_inflight;
-    uv_timer_t tick; /* leader-change notice and directory upkeep */
+    uv_timer_t tick;             /* leader-change notice and directory upkeep */
     struct cons__change *change; /* the membership change in flight */
     uint64_t next_expiry_scan;   /* uv_now() of the next idle-room scan */
 

@@ -15,6 +15,7 @@
  */
 #define LOG_MODULE "cons"
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,8 @@ void cons_config_default(struct cons_config *cfg)
     cfg->data_dir = "driftd-data";
     cfg->election_timeout_ms = 1000;
     cfg->heartbeat_timeout_ms = 100;
-    cfg->snapshot_threshold = 8192;
+    cfg->snapshot_threshold = 65536;
+    cfg->snapshot_bytes = (size_t)64 << 20;
     cfg->snapshot_trailing = 2048;
     cfg->max_batch_bytes = 1u << 20;
     cfg->max_queue_cmds = 65536;
@@ -97,7 +99,8 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
         free(n);
         return CONS_EINVAL;
     }
-    if (cfg->http_addr != NULL && strlen(cfg->http_addr) >= sizeof(n->http_addr)) {
+    if (cfg->http_addr != NULL &&
+        strlen(cfg->http_addr) >= sizeof(n->http_addr)) {
         free(n);
         return CONS_EINVAL;
     }
@@ -182,8 +185,8 @@ static void raft_trace(struct raft_tracer *t, int type, const void *info)
     if (type != RAFT_TRACER_DIAGNOSTIC || ti == NULL || ti->version < 1)
         return;
     if (ti->diagnostic.level <= 2 && log_threshold >= LOG_LVL_WARN)
-        log_emit(LOG_LVL_WARN, "raft", ti->diagnostic.file,
-                 ti->diagnostic.line, "%s", ti->diagnostic.message);
+        log_emit(LOG_LVL_WARN, "raft", ti->diagnostic.file, ti->diagnostic.line,
+                 "%s", ti->diagnostic.message);
     else if (log_threshold >= LOG_LVL_DEBUG)
         log_emit(LOG_LVL_DEBUG, "raft", ti->diagnostic.file,
                  ti->diagnostic.line, "%s", ti->diagnostic.message);
@@ -202,8 +205,7 @@ static int bootstrap(struct cons_node *n)
 
     raft_configuration_init(&conf);
     if (n->cfg.n_bootstrap == 0) {
-        rv = raft_configuration_add(&conf, n->cfg.id, n->raft_addr,
-                                    RAFT_VOTER);
+        rv = raft_configuration_add(&conf, n->cfg.id, n->raft_addr, RAFT_VOTER);
     } else {
         rv = 0;
         for (size_t i = 0; i < n->cfg.n_bootstrap && rv == 0; i++)
@@ -226,6 +228,71 @@ static int bootstrap(struct cons_node *n)
     return 0;
 }
 
+/*
+ * TCP_NODELAY on the raft links. raft_uv_tcp leaves Nagle on; a small
+ * AppendEntries (or its result) sent while an earlier segment is unacked
+ * then waits for the peer's delayed ACK, ~40 ms on Linux, which was the
+ * recurring p99 of push->deliver (docs/benchmarks.md). raft batches by
+ * itself, so nothing is gained from Nagle. libraft has no option for it, so
+ * the transport's listen and connect are wrapped: every stream they hand to
+ * raft_uv gets uv_tcp_nodelay() first.
+ *
+ * raft_uv_init takes over transport.data, so the node is found from the
+ * embedded transport; the connect callback only sees raft_uv's request,
+ * so raft_uv's callback is kept in a static: it is the same libraft
+ * function for every node and every request.
+ */
+static raft_uv_connect_cb raft_connect_cb;
+
+static void set_nodelay(struct uv_stream_s *stream)
+{
+    int rv;
+
+    if (stream == NULL || stream->type != UV_TCP)
+        return;
+    rv = uv_tcp_nodelay((uv_tcp_t *)stream, 1);
+    if (rv != 0)
+        LOG_WARN("event=nodelay_failed err=\"%s\"", uv_strerror(rv));
+}
+
+static struct cons_node *node_of_transport(struct raft_uv_transport *t)
+{
+    return (struct cons_node *)((char *)t -
+                                offsetof(struct cons_node, transport));
+}
+
+static void nodelay_accept_cb(struct raft_uv_transport *t, raft_id id,
+                              const char *address, struct uv_stream_s *stream)
+{
+    set_nodelay(stream);
+    node_of_transport(t)->raft_accept_cb(t, id, address, stream);
+}
+
+static int nodelay_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+{
+    struct cons_node *n = node_of_transport(t);
+
+    n->raft_accept_cb = cb;
+    return n->tcp_listen(t, nodelay_accept_cb);
+}
+
+static void nodelay_connect_cb(struct raft_uv_connect *req,
+                               struct uv_stream_s *stream, int status)
+{
+    if (status == 0)
+        set_nodelay(stream);
+    raft_connect_cb(req, stream, status);
+}
+
+static int nodelay_connect(struct raft_uv_transport *t,
+                           struct raft_uv_connect *req, raft_id id,
+                           const char *address, raft_uv_connect_cb cb)
+{
+    raft_connect_cb = cb;
+    return node_of_transport(t)->tcp_connect(t, req, id, address,
+                                             nodelay_connect_cb);
+}
+
 int cons_node_start(struct cons_node *n)
 {
     unsigned seed;
@@ -233,8 +300,8 @@ int cons_node_start(struct cons_node *n)
 
     rv = mkdir_p(n->data_dir);
     if (rv != 0) {
-        snprintf(n->errmsg, sizeof(n->errmsg), "data dir %.180s: %s", n->data_dir,
-                 strerror(rv));
+        snprintf(n->errmsg, sizeof(n->errmsg), "data dir %.180s: %s",
+                 n->data_dir, strerror(rv));
         return CONS_EIO;
     }
     /* libraft 0.22 refuses to init these unless the version is set. */
@@ -247,15 +314,26 @@ int cons_node_start(struct cons_node *n)
         return CONS_EIO;
     }
     n->transport_inited = true;
+    n->tcp_listen = n->transport.listen;
+    n->tcp_connect = n->transport.connect;
+    n->transport.listen = nodelay_listen;
+    n->transport.connect = nodelay_connect;
     n->io.version = 2;
     n->io.data = n;
     rv = raft_uv_init(&n->io, n->loop, n->data_dir, &n->transport);
     if (rv != 0) {
-        snprintf(n->errmsg, sizeof(n->errmsg), "raft io %.100s: %.120s", n->data_dir,
-                 n->io.errmsg);
+        snprintf(n->errmsg, sizeof(n->errmsg), "raft io %.100s: %.120s",
+                 n->data_dir, n->io.errmsg);
         return CONS_EIO;
     }
     n->io_inited = true;
+    /* The log segment size stays at libraft's 8 MiB. Each segment switch
+     * stalls the loop ~40 ms (io_destroy of the segment's AIO context
+     * waits for an RCU grace period), so bigger segments would be welcome,
+     * but libraft 0.22.1 misloads them: with 16 MiB segments a node
+     * restarted after kill -9 crashed or replayed wrong entries, and 32 MiB
+     * refuses every proposal (its capacity counter wraps). See
+     * docs/benchmarks.md. */
     raft_uv_set_tracer(&n->io, &tracer);
     rv = raft_init(&n->raft, &n->io, &n->fsm, n->cfg.id, n->raft_addr);
     if (rv != 0) {
