@@ -3,6 +3,7 @@
 // --snapshot-threshold flag.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fsp from 'node:fs/promises';
 import {
   useDriftd, shutdownTest, createRoom, RawClient, httpRequest, httpSend, hasFlag, driftdHelp,
 } from './lib/harness.mjs';
@@ -163,6 +164,41 @@ describe('durability', () => {
       const m = await c.next('push');
       assert.equal(m.seq, expected[r].at(-1).seq + 1, `room ${r}: seq after two restarts`);
     }
+  });
+
+  shutdownTest(ctx);
+});
+
+// --snapshot-bytes: with the entry threshold out of reach, a snapshot is
+// still taken once 1 MiB of log has been applied, and the node restores from
+// it after kill -9.
+describe('snapshots by log size', () => {
+  const ctx = useDriftd({
+    name: 'snapshot-bytes',
+    args: ['--snapshot-threshold', '1000000', '--snapshot-bytes', '1', '--snapshot-trailing', '16'],
+  });
+
+  test('1 MiB of log triggers a snapshot although the entry threshold is far; kill -9 restores from it', async () => {
+    const snapshots = async () => (await fsp.readdir(ctx.srv.dataDir)).filter((f) => /^snapshot-.*\.meta$/.test(f));
+    assert.deepEqual(await snapshots(), [], 'a snapshot before any push');
+    const { socket_url: url } = await createRoom(ctx.srv.base);
+    const w = await RawClient.connect(url, { label: 'writer' });
+    await w.get('big');
+    // 5 KiB values in waves of 10: ~1.5 MiB of log over ~30 entries.
+    const acked = [];
+    for (let wave = 0; wave < 30; wave++) {
+      acked.push(...await pushAndAck(w, 'big', Array.from({ length: 10 }, (_, i) => `${wave}.${i}.${'x'.repeat(5120)}`)));
+    }
+    await w.close();
+    const deadline = Date.now() + 10000;
+    while ((await snapshots()).length === 0 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    assert.ok((await snapshots()).length > 0, 'no snapshot after 1.5 MiB of log with --snapshot-bytes 1');
+    assert.match(ctx.srv.output(), /event=snapshot bytes=\d+/);
+
+    await ctx.srv.kill9();
+    await ctx.srv.launch();
+    assert.match(ctx.srv.output(), /event=restore bytes=\d+/, 'the restart did not restore the snapshot');
+    assert.deepEqual(await retained(url, 'big'), acked, 'retained entries after kill -9');
   });
 
   shutdownTest(ctx);
