@@ -33,6 +33,9 @@ struct cons__inflight {
     bool carrier; /* an empty entry sent only to carry the commit index */
 };
 
+/* Raft log segment size (node.c). */
+#define CONS_SEGMENT_SIZE ((size_t)16 << 20)
+
 struct cons_node {
     uv_loop_t *loop;
     struct cons_config cfg;
