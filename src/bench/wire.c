@@ -213,6 +213,24 @@ static void set_type(struct bench_msg *m, const char *s, size_t n)
 
 enum field { F_NONE, F_TYPE, F_KEY, F_VALUE, F_SEQ, F_MESSAGE };
 
+/* Stores a string field f of a decoded message (not F_SEQ / F_NONE). */
+static void set_str_field(struct bench_msg *m, enum field f, const char *s,
+                          size_t n)
+{
+    if (f == F_TYPE) {
+        set_type(m, s, n);
+    } else if (f == F_KEY) {
+        m->key = s;
+        m->key_len = n;
+    } else if (f == F_VALUE) {
+        m->value = s;
+        m->value_len = n;
+    } else {
+        m->text = s;
+        m->text_len = n;
+    }
+}
+
 static enum field field_of(const char *s, size_t n)
 {
     switch (n) {
@@ -345,18 +363,7 @@ int bench_wire_decode_json(const uint8_t *p, size_t n, struct bench_msg *m)
         if (*j.p == '"' && f != F_NONE && f != F_SEQ) {
             if (j_string(&j, &s, &sn) != 0)
                 return -1;
-            if (f == F_TYPE)
-                set_type(m, s, sn);
-            else if (f == F_KEY) {
-                m->key = s;
-                m->key_len = sn;
-            } else if (f == F_VALUE) {
-                m->value = s;
-                m->value_len = sn;
-            } else {
-                m->text = s;
-                m->text_len = sn;
-            }
+            set_str_field(m, f, s, sn);
         } else if (f == F_SEQ && *j.p >= '0' && *j.p <= '9') {
             uint64_t v = 0;
 
@@ -614,18 +621,7 @@ int bench_wire_decode_msgpack(const uint8_t *p, size_t n, struct bench_msg *m)
                 continue;
             }
         } else if (f != F_NONE && m_str(&s, &v, &vn) == 0) {
-            if (f == F_TYPE)
-                set_type(m, v, vn);
-            else if (f == F_KEY) {
-                m->key = v;
-                m->key_len = vn;
-            } else if (f == F_VALUE) {
-                m->value = v;
-                m->value_len = vn;
-            } else {
-                m->text = v;
-                m->text_len = vn;
-            }
+            set_str_field(m, f, v, vn);
             continue;
         }
         s = save;

@@ -222,6 +222,15 @@ static int parse_args(int argc, char **argv, struct args *a)
                    1) {
             if (rv != CTL_OK)
                 return rv;
+        } else if (s[1] != '-' ||
+                   (a->npos == 1 && strcmp(a->pos[0], "room") == 0)) {
+            /* Not an option: room ids are random base64url and may start
+             * with '-' (or, rarely, "--"). driftctl's options are all long
+             * ones, so a single-dash word is an argument, and so is any
+             * unknown word where `room` expects its id. */
+            if (a->npos == MAX_ARGS)
+                return usage_error("too many arguments");
+            a->pos[a->npos++] = s;
         } else {
             return usage_error("unknown option %s", s);
         }

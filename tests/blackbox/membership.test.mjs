@@ -302,7 +302,9 @@ describe('membership changes with driftctl', () => {
     assert.match(help.stdout, /^usage: driftctl/);
     for (const cmd of ['status', 'remove', 'add', 'promote', 'demote', 'transfer', 'rooms', 'room']) assert.match(help.stdout, new RegExp(`\\b${cmd}\\b`));
 
-    for (const args of [['status'], ['rooms'], ['room', 'abc'], ['add', '4', '127.0.0.1:9000'], ['promote', '2'], ['demote', '2'], ['remove', '2'], ['transfer']]) {
+    // Room ids are random base64url: one may start with '-' or '--' and is
+    // still an id, not an option.
+    for (const args of [['status'], ['rooms'], ['room', 'abc'], ['room', '-8lIO6DPD'], ['room', '--8lIO6DPD'], ['add', '4', '127.0.0.1:9000'], ['promote', '2'], ['demote', '2'], ['remove', '2'], ['transfer']]) {
       await ctlFails(args, { server: dead }, { code: 1, match: new RegExp(`cannot reach http://127\\.0\\.0\\.1:${deadPort}`) });
     }
     // DRIFTCTL_SERVER is the default server; --server wins over it.
