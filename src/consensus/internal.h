@@ -33,6 +33,10 @@ struct cons__inflight {
     bool carrier; /* an empty entry sent only to carry the commit index */
 };
 
+/* Starts the thread that runs libraft's io_destroy() calls off the loop
+ * (aio_reap.c). Idempotent. */
+void cons__aio_reap_start(void);
+
 /* Raft log segment size (node.c). */
 #define CONS_SEGMENT_SIZE ((size_t)16 << 20)
 

@@ -304,6 +304,7 @@ int cons_node_start(struct cons_node *n)
                  n->data_dir, strerror(rv));
         return CONS_EIO;
     }
+    cons__aio_reap_start();
     /* libraft 0.22 refuses to init these unless the version is set. */
     n->transport.version = 1;
     n->transport.data = n;
