@@ -328,15 +328,14 @@ int cons_node_start(struct cons_node *n)
         return CONS_EIO;
     }
     n->io_inited = true;
-    /* 16 MiB log segments instead of libraft's 8. Each segment switch
-     * stalls the loop ~40 ms (libraft destroys the segment's AIO context
-     * on the loop, and io_destroy() waits for an RCU grace period), and
-     * every node switches at about the same index: bigger segments make
-     * the pause rarer (docs/benchmarks.md). 16 MiB is as far as libraft
-     * 0.22.1 goes: it reports its reserved capacity as an unsigned short of
-     * KiB (prepared segments plus the spare of open ones, ~3 segments), and
-     * at 32 MiB that wraps below its 4 MiB threshold, after which every
-     * proposal is refused with "Not enough disk space". */
+    /* 16 MiB log segments instead of libraft's 8: fewer segment switches,
+     * each of which costs a ~40 ms io_destroy() (on the reaper thread since
+     * aio_reap.c, on the loop before) and file renames in the thread pool.
+     * 16 MiB is as far as libraft 0.22.1 goes: it reports its reserved
+     * capacity as an unsigned short of KiB (prepared segments plus the
+     * spare of open ones, ~3 segments), and at 32 MiB that wraps below its
+     * 4 MiB threshold, after which every proposal is refused with "Not
+     * enough disk space". */
     raft_uv_set_segment_size(&n->io, CONS_SEGMENT_SIZE);
     raft_uv_set_tracer(&n->io, &tracer);
     rv = raft_init(&n->raft, &n->io, &n->fsm, n->cfg.id, n->raft_addr);
