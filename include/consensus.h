@@ -88,6 +88,16 @@ struct cons_applied {
 typedef void (*cons_applied_cb)(void *arg, const struct cons_applied *ev);
 
 /*
+ * The state was replaced by a snapshot while running: this node was too far
+ * behind and the leader sent it one. Commands folded into it were never
+ * applied here one by one, so on_applied did not report them; the callee
+ * brings its sessions up to date from the new state. (A command proposed
+ * here that was folded in is reported by on_applied with status RELAY_EDUP
+ * once its re-sent copy reaches the log.)
+ */
+typedef void (*cons_restored_cb)(void *arg);
+
+/*
  * A command proposed on this node that will not be applied (code
  * CONS_ECLOSING, or CONS_ENOLEADER when it waited queue_timeout_ms without
  * ever reaching a leader) or whose outcome cannot be known here
@@ -106,6 +116,9 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
                    const struct cons_config *cfg);
 void cons_node_set_callbacks(struct cons_node *n, cons_applied_cb applied,
                              cons_failed_cb failed, void *arg);
+/* Same arg as cons_node_set_callbacks. */
+void cons_node_set_restored_callback(struct cons_node *n,
+                                     cons_restored_cb restored);
 /* Opens the data dir, loads snapshot + log, starts raft. */
 int cons_node_start(struct cons_node *n);
 /* Stops taking proposals; queued ones fail with CONS_ECLOSING. */

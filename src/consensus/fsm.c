@@ -27,6 +27,7 @@ static int apply_one(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
     struct apply_ctx *ctx = arg;
     struct cons_node *n = ctx->node;
     struct relay_effects eff;
+    bool pending_here = false;
     int rv;
 
     rv = relay_state_apply(n->state, cmd, now_ms, &eff);
@@ -35,10 +36,12 @@ static int apply_one(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
     if (now_ms > n->last_entry_ms)
         n->last_entry_ms = now_ms;
     if (cmd->origin.node == n->cfg.id)
-        cons__proposer_on_applied(n, &cmd->origin);
+        pending_here = cons__proposer_on_applied(n, &cmd->origin);
     /* A re-sent copy of a command applied before: its sender was answered
-     * then, and subscribers saw it then. */
-    if (eff.status == RELAY_EDUP)
+     * then, and subscribers saw it then. Unless this node never applied the
+     * original itself because it arrived folded into a snapshot: then the
+     * sender still waits, and hears RELAY_EDUP (applied, once). */
+    if (eff.status == RELAY_EDUP && !pending_here)
         return 0;
     if (n->on_applied != NULL) {
         struct cons_applied ev = {.cmd = cmd, .eff = &eff, .index = ctx->index};
@@ -189,6 +192,10 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
              relay_state_room_count(n->state));
     raft_free(buf->base); /* ours after a successful restore only */
     snapshot_taken(n);
+    /* At start-up (raft_start loading the snapshot) nobody is connected
+     * yet and the call is a no-op for net. */
+    if (n->on_restored != NULL)
+        n->on_restored(n->cb_arg);
     return 0;
 }
 

@@ -100,6 +100,7 @@ struct cons_node {
 
     cons_applied_cb on_applied;
     cons_failed_cb on_failed;
+    cons_restored_cb on_restored;
     void *cb_arg;
 
     bool stopping, closing;
@@ -111,7 +112,9 @@ struct cons_node {
 /* proposer.c */
 int cons__proposer_init(struct cons_node *n);
 void cons__proposer_fail_all(struct cons_node *n, int code);
-void cons__proposer_on_applied(struct cons_node *n,
+/* Drops o from the pending commands; false when it was not pending (a
+ * re-sent copy whose original was applied here before). */
+bool cons__proposer_on_applied(struct cons_node *n,
                                const struct relay_origin *o);
 void cons__proposer_check_leader(struct cons_node *n);
 void cons__proposer_kick(struct cons_node *n);

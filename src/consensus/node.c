@@ -141,6 +141,12 @@ void cons_node_set_callbacks(struct cons_node *n, cons_applied_cb applied,
     n->cb_arg = arg;
 }
 
+void cons_node_set_restored_callback(struct cons_node *n,
+                                     cons_restored_cb restored)
+{
+    n->on_restored = restored;
+}
+
 const char *cons_node_errmsg(const struct cons_node *n)
 {
     return n->errmsg;
@@ -421,6 +427,7 @@ void cons_node_close(struct cons_node *n, cons_close_cb cb, void *arg)
      * not even the failures cons_node_stop hands out. */
     n->on_applied = NULL;
     n->on_failed = NULL;
+    n->on_restored = NULL;
     cons_node_stop(n);
     n->closing = true;
     n->close_cb = cb;

@@ -276,7 +276,7 @@ void cons__proposer_kick(struct cons_node *n)
                        QUEUE_TICK_MS);
 }
 
-void cons__proposer_on_applied(struct cons_node *n,
+bool cons__proposer_on_applied(struct cons_node *n,
                                const struct relay_origin *o)
 {
     struct cons__pcmd *p;
@@ -289,13 +289,14 @@ void cons__proposer_on_applied(struct cons_node *n,
             break;
     }
     if (p == NULL)
-        return;
+        return false;
     if (n->cursor == p)
         n->cursor = p->next;
     q_unlink(&n->pending, p);
     pcmd_free(p);
     if (o->session == n->sys_session)
         cons__dir_done(n);
+    return true;
 }
 
 /* ---- flushing ------------------------------------------------------------- */

@@ -676,7 +676,8 @@ void net__http_on_applied(struct net_conn *c, const struct cons_applied *ev)
     h->pending = NET_PENDING_NONE;
     net__owner_unregister(c->srv, c);
     if (pending == NET_PENDING_NEW) {
-        if (eff->status == RELAY_OK)
+        /* EDUP: created, inside a snapshot this node installed. */
+        if (eff->status == RELAY_OK || eff->status == RELAY_EDUP)
             respond_room(c);
         else
             respond_error(c, 503, "room not created: %s",

@@ -254,6 +254,10 @@ struct net_sub {
     /* Broadcasts with seq <= this are not sent: the client's `get` said it
      * has them, from another node that had applied further than this one. */
     uint64_t skip_upto;
+    /* The highest seq of this key the client has (from its init or a
+     * broadcast) or need not have (subscribed later): where a catch-up
+     * after a snapshot install starts (net__ws_on_restored). */
+    uint64_t seen;
     size_t key_idx;  /* in key->subs */
     size_t conn_idx; /* in conn->subs */
 };
@@ -487,6 +491,10 @@ void net__ws_unqueue_close(struct net_conn *c);
 /* Fans a broadcast out to the subscribers of (room, key) on this node. */
 void net__ws_broadcast(struct net_server *s, const struct relay_cmd *cmd,
                        const struct relay_effects *eff);
+/* The state was replaced by a snapshot install (consensus): every session
+ * gets an init with the entries of its keys it has not seen; sessions of a
+ * room that no longer exists are closed 4004. */
+void net__ws_on_restored(struct net_server *s);
 /* Drops queued frames and the reassembly buffer. */
 void net__ws_release(struct net_conn *c);
 

@@ -185,6 +185,14 @@ void net_server_on_applied(void *arg, const struct cons_applied *ev)
     net__ws_run_closes(s);
 }
 
+void net_server_on_restored(void *arg)
+{
+    struct net_server *s = arg;
+
+    if (s != NULL && s->started)
+        net__ws_on_restored(s);
+}
+
 void net_server_on_failed(void *arg, const struct relay_origin *origin,
                           int code)
 {

@@ -406,6 +406,11 @@ static void set_skip(struct net_conn *c, const struct relay_msg *m)
         if (k->key_len == m->key_len &&
             memcmp(k->key, m->key, m->key_len) == 0) {
             c->subs[i]->skip_upto = m->has_seq && m->seq > last ? m->seq : 0;
+            /* The init that follows (or, without a seq, nothing) brings the
+             * client to the room's last seq, or it is already further. */
+            c->subs[i]->seen = c->subs[i]->skip_upto > last
+                                   ? c->subs[i]->skip_upto
+                                   : last;
             return;
         }
     }
@@ -857,11 +862,68 @@ void net__ws_broadcast(struct net_server *s, const struct relay_cmd *cmd,
      * closing here), so plain index loops are safe. */
     k = net__key_find(r, cmd->key, cmd->key_len);
     if (k != NULL)
-        for (i = 0; i < k->n; i++)
+        for (i = 0; i < k->n; i++) {
             if (eff->seq > k->subs[i]->skip_upto)
                 deliver(&fo, k->subs[i]->conn);
+            if (eff->seq > k->subs[i]->seen)
+                k->subs[i]->seen = eff->seq;
+        }
     for (i = 0; i < r->n_debug; i++)
         deliver(&fo, r->debug[i]);
     for (i = 0; i < RELAY_FMT_COUNT; i++)
         net__frame_unref(fo.frame[i]);
+}
+
+/* ---- catch-up after a snapshot install ----------------------------------- */
+
+/*
+ * A node that fell too far behind gets the leader's snapshot: the pushes
+ * folded into it were never applied here one by one, so they were never
+ * broadcast to this node's subscribers. Each subscription gets them now as
+ * an `init` with the retained entries after the last seq it has, which is
+ * what a client reconnecting with that seq would get (the driftdb client
+ * handles an init's entries like pushes). Relay messages are not retained
+ * and cannot be replayed: those are lost to these subscribers, as to any
+ * client that was not connected when they were sent. Debug sessions get
+ * nothing here.
+ */
+static void catch_up(struct net_conn *c, struct net_sub *sub)
+{
+    struct net_server *s = c->srv;
+    const struct relay_entry *entries;
+    struct net_key *k = sub->key;
+    uint8_t *buf = NULL;
+    size_t n, len = 0;
+    uint64_t last;
+    int rv;
+
+    rv = relay_stream_read(cons_node_state(s->cons), c->room_id, c->room_len,
+                           k->key, k->key_len, sub->seen, &entries, &n);
+    if (rv != RELAY_OK || n == 0)
+        return;
+    last = entries[n - 1].seq;
+    rv = relay_enc_init(c->fmt_out, LWS_PRE, k->key, k->key_len, entries, n,
+                        &buf, &len);
+    send_buf(c, rv, buf, len);
+    sub->seen = last;
+}
+
+void net__ws_on_restored(struct net_server *s)
+{
+    const struct relay_state *st = cons_node_state(s->cons);
+    size_t caught_up = 0;
+
+    for (struct net_conn *c = s->conns; c != NULL; c = c->next) {
+        if (c->kind != NET_CONN_WS || !c->established || c->closing)
+            continue;
+        if (!relay_room_exists(st, c->room_id, c->room_len)) {
+            net__ws_close(c, NET_CLOSE_ROOM_DELETED, "room deleted");
+            continue;
+        }
+        for (size_t i = 0; i < c->n_subs; i++)
+            catch_up(c, c->subs[i]);
+        caught_up++;
+    }
+    LOG_INFO("event=sessions_caught_up sessions=%zu", caught_up);
+    net__ws_run_closes(s);
 }
