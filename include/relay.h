@@ -145,6 +145,12 @@ void relay_state_destroy(struct relay_state *s);
 int relay_state_apply(struct relay_state *s, const struct relay_cmd *cmd,
                       uint64_t now_ms, struct relay_effects *eff);
 
+/* Whether the dedupe table records a command of origin o as applied (its
+ * session's highest applied counter is >= o->counter). False also when the
+ * record has expired. */
+bool relay_state_origin_applied(const struct relay_state *s,
+                                const struct relay_origin *o);
+
 bool relay_room_exists(const struct relay_state *s, const char *room,
                        size_t room_len);
 

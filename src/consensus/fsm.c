@@ -192,8 +192,9 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
              relay_state_room_count(n->state));
     raft_free(buf->base); /* ours after a successful restore only */
     snapshot_taken(n);
-    /* At start-up (raft_start loading the snapshot) nobody is connected
-     * yet and the call is a no-op for net. */
+    /* At start-up (raft_start loading the snapshot) nothing is pending and
+     * nobody is connected yet: both are no-ops then. */
+    cons__proposer_on_restored(n);
     if (n->on_restored != NULL)
         n->on_restored(n->cb_arg);
     return 0;

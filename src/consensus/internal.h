@@ -116,6 +116,9 @@ void cons__proposer_fail_all(struct cons_node *n, int code);
  * re-sent copy whose original was applied here before). */
 bool cons__proposer_on_applied(struct cons_node *n,
                                const struct relay_origin *o);
+/* After a snapshot install: reports (RELAY_EDUP) and drops the pending
+ * commands the new state records as applied. */
+void cons__proposer_on_restored(struct cons_node *n);
 void cons__proposer_check_leader(struct cons_node *n);
 void cons__proposer_kick(struct cons_node *n);
 void cons__proposer_close(struct cons_node *n);

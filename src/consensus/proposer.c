@@ -299,6 +299,38 @@ bool cons__proposer_on_applied(struct cons_node *n,
     return true;
 }
 
+/*
+ * A snapshot install brings in commands this node proposed but never
+ * applied itself. Those the restored dedupe table records as applied are
+ * answered now, as duplicates (applied once, their effects unknown here);
+ * without this their sessions would wait for a re-send that, with no
+ * leader change, never comes, and then hear "outcome unknown".
+ */
+void cons__proposer_on_restored(struct cons_node *n)
+{
+    struct relay_effects eff;
+    struct cons__pcmd *p, *next;
+    struct relay_origin o;
+
+    memset(&eff, 0, sizeof(eff));
+    eff.status = RELAY_EDUP;
+    for (p = n->pending.head; p != NULL; p = next) {
+        next = p->next;
+        if (!relay_state_origin_applied(n->state, &p->cmd.origin))
+            continue;
+        o = p->cmd.origin;
+        if (n->on_applied != NULL && o.session != n->sys_session) {
+            struct cons_applied ev = {
+                .cmd = &p->cmd,
+                .eff = &eff,
+                .index = raft_last_applied(&n->raft),
+            };
+            n->on_applied(n->cb_arg, &ev);
+        }
+        cons__proposer_on_applied(n, &o);
+    }
+}
+
 /* ---- flushing ------------------------------------------------------------- */
 
 static void send_carrier(struct cons_node *n);

@@ -410,6 +410,14 @@ static struct dd *dd_find(const struct relay_state *s, uint32_t node,
     return NULL;
 }
 
+bool relay_state_origin_applied(const struct relay_state *s,
+                                const struct relay_origin *o)
+{
+    const struct dd *d = dd_find(s, o->node, o->session);
+
+    return d != NULL && o->counter <= d->counter;
+}
+
 static bool dd_reserve(struct relay_state *s)
 {
     struct dd **dt;
