@@ -81,11 +81,12 @@ static bool parse_u64(const char **pp, const char *end, uint64_t *out)
 
 bool bench_wire_parse_value(const char *v, size_t n, struct bench_stamp *s)
 {
-    const char *end = v + n;
+    const char *end;
     uint64_t pub;
 
     if (v == NULL)
         return false;
+    end = v + n;
     if (!parse_u64(&v, end, &pub) || pub > UINT32_MAX ||
         !parse_u64(&v, end, &s->ctr) || !parse_u64(&v, end, &s->t_ns))
         return false;
