@@ -2148,6 +2148,36 @@ static void test_dedupe_basic(void **state)
     relay_state_destroy(s);
 }
 
+/* relay_state_origin_applied answers from the dedupe table, also after a
+ * snapshot round trip (consensus asks it after installing one). */
+static void test_dedupe_origin_applied(void **state)
+{
+    struct relay_state *s = mkstate(NULL), *t = mkstate(NULL);
+    struct relay_effects e;
+    struct blob b;
+
+    (void)state;
+    CREATE(s, "r");
+    e = OPUSH(s, "r", 2, 7, 5, 0);
+    EXPECT_APPLIED(e);
+    for (int pass = 0; pass < 2; pass++) {
+        struct relay_state *x = pass == 0 ? s : t;
+
+        assert_true(relay_state_origin_applied(x, &(struct relay_origin){2, 7, 5}));
+        assert_true(relay_state_origin_applied(x, &(struct relay_origin){2, 7, 1}));
+        assert_false(relay_state_origin_applied(x, &(struct relay_origin){2, 7, 6}));
+        assert_false(relay_state_origin_applied(x, &(struct relay_origin){2, 8, 1}));
+        assert_false(relay_state_origin_applied(x, &(struct relay_origin){3, 7, 1}));
+        if (pass == 0) {
+            b = SNAP(s);
+            assert_int_equal(restore_copy(t, b.p, b.n), RELAY_OK);
+            free(b.p);
+        }
+    }
+    relay_state_destroy(s);
+    relay_state_destroy(t);
+}
+
 /* A refused command still records its counter: a re-send is EDUP. */
 static void test_dedupe_refusal_records(void **state)
 {
@@ -3274,6 +3304,7 @@ int main(void)
         cmocka_unit_test(test_node_addr_with_nul),
         cmocka_unit_test(test_model_random),
         cmocka_unit_test(test_snapshot_empty),
+        cmocka_unit_test(test_dedupe_origin_applied),
         cmocka_unit_test(test_snapshot_roundtrip),
         cmocka_unit_test(test_snapshot_deterministic),
         cmocka_unit_test(test_snapshot_restored_behaves),
