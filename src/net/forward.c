@@ -35,6 +35,8 @@
  * - leader changed: a link to another node is abandoned (closed 1001,
  *   queue dropped; consensus has already rewound its cursor) and the next
  *   send() connects to the new one.
+ * - the leader stops answering without closing: lws pings the idle link
+ *   and hangs up after NET_FWD_HANGUP_S without a valid frame (link_down).
  * - leader side: not the leader (4001), proposer full (1013), closing
  *   (1001), malformed batch (1003, logged), text frame (1003), message over
  *   the bound (1009), out of memory (1011). The follower resets and re-sends.
@@ -250,6 +252,23 @@ static void on_retry_timer(uv_timer_t *t)
  * (CONNECTING), non-zero when it could not start (no address: IDLE; lws
  * refused: BACKOFF through link_down).
  */
+/*
+ * Keepalive on the link: a leader that vanishes without closing (a pulled
+ * cable, a partition between HTTP addresses while raft still works) would
+ * otherwise hold the link, and the commands queued on it, until TCP gives
+ * up many minutes later. lws pings after NET_FWD_PING_S idle seconds and
+ * hangs up when nothing valid came back within NET_FWD_HANGUP_S; the
+ * leader's lws answers pings by itself. Then the usual link_down path
+ * re-sends everything unapplied. Its retry table is unused: our own timer
+ * reconnects.
+ */
+#define NET_FWD_PING_S 5
+#define NET_FWD_HANGUP_S 15
+static const lws_retry_bo_t fwd_keepalive = {
+    .secs_since_valid_ping = NET_FWD_PING_S,
+    .secs_since_valid_hangup = NET_FWD_HANGUP_S,
+};
+
 static int link_connect(struct net_server *s)
 {
     struct net_fwd_link *l = &s->fwd;
@@ -293,6 +312,7 @@ static int link_connect(struct net_server *s)
     ci.protocol = NET_FWD_PROTOCOL;
     ci.local_protocol_name = NET_FWD_PROTOCOL;
     ci.ietf_version_or_minus_one = -1;
+    ci.retry_and_idle_policy = &fwd_keepalive;
     /* lws stores the wsi here before it can call back about it, so the
      * callbacks recognise it even during this call. */
     ci.pwsi = &l->wsi;
