@@ -29,6 +29,7 @@
 #endif
 #define LOG_MODULE "cons"
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -129,6 +130,7 @@ static bool reap_later(unsigned long ctx)
  */
 long syscall(long number, ...)
 {
+    syscall_fn fn;
     long a[6];
     va_list ap;
     int i;
@@ -139,5 +141,10 @@ long syscall(long number, ...)
     va_end(ap);
     if (number == SYS_io_destroy && reap_later((unsigned long)a[0]))
         return 0;
-    return get_libc_syscall()(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+    fn = get_libc_syscall();
+    if (fn == NULL) { /* no glibc syscall() to forward to: cannot happen */
+        errno = ENOSYS;
+        return -1;
+    }
+    return fn(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
