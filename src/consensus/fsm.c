@@ -128,15 +128,14 @@ static bool snapshot_deferred(struct cons_node *n)
     if (raft_state(&n->raft) == RAFT_LEADER)
         return false;
     raft_leader(&n->raft, &leader, &addr);
-    if (leader != n->snap_guard_leader || leader == 0) {
-        if (leader != n->snap_guard_leader)
-            LOG_DEBUG("event=snapshot_deferred leader=%llu",
-                      (unsigned long long)leader);
+    if (leader != n->snap_guard_leader) {
+        LOG_DEBUG("event=snapshot_deferred leader=%llu",
+                  (unsigned long long)leader);
         n->snap_guard_leader = leader;
         n->snap_guard_since = now;
-        return true;
     }
-    return now - n->snap_guard_since < 3 * (uint64_t)n->cfg.election_timeout_ms;
+    return leader == 0 ||
+           now - n->snap_guard_since < 3 * (uint64_t)n->cfg.election_timeout_ms;
 }
 
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],

@@ -251,27 +251,22 @@ static struct net_frame *queue_pop(struct net_conn *c)
 }
 
 /* A server-to-client (unmasked, final) frame header for f at h; returns
- * its length (2, 4 or 10 bytes, RFC 6455 5.2). */
+ * its length (RFC 6455 5.2). A coalesced frame fits in NET_COALESCE_MAX
+ * with its header, so the 16-bit length form is the longest needed. */
+#define FRAME_HEADER_MAX 4
+_Static_assert(NET_COALESCE_MAX <= 0xffff + FRAME_HEADER_MAX,
+               "coalesced frames must fit the 16-bit length form");
 static size_t frame_header(uint8_t *h, const struct net_frame *f)
 {
-    uint64_t len = f->len;
-    size_t i;
-
     h[0] = 0x80 | (f->binary ? 0x2 : 0x1);
-    if (len < 126) {
-        h[1] = (uint8_t)len;
+    if (f->len < 126) {
+        h[1] = (uint8_t)f->len;
         return 2;
     }
-    if (len <= 0xffff) {
-        h[1] = 126;
-        h[2] = (uint8_t)(len >> 8);
-        h[3] = (uint8_t)len;
-        return 4;
-    }
-    h[1] = 127;
-    for (i = 0; i < 8; i++)
-        h[2 + i] = (uint8_t)(len >> (56 - 8 * i));
-    return 10;
+    h[1] = 126;
+    h[2] = (uint8_t)(f->len >> 8);
+    h[3] = (uint8_t)f->len;
+    return 4;
 }
 
 /*
@@ -300,7 +295,7 @@ static int write_some(struct net_conn *c)
     }
     while (c->q_len > 0) {
         f = c->q[c->q_head];
-        if (off + 10 + f->len > NET_COALESCE_MAX)
+        if (off + FRAME_HEADER_MAX + f->len > NET_COALESCE_MAX)
             break;
         off += frame_header(out + off, f);
         memcpy(out + off, f->buf + LWS_PRE, f->len);
@@ -367,26 +362,33 @@ static void send_error(struct net_conn *c, const char *fmt, ...)
     send_buf(c, rv, buf, len);
 }
 
-/* init for (room, key) with the entries after seq. */
-static void send_init(struct net_conn *c, const char *key, size_t key_len,
-                      uint64_t after)
+/*
+ * init for (room, key) with the entries after seq; with skip_empty, nothing
+ * at all when there are none. Returns the seq of the last entry sent, or
+ * after when none was.
+ */
+static uint64_t send_init(struct net_conn *c, const char *key, size_t key_len,
+                          uint64_t after, bool skip_empty)
 {
     struct net_server *s = c->srv;
     const struct relay_entry *entries;
     uint8_t *buf = NULL;
-    size_t n, len = 0;
+    size_t n = 0, len = 0;
     int rv;
 
     rv = relay_stream_read(cons_node_state(s->cons), c->room_id, c->room_len,
                            key, key_len, after, &entries, &n);
     if (rv == RELAY_ENOROOM) {
         send_error(c, "room not found");
-        return;
+        return after;
     }
+    if (rv == RELAY_OK && n == 0 && skip_empty)
+        return after;
     if (rv == RELAY_OK)
         rv = relay_enc_init(c->fmt_out, LWS_PRE, key, key_len, entries, n, &buf,
                             &len);
     send_buf(c, rv, buf, len);
+    return rv == RELAY_OK && n > 0 ? entries[n - 1].seq : after;
 }
 
 /*
@@ -468,7 +470,7 @@ static void on_debug_key(void *arg, const char *key, size_t key_len)
 {
     struct debug_walk *w = arg;
 
-    send_init(w->c, key, key_len, 0);
+    send_init(w->c, key, key_len, 0, false);
 }
 
 int net__ws_on_established(struct net_conn *c)
@@ -571,7 +573,7 @@ static void do_get(struct net_conn *c, const struct relay_msg *m)
     if (!c->debug)
         set_skip(c, m);
     if (m->has_seq)
-        send_init(c, m->key, m->key_len, m->seq);
+        send_init(c, m->key, m->key_len, m->seq, false);
 }
 
 static void do_ping(struct net_conn *c, const struct relay_msg *m)
@@ -887,27 +889,6 @@ void net__ws_broadcast(struct net_server *s, const struct relay_cmd *cmd,
  * client that was not connected when they were sent. Debug sessions get
  * nothing here.
  */
-static void catch_up(struct net_conn *c, struct net_sub *sub)
-{
-    struct net_server *s = c->srv;
-    const struct relay_entry *entries;
-    struct net_key *k = sub->key;
-    uint8_t *buf = NULL;
-    size_t n, len = 0;
-    uint64_t last;
-    int rv;
-
-    rv = relay_stream_read(cons_node_state(s->cons), c->room_id, c->room_len,
-                           k->key, k->key_len, sub->seen, &entries, &n);
-    if (rv != RELAY_OK || n == 0)
-        return;
-    last = entries[n - 1].seq;
-    rv = relay_enc_init(c->fmt_out, LWS_PRE, k->key, k->key_len, entries, n,
-                        &buf, &len);
-    send_buf(c, rv, buf, len);
-    sub->seen = last;
-}
-
 void net__ws_on_restored(struct net_server *s)
 {
     const struct relay_state *st = cons_node_state(s->cons);
@@ -920,8 +901,12 @@ void net__ws_on_restored(struct net_server *s)
             net__ws_close(c, NET_CLOSE_ROOM_DELETED, "room deleted");
             continue;
         }
-        for (size_t i = 0; i < c->n_subs; i++)
-            catch_up(c, c->subs[i]);
+        for (size_t i = 0; i < c->n_subs; i++) {
+            struct net_sub *sub = c->subs[i];
+
+            sub->seen = send_init(c, sub->key->key, sub->key->key_len,
+                                  sub->seen, true);
+        }
         caught_up++;
     }
     LOG_INFO("event=sessions_caught_up sessions=%zu", caught_up);
