@@ -34,9 +34,47 @@ enum {
     CONS_ENOTFOUND = 11,  /* no such node in the configuration */
     CONS_EQUORUM = 12,    /* the change would leave no working majority */
     CONS_EAGAIN = 13,     /* a new leader is settling in: retry shortly */
+    CONS_EPERM = 20,      /* a forward link carried a command it may not */
 };
 
 const char *cons_strerror(int code);
+
+/* ---- the cluster key (key.c) ----------------------------------------------
+ *
+ * One secret shared by every node of a cluster authenticates the internal
+ * links: raft connections (transport.c) and forward links (net). */
+#define CONS_KEY_LEN 32
+#define CONS_MAC_LEN 32
+#define CONS_NONCE_LEN 32
+
+/* Reads PATH: 64 hex digits, whitespace around them ignored. Refuses a
+ * file other users may read. CONS_EINVAL with the reason in err. */
+int cons_key_load(const char *path, uint8_t key[CONS_KEY_LEN], char *err,
+                  size_t errlen);
+/* Bytes from the kernel's CSPRNG; CONS_EIO when it cannot give them. */
+int cons_random(void *buf, size_t len);
+
+struct cons_auth_part {
+    const void *data;
+    size_t len;
+};
+/* HMAC-SHA256(key, label NUL part0 part1 ...). CONS_ENOMEM on failure. */
+int cons_auth_mac(const uint8_t key[CONS_KEY_LEN], const char *label,
+                  const struct cons_auth_part *parts, size_t n_parts,
+                  uint8_t out[CONS_MAC_LEN]);
+/* Constant-time comparison. */
+bool cons_auth_equal(const uint8_t *a, const uint8_t *b, size_t len);
+/* Hex of n bytes into out (2n + 1 bytes, NUL-terminated); decoding wants
+ * exactly 2n hex digits. */
+void cons_hex_encode(const uint8_t *in, size_t n, char *out);
+bool cons_hex_decode(const char *hex, size_t len, uint8_t *out, size_t n);
+void cons_put_u64(uint8_t *p, uint64_t v);
+uint64_t cons_get_u64(const uint8_t *p);
+
+/* Splits "host:port" or "[v6]:port"; false when malformed. */
+bool cons_addr_split(const char *addr, char *host, size_t host_sz, int *port);
+/* 127.0.0.0/8, ::1 or "localhost". */
+bool cons_host_is_loopback(const char *host);
 
 #define CONS_MAX_NODES 16
 
@@ -68,6 +106,11 @@ struct cons_config {
     unsigned queue_timeout_ms;     /* wait for a leader, default 5000 */
     uint64_t room_ttl_ms;          /* idle rooms expire, 24 h; 0: never */
     struct relay_limits limits;    /* zero fields: defaults */
+    /* Authenticates raft connections (transport.c). Without it the raft
+     * port runs the same handshake with an all-zero key: it still keeps
+     * stray bytes away from libraft, but anyone can pass it. */
+    bool has_key;
+    uint8_t key[CONS_KEY_LEN];
 };
 
 void cons_config_default(struct cons_config *cfg);
@@ -166,14 +209,20 @@ void cons_forward_reset(struct cons_node *n);
 /* The link can take more batches now. */
 void cons_forward_kick(struct cons_node *n);
 /*
- * Leader side: queues the commands of a batch forwarded by a follower (the
- * origin travels inside each command). Returns CONS_OK, CONS_EINVAL for
- * malformed bytes, CONS_ENOTLEADER when this node is not the leader (the
- * caller drops the link so the follower re-sends elsewhere), CONS_ECLOSING,
- * or CONS_ENOMEM. Failures are never reported per command: the origin node
- * re-sends what it does not see applied.
+ * Leader side: queues the commands of a batch forwarded by follower `from`
+ * (the node the link authenticated; the origin travels inside each
+ * command). A link carries only that node's client commands (room
+ * creation, push) and its own directory entry, all with origin node
+ * `from`: anything else (room deletes, other nodes' entries, forged
+ * origins) refuses the whole batch with CONS_EPERM. Returns CONS_OK,
+ * CONS_EPERM, CONS_EINVAL for malformed bytes, CONS_ENOTLEADER when this
+ * node is not the leader (the caller drops the link so the follower
+ * re-sends elsewhere), CONS_EFULL, CONS_ECLOSING, or CONS_ENOMEM. Failures
+ * are never reported per command: the origin node re-sends what it does
+ * not see applied.
  */
-int cons_propose_batch(struct cons_node *n, const uint8_t *batch, size_t len);
+int cons_propose_batch(struct cons_node *n, uint32_t from, const uint8_t *batch,
+                       size_t len);
 
 /* The applied state, read-only. Never NULL after a successful init. */
 const struct relay_state *cons_node_state(const struct cons_node *n);

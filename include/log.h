@@ -37,4 +37,32 @@ int log_level_parse(const char *s);
 #define LOG_INFO(...) LOG_AT(LOG_LVL_INFO, __VA_ARGS__)
 #define LOG_DEBUG(...) LOG_AT(LOG_LVL_DEBUG, __VA_ARGS__)
 
+/*
+ * Rate-limited lines for events an outsider can repeat at will (refused
+ * peers, failed handshakes, accept errors): each call site logs at most
+ * LOG_RL_BURST lines per second; the next line it lets through after a
+ * quiet spell is preceded by "event=log_suppressed lines=N".
+ */
+#define LOG_RL_BURST 5
+struct log_rl {
+    long long window_s;
+    unsigned in_window;
+    unsigned long long suppressed;
+};
+/* True when the site may log now. Emits the suppression note itself. */
+int log_rl_allow(struct log_rl *rl, enum log_level lvl, const char *module,
+                 const char *file, int line);
+
+#define LOG_AT_RL(lvl, ...)                                                    \
+    do {                                                                       \
+        static struct log_rl log_rl_site_;                                     \
+        if ((lvl) <= log_threshold &&                                          \
+            log_rl_allow(&log_rl_site_, (lvl), LOG_MODULE, __FILE__,           \
+                         __LINE__))                                            \
+            log_emit((lvl), LOG_MODULE, __FILE__, __LINE__, __VA_ARGS__);      \
+    } while (0)
+
+#define LOG_WARN_RL(...) LOG_AT_RL(LOG_LVL_WARN, __VA_ARGS__)
+#define LOG_INFO_RL(...) LOG_AT_RL(LOG_LVL_INFO, __VA_ARGS__)
+
 #endif

@@ -27,6 +27,10 @@ enum {
     NET_ELISTEN = 3, /* could not listen (see errmsg) */
 };
 
+/* Longest admin token (checked at start-up: a longer one would not fit the
+ * headers that carry it). */
+#define NET_ADMIN_TOKEN_MAX 256
+
 struct net_config {
     const char *http_host;     /* default "127.0.0.1" */
     int http_port;             /* default 8080 */
@@ -36,6 +40,10 @@ struct net_config {
     size_t max_out_bytes;      /* per-session outbound queue, 8 MiB */
     size_t max_http_body;      /* POST body, default = max_message */
     const char *admin_token;   /* bearer token for the admin API; NULL: open */
+    /* The cluster key: forward links prove they hold it (forward.c), and
+     * the admin API is never open without a token while it is set. */
+    bool has_cluster_key;
+    uint8_t cluster_key[CONS_KEY_LEN];
 };
 
 void net_config_default(struct net_config *cfg);

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config libuv1-dev libwebsockets-dev
       libmsgpack-dev libjansson-dev libcbor-dev libcmocka-dev
-      libcurl4-openssl-dev nodejs npm haproxy)
+      libcurl4-openssl-dev libssl-dev openssl nodejs npm haproxy)
 BACKPORTS_PKGS=(libraft-dev)
 
 missing=()

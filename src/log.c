@@ -45,3 +45,26 @@ int log_level_parse(const char *s)
         return LOG_LVL_WARN;
     return -1;
 }
+
+int log_rl_allow(struct log_rl *rl, enum log_level lvl, const char *module,
+                 const char *file, int line)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (ts.tv_sec != rl->window_s) {
+        rl->window_s = ts.tv_sec;
+        rl->in_window = 0;
+    }
+    if (rl->in_window >= LOG_RL_BURST) {
+        rl->suppressed++;
+        return 0;
+    }
+    rl->in_window++;
+    if (rl->suppressed > 0) {
+        log_emit(lvl, module, file, line, "event=log_suppressed lines=%llu",
+                 rl->suppressed);
+        rl->suppressed = 0;
+    }
+    return 1;
+}

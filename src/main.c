@@ -56,6 +56,14 @@ static void usage(FILE *f)
 "  --public-url URL        base URL for room URLs (default: request Host)\n"
 "  --admin-token TOKEN     every /admin/* call (driftctl) then needs\n"
 "                          Authorization: Bearer TOKEN\n"
+"  --admin-token-file PATH the same, read from a file (not visible in ps)\n"
+"\n"
+"Security:\n"
+"  --cluster-key-file PATH the cluster's shared key (driftctl keygen): raft\n"
+"                          and forward links prove they hold it\n"
+"  --insecure              allow non-loopback addresses without a cluster\n"
+"                          key (anyone who reaches the ports can then join\n"
+"                          the cluster, rewrite and read it)\n"
 "\n"
 "Bounds:\n"
 "  --max-message BYTES     largest client message / frame (1048576)\n"
@@ -197,6 +205,7 @@ enum {
     OPT_MAX_OUT, OPT_MAX_ROOM_BYTES, OPT_MAX_ROOMS, OPT_MAX_QUEUE,
     OPT_QUEUE_TIMEOUT, OPT_ROOM_TTL, OPT_ELECTION, OPT_HEARTBEAT, OPT_SNAP_THRESHOLD,
     OPT_SNAP_TRAILING, OPT_SNAP_BYTES, OPT_MAX_BATCH, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
+    OPT_ADMIN_TOKEN_FILE, OPT_CLUSTER_KEY_FILE, OPT_INSECURE,
 };
 
 static const struct option long_opts[] = {
@@ -226,6 +235,9 @@ static const struct option long_opts[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
+    {"admin-token-file", required_argument, NULL, OPT_ADMIN_TOKEN_FILE},
+    {"cluster-key-file", required_argument, NULL, OPT_CLUSTER_KEY_FILE},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
     {NULL, 0, NULL, 0},
 };
 
@@ -238,12 +250,86 @@ struct options {
     bool advertise_given;
     bool raft_given, bootstrap_given;
     const char *admin_token;
+    char admin_token_buf[NET_ADMIN_TOKEN_MAX + 2];
+    bool insecure;
 };
 
 static int bad_value(const char *opt, const char *val, const char *want)
 {
     fprintf(stderr, "driftd: --%s %s: %s (see --help)\n", opt, val, want);
     return 2;
+}
+
+/* The admin token from a file: its first line, without the newline. */
+static int read_token_file(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t len;
+
+    if (f == NULL) {
+        fprintf(stderr, "driftd: --admin-token-file %s: %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    if (fgets(buf, (int)size, f) == NULL)
+        buf[0] = '\0';
+    fclose(f);
+    len = strcspn(buf, "\r\n");
+    buf[len] = '\0';
+    if (len == 0) {
+        fprintf(stderr, "driftd: --admin-token-file %s: empty\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * The admin token travels in HTTP headers (ours and the forward links'):
+ * printable ASCII, at most NET_ADMIN_TOKEN_MAX bytes, checked once here.
+ */
+static int check_token(const char *token)
+{
+    size_t len = strlen(token);
+
+    if (len == 0 || len > NET_ADMIN_TOKEN_MAX) {
+        fprintf(stderr, "driftd: the admin token must be 1..%d bytes\n",
+                NET_ADMIN_TOKEN_MAX);
+        return 2;
+    }
+    for (size_t i = 0; i < len; i++)
+        if (token[i] <= 0x20 || token[i] >= 0x7f) {
+            fprintf(stderr, "driftd: the admin token must be printable "
+                            "ASCII without spaces\n");
+            return 2;
+        }
+    return -1;
+}
+
+/*
+ * Raft and forward links trust whoever proves the cluster key; without one
+ * they trust whoever can reach them. That is tolerable on loopback only.
+ */
+static int check_exposure(const struct options *o)
+{
+    char host[RELAY_ADDR_MAX + 1];
+    int port;
+
+    if (o->cons.has_key || o->insecure)
+        return -1;
+    if (!cons_host_is_loopback(o->http_host) ||
+        !cons_addr_split(o->raft_addr, host, sizeof(host), &port) ||
+        !cons_host_is_loopback(host)) {
+        fprintf(stderr,
+                "driftd: refusing to listen on %s:%d / raft %s without a "
+                "cluster key: anyone who reaches those ports could join the "
+                "cluster, rewrite rooms and read them. Make a key with "
+                "'driftctl keygen > key; chmod 600 key', give every node "
+                "--cluster-key-file key, or pass --insecure to accept the "
+                "risk.\n",
+                o->http_host, o->net.http_port, o->raft_addr);
+        return 2;
+    }
+    return -1;
 }
 
 /* Returns -1 to go on, or an exit code. */
@@ -312,6 +398,28 @@ static int parse_args(int argc, char **argv, struct options *o)
         case OPT_ADMIN_TOKEN:
             o->admin_token = optarg;
             o->net.admin_token = optarg;
+            break;
+        case OPT_ADMIN_TOKEN_FILE:
+            if (read_token_file(optarg, o->admin_token_buf,
+                                sizeof(o->admin_token_buf)) != 0)
+                return 2;
+            o->admin_token = o->admin_token_buf;
+            o->net.admin_token = o->admin_token_buf;
+            break;
+        case OPT_CLUSTER_KEY_FILE: {
+            char err[300];
+
+            if (cons_key_load(optarg, o->cons.key, err, sizeof(err)) != 0) {
+                fprintf(stderr, "driftd: --cluster-key-file: %s\n", err);
+                return 2;
+            }
+            o->cons.has_key = true;
+            o->net.has_cluster_key = true;
+            memcpy(o->net.cluster_key, o->cons.key, CONS_KEY_LEN);
+            break;
+        }
+        case OPT_INSECURE:
+            o->insecure = true;
             break;
         case OPT_MAX_MESSAGE:
             if (parse_u64(optarg, 1024, 64u << 20, &v) != 0)
@@ -426,6 +534,10 @@ static int parse_args(int argc, char **argv, struct options *o)
         snprintf(o->http_addr, sizeof(o->http_addr), "%.200s:%d",
                  o->http_host, o->net.http_port);
     o->cons.http_addr = o->http_addr;
+    if (o->admin_token != NULL && (c = check_token(o->admin_token)) >= 0)
+        return c;
+    if ((c = check_exposure(o)) >= 0)
+        return c;
     if (o->bootstrap_given) {
         bool found = false;
 
@@ -495,6 +607,14 @@ int main(int argc, char **argv)
     LOG_INFO("event=ready id=%u http=%s:%d raft=%s data=%s", opts.cons.id,
              opts.http_host, opts.net.http_port, opts.raft_addr,
              opts.cons.data_dir);
+    LOG_INFO("event=security cluster_key=%s admin_token=%s insecure=%s",
+             opts.cons.has_key ? "yes" : "no",
+             opts.admin_token != NULL ? "yes" : "no",
+             opts.insecure ? "yes" : "no");
+    if (!opts.cons.has_key && (opts.cons.n_bootstrap > 1 || opts.cons.join))
+        LOG_WARN("event=no_cluster_key why=\"raft and forward links take "
+                 "anyone who reaches them; give every node "
+                 "--cluster-key-file\"");
     uv_run(&app.loop, UV_RUN_DEFAULT);
     goto out_loop;
 

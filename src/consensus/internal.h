@@ -37,6 +37,29 @@ struct cons__inflight {
  * (aio_reap.c). Idempotent. */
 void cons__aio_reap_start(void);
 
+/* The authenticated raft transport (transport.c). */
+struct cons__hs;
+struct cons__tp {
+    struct raft_uv_transport *t;
+    uv_loop_t *loop;
+    uint8_t key[CONS_KEY_LEN];
+    raft_id id;
+    char address[256];
+    uv_tcp_t listener;
+    bool listener_open;
+    raft_uv_accept_cb accept_cb;
+    struct cons__hs *hs_head; /* handshakes in progress */
+    size_t n_inbound;
+    bool closing;
+    raft_uv_transport_close_cb close_cb;
+};
+/* Fills t with our transport; key NULL: all zero. Opens one handle (the
+ * listener), closed by t->close. No I/O. */
+void cons__tp_init(struct cons__tp *tp, struct raft_uv_transport *t,
+                   uv_loop_t *loop, const uint8_t key[CONS_KEY_LEN]);
+/* Calls the close callback once everything is closed (transport.c). */
+void cons__tp_maybe_closed(struct cons__tp *tp);
+
 /* Raft log segment size (node.c). */
 #define CONS_SEGMENT_SIZE ((size_t)16 << 20)
 
@@ -51,11 +74,7 @@ struct cons_node {
     struct raft raft;
     struct raft_io io;
     struct raft_uv_transport transport;
-    /* raft_uv_tcp's own listen/connect, wrapped to set TCP_NODELAY (node.c) */
-    int (*tcp_listen)(struct raft_uv_transport *t, raft_uv_accept_cb cb);
-    int (*tcp_connect)(struct raft_uv_transport *t, struct raft_uv_connect *req,
-                       raft_id id, const char *address, raft_uv_connect_cb cb);
-    raft_uv_accept_cb raft_accept_cb;
+    struct cons__tp tp; /* the transport's state (transport.c) */
     struct raft_fsm fsm;
     bool transport_inited, io_inited, raft_inited, raft_started;
 
@@ -110,6 +129,8 @@ struct cons_node {
 };
 
 /* proposer.c */
+/* May cmd travel on node's forward link? (see cons_propose_batch) */
+bool cons__cmd_forwardable(const struct relay_cmd *cmd, uint32_t node);
 int cons__proposer_init(struct cons_node *n);
 void cons__proposer_fail_all(struct cons_node *n, int code);
 /* Drops o from the pending commands; false when it was not pending (a

@@ -54,6 +54,8 @@ const char *cons_strerror(int code)
         return "no such node in the cluster";
     case CONS_EAGAIN:
         return "a new leader is settling in: retry shortly";
+    case CONS_EPERM:
+        return "command not allowed on a forward link";
     case CONS_EQUORUM:
         return "the change would leave the cluster without a working majority";
     default:
@@ -234,71 +236,6 @@ static int bootstrap(struct cons_node *n)
     return 0;
 }
 
-/*
- * TCP_NODELAY on the raft links. raft_uv_tcp leaves Nagle on; a small
- * AppendEntries (or its result) sent while an earlier segment is unacked
- * then waits for the peer's delayed ACK, ~40 ms on Linux, which was the
- * recurring p99 of push->deliver (docs/benchmarks.md). raft batches by
- * itself, so nothing is gained from Nagle. libraft has no option for it, so
- * the transport's listen and connect are wrapped: every stream they hand to
- * raft_uv gets uv_tcp_nodelay() first.
- *
- * raft_uv_init takes over transport.data, so the node is found from the
- * embedded transport; the connect callback only sees raft_uv's request,
- * so raft_uv's callback is kept in a static: it is the same libraft
- * function for every node and every request.
- */
-static raft_uv_connect_cb raft_connect_cb;
-
-static void set_nodelay(struct uv_stream_s *stream)
-{
-    int rv;
-
-    if (stream == NULL || stream->type != UV_TCP)
-        return;
-    rv = uv_tcp_nodelay((uv_tcp_t *)stream, 1);
-    if (rv != 0)
-        LOG_WARN("event=nodelay_failed err=\"%s\"", uv_strerror(rv));
-}
-
-static struct cons_node *node_of_transport(struct raft_uv_transport *t)
-{
-    return (struct cons_node *)((char *)t -
-                                offsetof(struct cons_node, transport));
-}
-
-static void nodelay_accept_cb(struct raft_uv_transport *t, raft_id id,
-                              const char *address, struct uv_stream_s *stream)
-{
-    set_nodelay(stream);
-    node_of_transport(t)->raft_accept_cb(t, id, address, stream);
-}
-
-static int nodelay_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
-{
-    struct cons_node *n = node_of_transport(t);
-
-    n->raft_accept_cb = cb;
-    return n->tcp_listen(t, nodelay_accept_cb);
-}
-
-static void nodelay_connect_cb(struct raft_uv_connect *req,
-                               struct uv_stream_s *stream, int status)
-{
-    if (status == 0)
-        set_nodelay(stream);
-    raft_connect_cb(req, stream, status);
-}
-
-static int nodelay_connect(struct raft_uv_transport *t,
-                           struct raft_uv_connect *req, raft_id id,
-                           const char *address, raft_uv_connect_cb cb)
-{
-    raft_connect_cb = cb;
-    return node_of_transport(t)->tcp_connect(t, req, id, address,
-                                             nodelay_connect_cb);
-}
-
 int cons_node_start(struct cons_node *n)
 {
     unsigned seed;
@@ -311,20 +248,12 @@ int cons_node_start(struct cons_node *n)
         return CONS_EIO;
     }
     cons__aio_reap_start();
-    /* libraft 0.22 refuses to init these unless the version is set. */
-    n->transport.version = 1;
-    n->transport.data = n;
-    rv = raft_uv_tcp_init(&n->transport, n->loop);
-    if (rv != 0) {
-        snprintf(n->errmsg, sizeof(n->errmsg), "raft transport: %s",
-                 raft_strerror(rv));
-        return CONS_EIO;
-    }
+    /* Our own transport (transport.c): peers prove they hold the cluster
+     * key before libraft sees a byte of theirs. */
+    cons__tp_init(&n->tp, &n->transport, n->loop,
+                  n->cfg.has_key ? n->cfg.key : NULL);
     n->transport_inited = true;
-    n->tcp_listen = n->transport.listen;
-    n->tcp_connect = n->transport.connect;
-    n->transport.listen = nodelay_listen;
-    n->transport.connect = nodelay_connect;
+    /* libraft 0.22 refuses to init this unless the version is set. */
     n->io.version = 2;
     n->io.data = n;
     rv = raft_uv_init(&n->io, n->loop, n->data_dir, &n->transport);
@@ -388,10 +317,9 @@ void cons_node_stop(struct cons_node *n)
     cons__proposer_fail_all(n, CONS_ECLOSING);
 }
 
-void cons__handle_closed(uv_handle_t *h)
+/* One of the things the close cascade waits for is gone. */
+static void node_unref(struct cons_node *n)
 {
-    struct cons_node *n = h->data;
-
     if (--n->pending_handles > 0)
         return;
     cons__membership_free(n);
@@ -402,12 +330,29 @@ void cons__handle_closed(uv_handle_t *h)
     free(n);
 }
 
+void cons__handle_closed(uv_handle_t *h)
+{
+    node_unref(h->data);
+}
+
+static void on_transport_closed(struct raft_uv_transport *t)
+{
+    struct cons_node *n = (struct cons_node *)((char *)t -
+                                               offsetof(struct cons_node,
+                                                        transport));
+
+    node_unref(n);
+}
+
 static void close_own_handles(struct cons_node *n)
 {
     if (n->io_inited)
         raft_uv_close(&n->io);
-    if (n->transport_inited)
-        raft_uv_tcp_close(&n->transport);
+    /* raft_uv closes the transport when raft ran; otherwise we do. */
+    if (n->transport_inited && !n->tp.closing) {
+        n->pending_handles++;
+        n->transport.close(&n->transport, on_transport_closed);
+    }
     cons__proposer_close(n);
 }
 

@@ -192,8 +192,25 @@ int cons_propose(struct cons_node *n, const struct relay_cmd *cmd)
     return CONS_OK;
 }
 
+bool cons__cmd_forwardable(const struct relay_cmd *cmd, uint32_t node)
+{
+    if (node == 0 || cmd->origin.node != node)
+        return false;
+    switch (cmd->type) {
+    case RELAY_CMD_CREATE_ROOM:
+    case RELAY_CMD_PUSH:
+        return true;
+    case RELAY_CMD_NODE_SET:
+        return cmd->node_id == node; /* its own directory entry only */
+    default:
+        return false;
+    }
+}
+
 struct batch_ctx {
     struct cons_node *node;
+    uint32_t from;
+    int err;
     struct cons__queue tmp;
 };
 
@@ -204,16 +221,23 @@ static int queue_foreign(void *arg, const struct relay_cmd *cmd,
     struct cons__pcmd *p;
 
     (void)now_ms; /* the leader stamps its own time on the entry */
+    if (!cons__cmd_forwardable(cmd, ctx->from)) {
+        ctx->err = CONS_EPERM;
+        return -1;
+    }
     p = pcmd_copy(cmd, uv_now(ctx->node->loop));
-    if (p == NULL)
-        return CONS_ENOMEM;
+    if (p == NULL) {
+        ctx->err = CONS_ENOMEM;
+        return -1;
+    }
     q_push(&ctx->tmp, p);
     return 0;
 }
 
-int cons_propose_batch(struct cons_node *n, const uint8_t *batch, size_t len)
+int cons_propose_batch(struct cons_node *n, uint32_t from, const uint8_t *batch,
+                       size_t len)
 {
-    struct batch_ctx ctx = {.node = n};
+    struct batch_ctx ctx = {.node = n, .from = from};
     int rv;
 
     if (n->stopping || n->closing)
@@ -233,7 +257,7 @@ int cons_propose_batch(struct cons_node *n, const uint8_t *batch, size_t len)
             q_unlink(&ctx.tmp, p);
             pcmd_free(p);
         }
-        return rv == RELAY_EINVAL ? CONS_EINVAL : CONS_ENOMEM;
+        return ctx.err != 0 ? ctx.err : CONS_EINVAL;
     }
     while (ctx.tmp.head != NULL) {
         struct cons__pcmd *p = ctx.tmp.head;
@@ -534,6 +558,28 @@ void cons__on_flush_idle(uv_idle_t *h)
             break;
 }
 
+/*
+ * A leader's own commands (expiry deletes, membership's directory
+ * cleanups) are not for a forward link: the new leader refuses them there
+ * (cons__cmd_forwardable). Their owners decide again on whichever node
+ * leads, so the ones still pending when this node lost the lead end here:
+ * not applied if they never reached the log, unknown if they may have.
+ */
+static void drop_unforwardable(struct cons_node *n)
+{
+    struct cons__pcmd *p, *next;
+
+    for (p = n->pending.head; p != NULL; p = next) {
+        next = p->next;
+        if (cons__cmd_forwardable(&p->cmd, n->cfg.id))
+            continue;
+        q_unlink(&n->pending, p);
+        report_failed(n, &p->cmd.origin,
+                      p->sent ? CONS_EUNKNOWN : CONS_ENOTAPPLIED);
+        pcmd_free(p);
+    }
+}
+
 /* Notices leader/term changes: re-send everything unapplied to the new
  * leader, drop forwarded commands we can no longer propose, tell net. */
 void cons__proposer_check_leader(struct cons_node *n)
@@ -549,7 +595,6 @@ void cons__proposer_check_leader(struct cons_node *n)
     n->seen_leader = leader;
     n->seen_term = term;
     n->leader_since = uv_now(n->loop);
-    n->cursor = n->pending.head;
     if (!is_leader(n)) {
         /* Their origin nodes see the same change and re-send. */
         while (n->foreign.head != NULL) {
@@ -558,7 +603,9 @@ void cons__proposer_check_leader(struct cons_node *n)
             q_unlink(&n->foreign, p);
             pcmd_free(p);
         }
+        drop_unforwardable(n);
     }
+    n->cursor = n->pending.head;
     if (n->fw.leader_changed != NULL)
         n->fw.leader_changed(n->fw.arg, leader);
     cons__proposer_kick(n);

@@ -12,10 +12,14 @@
  * It speaks only the HTTP API (docs/admin-api.md); it keeps no state and
  * never retries a change on its own after a timeout.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -49,11 +53,15 @@ static void usage(FILE *f)
 "                                last seq\n"
 "  room ID                       one room: its keys, stream sizes, last\n"
 "                                seq, subscribers on this node\n"
+"  keygen [FILE]                 a new cluster key for --cluster-key-file:\n"
+"                                to FILE (created, mode 600) or stdout\n"
 "\n"
 "Options:\n"
 "  --server URL   a node's HTTP address (default $DRIFTCTL_SERVER, else\n"
 "                 " DEFAULT_SERVER ")\n"
 "  --token TOKEN  the nodes' --admin-token (default $DRIFTCTL_TOKEN)\n"
+"  --token-file PATH  the token from a file's first line (not visible in\n"
+"                 ps; default $DRIFTCTL_TOKEN_FILE)\n"
 "  --json         print JSON instead of tables\n"
 "  --force        remove / demote even if quorum would be at risk\n"
 "  --help, --version\n"
@@ -157,6 +165,7 @@ static bool addr_ok(const char *s)
 struct args {
     const char *server;
     const char *token;
+    const char *token_file;
     bool json, standby, force;
     int npos;
     const char *pos[MAX_ARGS];
@@ -220,6 +229,10 @@ static int parse_args(int argc, char **argv, struct args *a)
                 return usage_error("--server needs a URL");
         } else if ((rv = opt_value(argc, argv, &i, "--token", &a->token)) !=
                    1) {
+            if (rv != CTL_OK)
+                return rv;
+        } else if ((rv = opt_value(argc, argv, &i, "--token-file",
+                                   &a->token_file)) != 1) {
             if (rv != CTL_OK)
                 return rv;
         } else if (s[1] != '-' ||
@@ -291,6 +304,7 @@ static int check_args(const struct args *a)
         {"demote", 1, 1, false, true, true, "demote ID [--force]"},
         {"remove", 1, 1, false, true, true, "remove ID [--force]"},
         {"transfer", 0, 1, false, false, true, "transfer [ID]"},
+        {"keygen", 0, 1, false, false, false, "keygen [FILE]"},
     };
     uint32_t id;
     int rv;
@@ -320,11 +334,76 @@ static int check_args(const struct args *a)
     return usage_error("unknown command '%s'", a->pos[0]);
 }
 
+/*
+ * A cluster key: 32 bytes from the kernel's CSPRNG as 64 hex digits, the
+ * format driftd's --cluster-key-file reads. A file is created, never
+ * overwritten, readable by its owner only.
+ */
+static int cmd_keygen(const char *path)
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned char key[32];
+    char hex[2 * sizeof(key) + 2];
+    size_t got = 0;
+    int fd = STDOUT_FILENO;
+
+    while (got < sizeof(key)) {
+        ssize_t n = getrandom(key + got, sizeof(key) - got, 0);
+
+        if (n < 0 && errno != EINTR) {
+            ctl_fail("keygen: no randomness: %s", strerror(errno));
+            return CTL_EFAIL;
+        }
+        if (n > 0)
+            got += (size_t)n;
+    }
+    for (size_t i = 0; i < sizeof(key); i++) {
+        hex[2 * i] = digits[key[i] >> 4];
+        hex[2 * i + 1] = digits[key[i] & 15];
+    }
+    hex[2 * sizeof(key)] = '\n';
+    hex[2 * sizeof(key) + 1] = '\0';
+    if (path != NULL) {
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            ctl_fail("keygen: %s: %s", path, strerror(errno));
+            return CTL_EFAIL;
+        }
+    }
+    if (write(fd, hex, strlen(hex)) != (ssize_t)strlen(hex) ||
+        (path != NULL && close(fd) != 0)) {
+        ctl_fail("keygen: cannot write the key");
+        return CTL_EFAIL;
+    }
+    return CTL_OK;
+}
+
+/* The token from a file: its first line. */
+static int read_token_file(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL) {
+        ctl_fail("--token-file %s: %s", path, strerror(errno));
+        return CTL_EUSAGE;
+    }
+    if (fgets(buf, (int)size, f) == NULL)
+        buf[0] = '\0';
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (buf[0] == '\0') {
+        ctl_fail("--token-file %s: empty", path);
+        return CTL_EUSAGE;
+    }
+    return CTL_OK;
+}
+
 int main(int argc, char **argv)
 {
     struct args a = {0};
     struct ctl c;
     const char *env;
+    char token_buf[512];
     int rv;
 
     rv = parse_args(argc, argv, &a);
@@ -335,6 +414,19 @@ int main(int argc, char **argv)
     rv = check_args(&a);
     if (rv != CTL_OK)
         return rv;
+    if (strcmp(a.pos[0], "keygen") == 0)
+        return cmd_keygen(a.npos > 1 ? a.pos[1] : NULL);
+    if (a.token_file == NULL && a.token == NULL) {
+        env = getenv("DRIFTCTL_TOKEN_FILE");
+        if (env != NULL && env[0] != '\0')
+            a.token_file = env;
+    }
+    if (a.token_file != NULL) {
+        rv = read_token_file(a.token_file, token_buf, sizeof(token_buf));
+        if (rv != CTL_OK)
+            return rv;
+        a.token = token_buf;
+    }
     if (a.server == NULL) {
         env = getenv("DRIFTCTL_SERVER");
         a.server = env != NULL && env[0] != '\0' ? env : DEFAULT_SERVER;

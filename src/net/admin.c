@@ -11,7 +11,8 @@
  *   GET  /admin/rooms/ID
  *
  * With --admin-token every call needs "Authorization: Bearer TOKEN" (401
- * otherwise; compared in constant time). Errors are {"error", "code"}; a
+ * otherwise; compared in constant time; never taken from the query
+ * string). With a cluster key and no token the API is closed (403). Errors are {"error", "code"}; a
  * change sent to a follower answers 421 "not_leader" with the leader's id
  * and HTTP address so the caller can re-send it there.
  *
@@ -128,6 +129,14 @@ static void respond_cons_err(struct net_conn *c, int code, const char *msg)
 
 /* ---- auth ----------------------------------------------------------------- */
 
+/* A cluster key means a closed cluster: its admin API, which lists every
+ * room and changes membership, is never open to anyone who can reach it. */
+static bool admin_is_closed(const struct net_server *s)
+{
+    return s->cfg.has_cluster_key &&
+           (s->cfg.admin_token == NULL || s->cfg.admin_token[0] == '\0');
+}
+
 static bool authorized(struct net_conn *c)
 {
     return net__admin_token_ok(c->srv, c->wsi);
@@ -136,7 +145,7 @@ static bool authorized(struct net_conn *c)
 bool net__admin_token_ok(struct net_server *s, struct lws *wsi)
 {
     const char *token = s->cfg.admin_token;
-    char hdr[512];
+    char hdr[NET_ADMIN_TOKEN_MAX + 16];
     size_t tl, hl;
     unsigned diff = 0;
     int n;
@@ -395,7 +404,14 @@ void net__admin_decide(struct net_conn *c)
 
     if (n > 0 && p[n - 1] == '/')
         n--;
+    if (admin_is_closed(c->srv)) {
+        respond_err(c, 403, "disabled",
+                    "the admin API needs an admin token on a cluster with a "
+                    "cluster key: start the node with --admin-token-file");
+        return;
+    }
     if (!authorized(c)) {
+        LOG_INFO_RL("event=admin_unauthorized");
         respond_err(c, 401, "unauthorized",
                     "admin calls need Authorization: Bearer TOKEN");
         return;

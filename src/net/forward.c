@@ -41,13 +41,17 @@
  *   (1001), malformed batch (1003, logged), text frame (1003), message over
  *   the bound (1009), out of memory (1011). The follower resets and re-sends.
  *
+ * Who may speak: with a cluster key, only a node that proves it holds the
+ * key (challenge-response below); without one, a holder of the admin
+ * token when one is set. Either way the leader takes from a link only
+ * client commands (room creation, push) and node N's own directory entry,
+ * all with origin node N, the node named at the upgrade: consensus checks
+ * every command of a batch (cons_propose_batch) and a batch with anything
+ * else closes the link with 1008.
+ *
  * Not here: batching, retries and exactly-once (consensus/proposer.c), the
- * dispatch of lws callbacks and the close cascade (server.c).
- * With --admin-token the link carries it (Authorization: Bearer) and the
- * leader refuses a link without it: every node of a cluster is started
- * with the same token. Deliberately not done: TLS between nodes, keepalive
- * pings (a dead leader is noticed by raft, whose leader
- * change drops the link).
+ * dispatch of lws callbacks and the close cascade (server.c). Not yet: TLS
+ * between nodes.
  */
 #define LOG_MODULE "net"
 
@@ -81,6 +85,44 @@ static size_t max_message(const struct net_server *s)
     size_t m = s->cfg.max_message + 1024 * 1024;
 
     return m > NET_FWD_MAX_MESSAGE ? m : NET_FWD_MAX_MESSAGE;
+}
+
+/* ---- proving the cluster key ---------------------------------------------
+ *
+ * With a cluster key, the link is a mutual challenge-response before any
+ * batch: the follower's upgrade carries its node id and a fresh nonce_c
+ * (?node=N&nonce=HEX); the leader's first message is its challenge
+ *   FWD_CHAL | leader id u64 | nonce_s | HMAC(key, "driftd forward leader" | T)
+ * and the follower's first message its proof
+ *   FWD_PROOF | HMAC(key, "driftd forward follower" | T),
+ * T = nonce_c | nonce_s | follower id u64 | leader id u64. The follower
+ * sends nothing before it checked the leader's proof (its batches carry
+ * client data); the leader takes nothing before the follower's, and only
+ * for FWD_AUTH_TIMEOUT_S. Without a key the admin token, if any, is the
+ * credential, as a bearer header.
+ */
+#define FWD_CHAL 0xA1
+#define FWD_PROOF 0xA2
+#define FWD_CHAL_LEN (1 + 8 + CONS_NONCE_LEN + CONS_MAC_LEN)
+#define FWD_PROOF_LEN (1 + CONS_MAC_LEN)
+#define FWD_AUTH_TIMEOUT_S 5
+static const char FWD_LABEL_LEADER[] = "driftd forward leader";
+static const char FWD_LABEL_FOLLOWER[] = "driftd forward follower";
+
+static int fwd_mac(const struct net_server *s, const char *label,
+                   const uint8_t *nonce_c, const uint8_t *nonce_s,
+                   uint32_t follower, uint32_t leader,
+                   uint8_t out[CONS_MAC_LEN])
+{
+    uint8_t ids[16];
+    struct cons_auth_part parts[3];
+
+    cons_put_u64(ids, follower);
+    cons_put_u64(ids + 8, leader);
+    parts[0] = (struct cons_auth_part){nonce_c, CONS_NONCE_LEN};
+    parts[1] = (struct cons_auth_part){nonce_s, CONS_NONCE_LEN};
+    parts[2] = (struct cons_auth_part){ids, sizeof(ids)};
+    return cons_auth_mac(s->cfg.cluster_key, label, parts, 3, out);
 }
 
 /* ---- follower: the queue ------------------------------------------------ */
@@ -117,39 +159,6 @@ static uint32_t self_id(const struct net_server *s)
 static bool leader_is_remote(const struct net_server *s, uint32_t leader)
 {
     return leader != 0 && leader != self_id(s);
-}
-
-/* Splits "host:port" or "[v6]:port"; false when malformed. */
-static bool split_addr(const char *addr, char *host, size_t host_sz, int *port)
-{
-    const char *colon, *h = addr;
-    size_t hlen;
-    char *end;
-    long p;
-
-    if (addr[0] == '[') {
-        const char *rb = strchr(addr, ']');
-
-        if (rb == NULL || rb[1] != ':')
-            return false;
-        h = addr + 1;
-        hlen = (size_t)(rb - h);
-        colon = rb + 1;
-    } else {
-        colon = strrchr(addr, ':');
-        if (colon == NULL)
-            return false;
-        hlen = (size_t)(colon - addr);
-    }
-    if (hlen == 0 || hlen >= host_sz)
-        return false;
-    p = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || p <= 0 || p > 65535)
-        return false;
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    *port = (int)p;
-    return true;
 }
 
 /*
@@ -274,7 +283,7 @@ static int link_connect(struct net_server *s)
     struct net_fwd_link *l = &s->fwd;
     struct lws_client_connect_info ci;
     struct relay_node_info ni;
-    char host[64], path[64];
+    char host[64], path[160], nonce_hex[2 * CONS_NONCE_LEN + 1];
     const char *addr = NULL;
     struct lws *wsi;
     int port;
@@ -285,7 +294,7 @@ static int link_connect(struct net_server *s)
     if (relay_node_lookup(cons_node_state(s->cons), l->leader, &ni))
         addr = ni.http_addr;
     if (addr == NULL || addr[0] == '\0' || strlen(addr) >= sizeof(l->addr) ||
-        !split_addr(addr, host, sizeof(host), &port)) {
+        !cons_addr_split(addr, host, sizeof(host), &port)) {
         if (l->no_addr_logged != l->leader) {
             l->no_addr_logged = l->leader;
             LOG_INFO("event=fwd_no_address leader=%u addr=\"%s\"", l->leader,
@@ -296,7 +305,12 @@ static int link_connect(struct net_server *s)
     l->no_addr_logged = 0;
     l->peer = l->leader;
     snprintf(l->addr, sizeof(l->addr), "%s", addr);
-    snprintf(path, sizeof(path), "%s?node=%u", NET_FWD_PATH, self_id(s));
+    if (cons_random(l->nonce_c, sizeof(l->nonce_c)) != 0)
+        return -1;
+    cons_hex_encode(l->nonce_c, sizeof(l->nonce_c), nonce_hex);
+    snprintf(path, sizeof(path), "%s?node=%u&nonce=%s", NET_FWD_PATH,
+             self_id(s), nonce_hex);
+    l->authed = !s->cfg.has_cluster_key;
     l->peer_close_code = 0;
     l->peer_close_reason[0] = '\0';
     l->sent_batches = 0;
@@ -376,7 +390,7 @@ static int fw_send(void *arg, uint32_t leader, const uint8_t *batch, size_t len)
     l->tail = m;
     l->q_len++;
     l->q_bytes += len;
-    if (l->state == NET_FWD_UP && l->q_len == 1)
+    if (l->state == NET_FWD_UP && l->authed && l->q_len == 1)
         lws_callback_on_writable(l->wsi);
     return 0;
 }
@@ -401,6 +415,54 @@ static void fw_leader_changed(void *arg, uint32_t leader)
 }
 
 /* ---- follower: lws callbacks of the client wsi --------------------------- */
+
+/* The leader's challenge: check it, queue our proof ahead of every batch.
+ * Returns false when the link must be dropped. */
+static bool link_got_challenge(struct net_server *s, struct lws *wsi,
+                               const uint8_t *in, size_t len)
+{
+    struct net_fwd_link *l = &s->fwd;
+    uint8_t want[CONS_MAC_LEN];
+    struct net_fwd_msg *m;
+
+    if (len != FWD_CHAL_LEN || in[0] != FWD_CHAL ||
+        !lws_is_final_fragment(wsi) || !lws_frame_is_binary(wsi)) {
+        LOG_WARN_RL("event=fwd_auth_failed leader=%u addr=%s why=\"not a "
+                    "challenge\"",
+                    l->peer, l->addr);
+        return false;
+    }
+    if (cons_get_u64(in + 1) != l->peer ||
+        fwd_mac(s, FWD_LABEL_LEADER, l->nonce_c, in + 9, self_id(s), l->peer,
+                want) != 0 ||
+        !cons_auth_equal(want, in + 9 + CONS_NONCE_LEN, CONS_MAC_LEN)) {
+        LOG_WARN_RL("event=fwd_auth_failed leader=%u addr=%s why=\"wrong "
+                    "proof from the leader (a different cluster key?)\"",
+                    l->peer, l->addr);
+        return false;
+    }
+    m = malloc(sizeof(*m) + LWS_PRE + FWD_PROOF_LEN);
+    if (m == NULL)
+        return false;
+    m->len = FWD_PROOF_LEN;
+    m->buf[LWS_PRE] = FWD_PROOF;
+    if (fwd_mac(s, FWD_LABEL_FOLLOWER, l->nonce_c, in + 9, self_id(s),
+                l->peer, m->buf + LWS_PRE + 1) != 0) {
+        free(m);
+        return false;
+    }
+    m->next = l->head;
+    l->head = m;
+    if (l->tail == NULL)
+        l->tail = m;
+    l->q_len++;
+    l->q_bytes += m->len;
+    l->authed = true;
+    LOG_DEBUG("event=fwd_link_authenticated leader=%u", l->peer);
+    lws_callback_on_writable(wsi);
+    cons_forward_kick(s->cons);
+    return true;
+}
 
 static int link_writeable(struct net_server *s, struct lws *wsi)
 {
@@ -446,10 +508,11 @@ int net__fwd_client_event(struct net_server *s, struct lws *wsi,
          * (which carry any origin and command) only from a holder. */
         const char *token = s->cfg.admin_token;
         unsigned char **p = in, *end;
-        char hdr[300];
+        char hdr[NET_ADMIN_TOKEN_MAX + 16];
         int n;
 
-        if (token == NULL || token[0] == '\0')
+        /* With a cluster key the link proves the key instead. */
+        if (s->cfg.has_cluster_key || token == NULL || token[0] == '\0')
             return 0;
         end = *p + len;
         n = snprintf(hdr, sizeof(hdr), "Bearer %s", token);
@@ -468,16 +531,21 @@ int net__fwd_client_event(struct net_server *s, struct lws *wsi,
                  "failures=%u",
                  l->peer, l->addr, l->q_len, l->failures);
         l->failures = 0;
+        if (!l->authed)
+            return 0; /* the leader's challenge comes first */
         if (l->head != NULL)
             lws_callback_on_writable(wsi);
         cons_forward_kick(s->cons);
         return 0;
     case LWS_CALLBACK_CLIENT_WRITEABLE:
-        if (l->state != NET_FWD_UP)
+        if (l->state != NET_FWD_UP || !l->authed)
             return 0;
         return link_writeable(s, wsi);
     case LWS_CALLBACK_CLIENT_RECEIVE:
-        return 0; /* the leader sends nothing; ignore what comes */
+        /* The leader sends its challenge and nothing else. */
+        if (l->authed || l->state != NET_FWD_UP)
+            return 0;
+        return link_got_challenge(s, wsi, in, len) ? 0 : -1;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         /* RFC 6455 section 5.5.1: two bytes of code, then the reason.
          * (lws 4.1 reports this to servers only; with it the log of a
@@ -555,8 +623,10 @@ int net__fwd_on_confirm(struct net_conn *c)
 {
     struct net_server *s = c->srv;
     struct lws *wsi = c->wsi;
-    char proto[64], node[32];
+    char proto[64], node[32], nonce[2 * CONS_NONCE_LEN + 8], peer[64];
     const char *v;
+    char *end;
+    unsigned long id;
     int n;
 
     if (s->stopping)
@@ -568,13 +638,33 @@ int net__fwd_on_confirm(struct net_conn *c)
                                    "subprotocol " NET_FWD_PROTOCOL " required")
                    ? -1
                    : 1;
-    if (!net__admin_token_ok(s, wsi)) {
-        LOG_WARN("event=fwd_refused why=\"bad or missing token\"");
+    if (lws_get_peer_simple(wsi, peer, sizeof(peer)) == NULL)
+        snprintf(peer, sizeof(peer), "?");
+    /* The origin node of every command on the link: see propose(). */
+    v = lws_get_urlarg_by_name(wsi, "node=", node, sizeof(node));
+    id = v != NULL && v[0] >= '1' && v[0] <= '9' ? strtoul(v, &end, 10) : 0;
+    if (id == 0 || id > UINT32_MAX || *end != '\0') {
+        LOG_WARN_RL("event=fwd_refused remote=%s why=\"no node id\"", peer);
+        return net__http_write_now(c, 400, "node id required") ? -1 : 1;
+    }
+    c->fwd_node = (uint32_t)id;
+    if (s->cfg.has_cluster_key) {
+        v = lws_get_urlarg_by_name(wsi, "nonce=", nonce, sizeof(nonce));
+        if (v == NULL || !cons_hex_decode(v, strlen(v), c->fwd_nonce_c,
+                                          sizeof(c->fwd_nonce_c))) {
+            LOG_WARN_RL("event=fwd_refused remote=%s node=%u why=\"no "
+                        "nonce\"",
+                        peer, c->fwd_node);
+            return net__http_write_now(c, 401, "cluster key proof required")
+                       ? -1
+                       : 1;
+        }
+    } else if (!net__admin_token_ok(s, wsi)) {
+        LOG_WARN_RL("event=fwd_refused remote=%s why=\"bad or missing "
+                    "token\"",
+                    peer);
         return net__http_write_now(c, 401, "cluster token required") ? -1 : 1;
     }
-    v = lws_get_urlarg_by_name(wsi, "node=", node, sizeof(node));
-    if (v != NULL)
-        c->fwd_node = (uint32_t)strtoul(v, NULL, 10);
     if (!is_leader(s)) {
         LOG_DEBUG("event=fwd_refused node=%u why=\"not leader\"", c->fwd_node);
         return net__http_write_now(c, 503, "not leader") ? -1 : 1;
@@ -600,7 +690,7 @@ static void fwd_close(struct net_conn *c, uint16_t code, const char *reason)
 static void propose(struct net_conn *c, const uint8_t *buf, size_t len)
 {
     struct net_server *s = c->srv;
-    int rv = cons_propose_batch(s->cons, buf, len);
+    int rv = cons_propose_batch(s->cons, c->fwd_node, buf, len);
 
     switch (rv) {
     case CONS_OK:
@@ -616,8 +706,13 @@ static void propose(struct net_conn *c, const uint8_t *buf, size_t len)
     case CONS_ECLOSING:
         fwd_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
         return;
+    case CONS_EPERM:
+        LOG_WARN_RL("event=fwd_forbidden_batch node=%u bytes=%zu", c->fwd_node,
+                    len);
+        fwd_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "forbidden command");
+        return;
     case CONS_EINVAL:
-        LOG_WARN("event=fwd_bad_batch node=%u bytes=%zu", c->fwd_node, len);
+        LOG_WARN_RL("event=fwd_bad_batch node=%u bytes=%zu", c->fwd_node, len);
         fwd_close(c, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, "malformed batch");
         return;
     default:
@@ -637,7 +732,60 @@ static int fwd_established(struct net_conn *c)
     if (lws_get_peer_simple(c->wsi, peer, sizeof(peer)) == NULL)
         snprintf(peer, sizeof(peer), "?");
     LOG_INFO("event=fwd_accepted node=%u peer=%s", c->fwd_node, peer);
+    if (!s->cfg.has_cluster_key) {
+        c->fwd_authed = true;
+        return 0;
+    }
+    if (cons_random(c->fwd_nonce_s, sizeof(c->fwd_nonce_s)) != 0)
+        return -1;
+    c->fwd_chal_pending = true;
+    lws_callback_on_writable(c->wsi);
+    /* A follower that does not prove the key in time is cut off. */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, FWD_AUTH_TIMEOUT_S);
     return 0;
+}
+
+static int fwd_send_challenge(struct net_conn *c)
+{
+    struct net_server *s = c->srv;
+    uint8_t buf[LWS_PRE + FWD_CHAL_LEN], *m = buf + LWS_PRE;
+
+    if (!c->fwd_chal_pending || c->closing)
+        return 0;
+    c->fwd_chal_pending = false;
+    m[0] = FWD_CHAL;
+    cons_put_u64(m + 1, cons_node_id(s->cons));
+    memcpy(m + 9, c->fwd_nonce_s, CONS_NONCE_LEN);
+    if (fwd_mac(s, FWD_LABEL_LEADER, c->fwd_nonce_c, c->fwd_nonce_s,
+                c->fwd_node, cons_node_id(s->cons),
+                m + 9 + CONS_NONCE_LEN) != 0)
+        return -1;
+    return lws_write(c->wsi, m, FWD_CHAL_LEN, LWS_WRITE_BINARY) < 0 ? -1 : 0;
+}
+
+/* The follower's proof: its first message. */
+static void fwd_check_proof(struct net_conn *c, const uint8_t *in, size_t len)
+{
+    struct net_server *s = c->srv;
+    uint8_t want[CONS_MAC_LEN];
+    char peer[64];
+
+    if (len == FWD_PROOF_LEN && in[0] == FWD_PROOF &&
+        lws_is_final_fragment(c->wsi) && !c->fwd_chal_pending &&
+        fwd_mac(s, FWD_LABEL_FOLLOWER, c->fwd_nonce_c, c->fwd_nonce_s,
+                c->fwd_node, cons_node_id(s->cons), want) == 0 &&
+        cons_auth_equal(want, in + 1, CONS_MAC_LEN)) {
+        c->fwd_authed = true;
+        lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+        LOG_DEBUG("event=fwd_authenticated node=%u", c->fwd_node);
+        return;
+    }
+    if (lws_get_peer_simple(c->wsi, peer, sizeof(peer)) == NULL)
+        snprintf(peer, sizeof(peer), "?");
+    LOG_WARN_RL("event=fwd_refused remote=%s node=%u why=\"wrong proof (a "
+                "different cluster key?)\"",
+                peer, c->fwd_node);
+    fwd_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "authentication failed");
 }
 
 static int fwd_receive(struct net_conn *c, const void *in, size_t len)
@@ -648,6 +796,10 @@ static int fwd_receive(struct net_conn *c, const void *in, size_t len)
 
     if (!c->established || c->closing)
         return 0;
+    if (!c->fwd_authed) {
+        fwd_check_proof(c, in, len);
+        return 0;
+    }
     final = lws_is_final_fragment(c->wsi) != 0;
     /* The rest of this frame, as its header announced it. */
     rest = lws_remaining_packet_payload(c->wsi);
@@ -715,8 +867,10 @@ int net__fwd_on_event(struct net_conn *c, enum lws_callback_reasons reason,
         return fwd_established(c);
     case LWS_CALLBACK_RECEIVE:
         return fwd_receive(c, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return fwd_send_challenge(c); /* the only thing we ever write */
     default:
-        return 0; /* nothing to write: the link is one-way */
+        return 0;
     }
 }
 

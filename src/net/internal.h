@@ -215,6 +215,10 @@ struct net_conn {
     uint32_t fwd_node;
     uint64_t fwd_batches;
     uint64_t fwd_bytes;
+    /* With a cluster key the follower proves it holds it before its first
+     * batch: our challenge goes out on the first SERVER_WRITEABLE. */
+    bool fwd_authed, fwd_chal_pending;
+    uint8_t fwd_nonce_c[CONS_NONCE_LEN], fwd_nonce_s[CONS_NONCE_LEN];
 
     /* Inbound reassembly, capped at cfg.max_message (forward links: see
      * forward.c). */
@@ -329,6 +333,9 @@ struct net_fwd_link {
     char peer_close_reason[64];
     uint64_t sent_batches; /* on the current link */
     uv_timer_t timer;      /* reconnect backoff */
+    /* With a cluster key: batches wait until the leader proved itself. */
+    bool authed;
+    uint8_t nonce_c[CONS_NONCE_LEN];
 };
 
 /* Initialises the link and its timer on s->loop (no I/O). */
