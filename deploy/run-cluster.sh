@@ -13,6 +13,13 @@
 # cluster with its rooms. Extra driftd flags for every node: $DRIFTD_ARGS
 # (e.g. DRIFTD_ARGS="--log-level debug").
 #
+# A closed cluster by default: a cluster key ($DATA_ROOT/cluster.key, made
+# with driftctl keygen) authenticates the raft and forward links, and an
+# admin token ($DATA_ROOT/admin.token) guards the admin API; both are made on
+# the first run and kept, so later runs resume the same cluster. driftctl
+# reads the token with DRIFTCTL_TOKEN_FILE=$DATA_ROOT/admin.token.
+# DRIFTD_OPEN=1: neither (loopback-only open mode).
+#
 # Logs: each node's stdout and stderr go to this script's stderr, every line
 # prefixed with "[node$i] ", and are appended unprefixed to
 # $DATA_ROOT/node$i.log.
@@ -34,6 +41,25 @@ if [[ ! -x "$DRIFTD" ]]; then
 fi
 
 BOOTSTRAP=1=127.0.0.1:9080,2=127.0.0.1:9081,3=127.0.0.1:9082
+DRIFTCTL=${DRIFTCTL:-$(dirname "$DRIFTD")/driftctl}
+
+mkdir -p "$DATA_ROOT" || exit 1
+SECURE=()
+if [[ "${DRIFTD_OPEN:-0}" != 1 ]]; then
+    key="$DATA_ROOT/cluster.key"
+    token="$DATA_ROOT/admin.token"
+    if [[ ! -f "$key" ]]; then
+        if [[ -x "$DRIFTCTL" ]]; then
+            "$DRIFTCTL" keygen "$key" || exit 1
+        else
+            (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$key" && echo >> "$key") || exit 1
+        fi
+    fi
+    if [[ ! -f "$token" ]]; then
+        (umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > "$token" && echo >> "$token") || exit 1
+    fi
+    SECURE=(--cluster-key-file "$key" --admin-token-file "$token")
+fi
 declare -A PIDS=()    # node id -> driftd pid
 declare -A NODE_OF=() # driftd pid -> node id
 
@@ -47,7 +73,7 @@ for i in 1 2 3; do
     # The log filter ignores SIGINT/SIGTERM: it must outlive its node, which
     # still logs while it shuts down.
     "$DRIFTD" --id "$i" --http "$http" --raft "$raft" --data "$dir" \
-        --bootstrap "$BOOTSTRAP" "${EXTRA[@]}" \
+        --bootstrap "$BOOTSTRAP" "${SECURE[@]}" "${EXTRA[@]}" \
         > >(trap '' INT TERM; tee -a "$DATA_ROOT/node$i.log" | sed -u "s/^/[node$i] /" >&2) 2>&1 &
     pid=$!
     PIDS[$i]=$pid
@@ -70,6 +96,7 @@ if command -v curl >/dev/null; then
         (( stopping )) && break
         curl -fs -o /dev/null --max-time 1 http://127.0.0.1:8080/healthz && {
             log "cluster ready (a leader is elected). Try: curl -X POST http://127.0.0.1:8080/new"
+            (( ${#SECURE[@]} )) && log "admin: DRIFTCTL_TOKEN_FILE=$DATA_ROOT/admin.token $DRIFTCTL status"
             log "Ctrl-C stops the three nodes."
             break
         }

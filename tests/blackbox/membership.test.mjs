@@ -16,7 +16,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  createRoom, httpRequest, RawClient, waitFor, safeJson,
+  adminHeaders, createRoom, httpRequest, RawClient, waitFor, safeJson,
 } from './lib/harness.mjs';
 import {
   ELECTION_TIMEOUT_MS, freePorts, replay, waitRoomEverywhere, waitSameReplay,
@@ -394,7 +394,7 @@ describe('membership changes with driftctl', () => {
       assert.deepEqual(idsWithRole(st, 'voter'), [1]);
       assert.equal(st.leader.id, 1);
       // The server refuses it too when asked directly.
-      const r = await httpRequest(`${c.base(1)}/admin/members/1/remove`, { method: 'POST', body: { force: true } });
+      const r = await httpRequest(`${c.base(1)}/admin/members/1/remove`, { method: 'POST', body: { force: true }, headers: adminHeaders(c.base(1)) });
       assert.equal(r.status, 400, r.text);
       assert.ok(['last_voter', 'is_leader'].includes(r.json().code), r.text);
       // A standby added to a one-voter cluster serves, and it is not a voter.

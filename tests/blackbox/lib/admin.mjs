@@ -21,7 +21,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 
 import {
-  Driftd, httpRequest, httpSend, waitFor, RawClient, closeAllClients, safeJson, sleep,
+  adminTokens, Driftd, httpRequest, httpSend, waitFor, RawClient, closeAllClients, safeJson, sleep,
 } from './harness.mjs';
 import {
   Cluster, freePorts, waitSameReplay, summarizeSeqs, ELECTION_TIMEOUT_MS, HEARTBEAT_MS,
@@ -50,6 +50,8 @@ function describeRun(r) {
 export function driftctl(args, { server, token, env = {}, timeoutMs = 90000 } = {}) {
   const argv = [];
   if (server) argv.push('--server', server);
+  // The cluster's generated token unless the test decides (token or env).
+  if (token === undefined && env.DRIFTCTL_TOKEN === undefined) token = adminTokens.get(server);
   if (token) argv.push('--token', token);
   argv.push(...args.map(String));
   const t0 = Date.now();
@@ -186,6 +188,8 @@ export async function startJoiner(cluster, id, {
   const dataDir = cluster.dataDir(id);
   await fsp.mkdir(dataDir, { recursive: true });
   const common = ['--join'];
+  if (cluster.keyFile) common.push('--cluster-key-file', cluster.keyFile);
+  if (cluster.tokenFile) common.push('--admin-token-file', cluster.tokenFile);
   if (electionTimeoutMs != null) common.push('--election-timeout', String(electionTimeoutMs));
   if (heartbeatMs != null) common.push('--heartbeat', String(heartbeatMs));
   const d = new JoinDriftd({ id, name: `${cluster.name}-node${id}`, args: [...common, ...args], startTimeoutMs });
@@ -196,6 +200,7 @@ export async function startJoiner(cluster, id, {
   cluster.nodes.set(id, d);
   if (!cluster.ids.includes(id)) cluster.ids.push(id);
   cluster.httpPorts[id - 1] = httpPort;
+  if (cluster.adminToken) adminTokens.set(`http://127.0.0.1:${httpPort}`, cluster.adminToken);
   cluster.raftPorts[id - 1] = raftPort;
   joiners.add(d);
   await d.launch();

@@ -33,13 +33,14 @@
 // "commit_index","applied_index","nodes":[...]}.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { before, after, afterEach } from 'node:test';
 
 import {
-  Driftd, freePort, httpRequest, waitFor, withTimeout, closeAllClients, RawClient,
+  adminTokens, Driftd, freePort, httpRequest, waitFor, withTimeout, closeAllClients, RawClient,
 } from './harness.mjs';
 
 export const ELECTION_TIMEOUT_MS = 500;
@@ -60,12 +61,16 @@ export class Cluster {
   // size: number of voters (all bootstrapped). args: extra driftd flags for
   // every node. electionTimeoutMs / heartbeatMs: raft timing flags (null:
   // not passed). startTimeoutMs: per node, until /healthz answers 200.
+  // key: give every node a fresh cluster key (--cluster-key-file), as a
+  // closed cluster runs; false: no key (the loopback-only open mode).
+  // token: with a key, also a generated admin token (--admin-token-file),
+  // which driftctl runs of the tests pick up (lib/admin.mjs).
   static async start({
     size = 3, args = [], name = 'cluster', electionTimeoutMs = ELECTION_TIMEOUT_MS,
-    heartbeatMs = HEARTBEAT_MS, startTimeoutMs = 30000,
+    heartbeatMs = HEARTBEAT_MS, startTimeoutMs = 30000, key = true, token = true,
   } = {}) {
     const c = new Cluster(name, size);
-    await c._init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs });
+    await c._init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, key, token });
     return c;
   }
 
@@ -78,13 +83,33 @@ export class Cluster {
     this.root = null;
   }
 
-  async _init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs }) {
+  async _init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, key, token }) {
     this.root = await fsp.mkdtemp(path.join(os.tmpdir(), `driftd-${this.name}-`));
+    this.keyFile = null;
+    this.adminToken = null;
+    this.tokenFile = null;
+    if (key) {
+      this.keyHex = crypto.randomBytes(32).toString('hex');
+      this.keyFile = path.join(this.root, 'cluster.key');
+      await fsp.writeFile(this.keyFile, `${this.keyHex}\n`, { mode: 0o600 });
+      // A keyed cluster's admin API needs a token; tests that bring their
+      // own (--admin-token in args) keep theirs.
+      if (token && !args.includes('--admin-token')) {
+        this.adminToken = crypto.randomBytes(16).toString('hex');
+        this.tokenFile = path.join(this.root, 'admin.token');
+        await fsp.writeFile(this.tokenFile, `${this.adminToken}\n`, { mode: 0o600 });
+      }
+    }
     const ports = await freePorts(this.size * 2);
     this.httpPorts = ports.slice(0, this.size);
     this.raftPorts = ports.slice(this.size);
     this.bootstrap = this.ids.map((id) => `${id}=127.0.0.1:${this.raftPorts[id - 1]}`).join(',');
     const common = ['--bootstrap', this.bootstrap];
+    if (this.keyFile) common.push('--cluster-key-file', this.keyFile);
+    if (this.tokenFile) common.push('--admin-token-file', this.tokenFile);
+    if (this.adminToken) {
+      for (const p of this.httpPorts) adminTokens.set(`http://127.0.0.1:${p}`, this.adminToken);
+    }
     if (electionTimeoutMs != null) common.push('--election-timeout', String(electionTimeoutMs));
     if (heartbeatMs != null) common.push('--heartbeat', String(heartbeatMs));
     common.push(...args);

@@ -57,6 +57,14 @@ export function hasFlag(flag) {
   return new RegExp(`(^|[^-\\w])${flag.replace(/[-]/g, '\\-')}(?![-\\w])`).test(driftdHelp());
 }
 
+// Admin tokens of the nodes started with a generated one (lib/cluster.mjs),
+// by base URL: driftctl runs and admin calls of the tests pick them up.
+export const adminTokens = new Map();
+export function adminHeaders(base) {
+  const t = adminTokens.get(base);
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Poll fn() until it returns a truthy value; return it. Throws after timeoutMs.
