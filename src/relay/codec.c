@@ -4,10 +4,10 @@
  * Decoding: the format-specific converter (codec_json.c, codec_cbor.c,
  * codec_msgpack.c) turns a frame into one canonical msgpack frame, depth
  * bounded and validated; parse_frame() then walks that frame once with the
- * token reader and copies key, value and nonce out of it. So the schema rules
- * (docs/protocol.md "Client to server", the reference server's types) live
- * in one place for every format, and a value's canonical bytes are exactly a
- * byte range of the frame.
+ * token reader and copies key, value and nonce (an integer) out of it. So
+ * the schema rules (docs/protocol.md "Client to server", the reference
+ * server's types) live in one place for every format, and a value's
+ * canonical bytes are exactly a byte range of the frame.
  *
  * Encoding: struct enc writes the fixed message shapes of docs/protocol.md
  * ("Server to client") in the connection's format, field by field, straight
