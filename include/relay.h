@@ -304,8 +304,10 @@ struct relay_msg {
     /* get: seq absent -> has_seq true, seq 0; "seq": null -> has_seq false */
     bool has_seq;
     uint64_t seq;
-    uint8_t *nonce;           /* ping: canonical msgpack of the nonce, or NULL */
-    size_t nonce_len;
+    /* ping: nonce is an optional unsigned 64-bit integer; missing or null
+     * -> has_nonce false */
+    bool has_nonce;
+    uint64_t nonce;
 };
 
 /*
@@ -336,9 +338,10 @@ int relay_enc_init(enum relay_fmt fmt, size_t headroom, const char *key,
 int relay_enc_stream_size(enum relay_fmt fmt, size_t headroom,
                           const char *key, size_t key_len, uint64_t size,
                           uint8_t **out, size_t *len);
-/* nonce: canonical msgpack or NULL for "no nonce". */
-int relay_enc_pong(enum relay_fmt fmt, size_t headroom, const uint8_t *nonce,
-                   size_t nonce_len, uint8_t **out, size_t *len);
+/* The nonce field is always present, as in the reference: the integer when
+ * has_nonce, else null. */
+int relay_enc_pong(enum relay_fmt fmt, size_t headroom, bool has_nonce,
+                   uint64_t nonce, uint8_t **out, size_t *len);
 int relay_enc_error(enum relay_fmt fmt, size_t headroom, const char *message,
                     uint8_t **out, size_t *len);
 

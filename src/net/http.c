@@ -443,7 +443,7 @@ static void send_ping(struct net_conn *c, const struct relay_msg *m)
 {
     uint8_t *buf;
     size_t len;
-    int rv = relay_enc_pong(RELAY_FMT_JSON, LWS_PRE, m->nonce, m->nonce_len,
+    int rv = relay_enc_pong(RELAY_FMT_JSON, LWS_PRE, m->has_nonce, m->nonce,
                             &buf, &len);
 
     if (rv != RELAY_OK) {

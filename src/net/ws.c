@@ -581,7 +581,7 @@ static void do_ping(struct net_conn *c, const struct relay_msg *m)
     uint8_t *buf = NULL;
     size_t len = 0;
     int rv =
-        relay_enc_pong(c->fmt_out, LWS_PRE, m->nonce, m->nonce_len, &buf, &len);
+        relay_enc_pong(c->fmt_out, LWS_PRE, m->has_nonce, m->nonce, &buf, &len);
 
     send_buf(c, rv, buf, len);
 }

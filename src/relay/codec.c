@@ -4,11 +4,12 @@
  * Decoding: the format-specific converter (codec_json.c, codec_cbor.c,
  * codec_msgpack.c) turns a frame into one canonical msgpack frame, depth
  * bounded and validated; parse_frame() then walks that frame once with the
- * token reader and copies key, value and nonce out of it. So the schema rules
- * (PROTOCOL.md "Client to server") live in one place for every format, and
- * a value's canonical bytes are exactly a byte range of the frame.
+ * token reader and copies key, value and nonce (an integer) out of it. So
+ * the schema rules (docs/protocol.md "Client to server", the reference
+ * server's types) live in one place for every format, and a value's
+ * canonical bytes are exactly a byte range of the frame.
  *
- * Encoding: struct enc writes the fixed message shapes of PROTOCOL.md
+ * Encoding: struct enc writes the fixed message shapes of docs/protocol.md
  * ("Server to client") in the connection's format, field by field, straight
  * into one growable buffer that starts with the caller's headroom; values are
  * converted by a direct walk of their canonical bytes (or copied, for
@@ -192,8 +193,9 @@ static bool tok_is(const struct relay__mp_tok *t, const char *s)
 }
 
 /*
- * A seq must be a non-negative integer. JSON and JS numbers do not tell 5
- * from 5.0, so an integral float is taken too; 5.5, -1 and 2^64 are not.
+ * A seq or a nonce must be a non-negative integer (the reference's u64). JSON
+ * and JS numbers do not tell 5 from 5.0, so an integral float is taken too;
+ * 5.5, -1 and 2^64 are not.
  */
 static bool tok_to_seq(const struct relay__mp_tok *t, uint64_t *out)
 {
@@ -382,11 +384,10 @@ static int parse_push(const uint8_t *f, size_t len, const struct field *fl,
         fl[F_KEY].tok.kind != RELAY__MP_BIN)
         return relay__err(err, errlen, RELAY_EINVAL,
                           "push: key must be a string");
+    /* Any value, null included (the reference's value is any CBOR value);
+     * only a push without the field is refused. */
     if (!fl[F_VALUE].present)
         return relay__err(err, errlen, RELAY_EINVAL, "push: missing value");
-    if (fl[F_VALUE].tok.kind == RELAY__MP_NIL)
-        return relay__err(err, errlen, RELAY_EINVAL,
-                          "push: value must not be null");
     rc = parse_action(f, len, &fl[F_ACTION], m, err, errlen);
     if (rc != RELAY_OK)
         return rc;
@@ -417,6 +418,21 @@ static int parse_get(const struct field *fl, struct relay_msg *m, char *err,
     return take_key("get", &fl[F_KEY], m, err, errlen);
 }
 
+/* The reference's nonce is Option<u64>: missing and null (CBOR undefined
+ * too) are None, any other non-integer makes the message ill-typed. */
+static int parse_ping(const struct field *nonce, struct relay_msg *m, char *err,
+                      size_t errlen)
+{
+    m->type = RELAY_MSG_PING;
+    if (!nonce->present || nonce->tok.kind == RELAY__MP_NIL)
+        return RELAY_OK;
+    if (!tok_to_seq(&nonce->tok, &m->nonce))
+        return relay__err(err, errlen, RELAY_EINVAL,
+                          "ping: nonce must be a non-negative integer or null");
+    m->has_nonce = true;
+    return RELAY_OK;
+}
+
 static int parse_frame(const uint8_t *f, size_t len, size_t max_value_len,
                        struct relay_msg *m, char *err, size_t errlen)
 {
@@ -444,13 +460,8 @@ static int parse_frame(const uint8_t *f, size_t len, size_t max_value_len,
         return parse_push(f, len, fl, max_value_len, m, err, errlen);
     if (tok_is(type, "get"))
         return parse_get(fl, m, err, errlen);
-    if (tok_is(type, "ping")) {
-        m->type = RELAY_MSG_PING;
-        if (!fl[F_NONCE].present)
-            return RELAY_OK;
-        return take_bytes("nonce", f, &fl[F_NONCE], max_value_len, &m->nonce,
-                          &m->nonce_len, err, errlen);
-    }
+    if (tok_is(type, "ping"))
+        return parse_ping(&fl[F_NONCE], m, err, errlen);
     quote(q, sizeof(q), type->ptr, type->n);
     return relay__err(err, errlen, RELAY_EINVAL, "unknown message type '%s'",
                       q);
@@ -502,7 +513,6 @@ void relay_msg_free(struct relay_msg *m)
         return;
     free(m->key);
     free(m->value);
-    free(m->nonce);
     memset(m, 0, sizeof(*m));
 }
 
@@ -733,23 +743,26 @@ int relay_enc_stream_size(enum relay_fmt fmt, size_t headroom, const char *key,
     return enc_finish(&e, RELAY_OK, out, len);
 }
 
-int relay_enc_pong(enum relay_fmt fmt, size_t headroom, const uint8_t *nonce,
-                   size_t nonce_len, uint8_t **out, size_t *len)
+int relay_enc_pong(enum relay_fmt fmt, size_t headroom, bool has_nonce,
+                   uint64_t nonce, uint8_t **out, size_t *len)
 {
+    static const uint8_t nil = 0xc0; /* canonical msgpack null */
     struct enc e;
     int rc;
 
     *out = NULL;
     *len = 0;
-    rc = enc_begin(&e, fmt, headroom, add_sat(nonce_len, nonce_len / 2 + 32));
+    rc = enc_begin(&e, fmt, headroom, 64);
     if (rc != RELAY_OK)
         return rc;
-    enc_type(&e, nonce != NULL ? 2 : 1, "pong");
-    if (nonce != NULL) {
-        enc_sep(&e);
-        enc_name(&e, "nonce");
-        rc = enc_value(&e, nonce, nonce_len);
-    }
+    /* The reference serialises its Option<u64> as null when absent. */
+    enc_type(&e, 2, "pong");
+    enc_sep(&e);
+    enc_name(&e, "nonce");
+    if (has_nonce)
+        enc_uint(&e, nonce);
+    else
+        rc = enc_value(&e, &nil, 1);
     enc_close(&e, '}');
     return enc_finish(&e, rc, out, len);
 }

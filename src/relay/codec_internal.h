@@ -4,7 +4,7 @@
  * Every client format converts into one canonical form, msgpack, and back:
  *   decode: JSON | CBOR | msgpack frame -> canonical msgpack frame (depth
  *           bounded, validated) -> schema walk in codec.c -> struct relay_msg
- *           whose value/nonce are byte ranges copied out of that frame.
+ *           whose value is a byte range copied out of that frame.
  *   encode: canonical msgpack value -> direct token walk -> JSON text / CBOR
  *           bytes (no intermediate trees), or a validated copy for msgpack.
  *

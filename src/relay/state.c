@@ -742,12 +742,6 @@ static int apply_push(struct relay_state *s, const struct relay_cmd *cmd,
         eff->status = RELAY_ETOOBIG;
         return RELAY_OK;
     }
-    if (cmd->action == RELAY_ACT_RELAY) {
-        eff->broadcast = true;
-        eff->seq = ++r->last_seq;
-        r->last_ms = now_ms;
-        return RELAY_OK;
-    }
     if (cmd->action == RELAY_ACT_COMPACT &&
         (cmd->compact_seq == 0 || cmd->compact_seq > r->last_seq)) {
         eff->status = RELAY_ESEQ;
@@ -756,6 +750,16 @@ static int apply_push(struct relay_state *s, const struct relay_cmd *cmd,
 
     h = hash_bytes(cmd->key, cmd->key_len, HASH_SEED);
     st = room_find_key(r, cmd->key, cmd->key_len, h);
+    if (cmd->action == RELAY_ACT_RELAY) {
+        /* Retains nothing, creates no stream; the sender still hears the
+         * key's retained length, as after any push in the reference. */
+        eff->broadcast = true;
+        eff->seq = ++r->last_seq;
+        r->last_ms = now_ms;
+        if (st != NULL)
+            set_stream_size(st, eff);
+        return RELAY_OK;
+    }
     /* What the room's retained bytes become, to refuse before touching. */
     base = st != NULL ? st->bytes : cmd->key_len;
     switch (cmd->action) {

@@ -27,7 +27,6 @@ const WS_CASES = [
   ['push: key is a number', 'json', { text: '{"type":"push","key":5,"value":1,"action":{"type":"append"}}' }],
   ['push: key missing', 'json', { text: '{"type":"push","value":1,"action":{"type":"append"}}' }],
   ['push: value missing', 'json', { text: '{"type":"push","key":"k","action":{"type":"append"}}' }],
-  ['push: value null', 'json', { text: '{"type":"push","key":"k","value":null,"action":{"type":"append"}}' }],
   ['push: action missing', 'json', { text: '{"type":"push","key":"k","value":1}' }],
   ['push: action is a string', 'json', { text: '{"type":"push","key":"k","value":1,"action":"append"}' }],
   ['push: action type unknown', 'json', { text: '{"type":"push","key":"k","value":1,"action":{"type":"explode"}}' }],
@@ -40,6 +39,9 @@ const WS_CASES = [
   ['get: seq is a string', 'json', { text: '{"type":"get","key":"k","seq":"abc"}' }],
   ['get: seq is negative', 'json', { text: '{"type":"get","key":"k","seq":-5}' }],
   ['get: seq is a float', 'json', { text: '{"type":"get","key":"k","seq":1.5}' }],
+  ['ping: nonce is a string', 'json', { text: '{"type":"ping","nonce":"abc"}' }],
+  ['ping: nonce is negative', 'json', { text: '{"type":"ping","nonce":-1}' }],
+  ['ping: nonce is fractional', 'json', { text: '{"type":"ping","nonce":1.5}' }],
   [`JSON nesting bomb (${DEPTH_BOMB} arrays)`, 'json', {
     text: `{"type":"push","key":"k","value":${'['.repeat(DEPTH_BOMB)}${']'.repeat(DEPTH_BOMB)},"action":{"type":"append"}}`,
   }],
@@ -52,7 +54,7 @@ const WS_CASES = [
   ['CBOR: trailing garbage after the message', 'cbor', { binary: Buffer.concat([cbor.encode(validPush), Buffer.from([0x01, 0x02])]) }],
   ['CBOR: an integer instead of a map', 'cbor', { binary: cbor.encode(12) }],
   ['CBOR: type is a number', 'cbor', { binary: cbor.encode({ type: 5 }) }],
-  ['CBOR: value null', 'cbor', { binary: cbor.encode({ type: 'push', key: 'k', value: null, action: { type: 'append' } }) }],
+  ['CBOR: nonce is a string', 'cbor', { binary: cbor.encode({ type: 'ping', nonce: 'abc' }) }],
   ['CBOR: indefinite-length map never closed', 'cbor', { binary: Buffer.from([0xbf, 0x64, 0x74, 0x79, 0x70, 0x65]) }],
   ['CBOR: byte string length beyond the frame', 'cbor', { binary: Buffer.from([0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00]) }],
   ['CBOR: array count 2^64-1 in a tiny frame', 'cbor', { binary: Buffer.from([0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]) }],
@@ -70,7 +72,7 @@ const WS_CASES = [
   ['msgpack: str32 length beyond the frame', 'msgpack', { binary: Buffer.from([0xdb, 0xff, 0xff, 0xff, 0xff, 0x61]) }],
   ['msgpack: array32 count 2^32-1 in a tiny frame', 'msgpack', { binary: Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff]) }],
   ['msgpack: type is a number', 'msgpack', { binary: msgpack.encode({ type: 5 }) }],
-  ['msgpack: value nil', 'msgpack', { binary: msgpack.encode({ type: 'push', key: 'k', value: null, action: { type: 'append' } }) }],
+  ['msgpack: nonce is a string', 'msgpack', { binary: msgpack.encode({ type: 'ping', nonce: 'abc' }) }],
   [`msgpack nesting bomb (${DEPTH_BOMB} arrays)`, 'msgpack', {
     binary: Buffer.concat([
       Buffer.from([0x84]),
@@ -89,11 +91,11 @@ const HTTP_CASES = [
   ['type is a number', '{"type":5}'],
   ['unknown type', '{"type":"subscribe","key":"k"}'],
   ['push: key a number', '{"type":"push","key":5,"value":1,"action":{"type":"append"}}'],
-  ['push: value null', '{"type":"push","key":"k","value":null,"action":{"type":"append"}}'],
   ['push: value missing', '{"type":"push","key":"k","action":{"type":"append"}}'],
   ['push: action a string', '{"type":"push","key":"k","value":1,"action":"append"}'],
   ['push: action type unknown', '{"type":"push","key":"k","value":1,"action":{"type":"explode"}}'],
   ['get: seq a string', '{"type":"get","key":"k","seq":"x"}'],
+  ['ping: nonce a string', '{"type":"ping","nonce":"abc"}'],
   [`nesting bomb (${DEPTH_BOMB} arrays)`, `{"type":"push","key":"k","value":${'['.repeat(DEPTH_BOMB)}${']'.repeat(DEPTH_BOMB)},"action":{"type":"append"}}`],
 ];
 

@@ -294,6 +294,19 @@ static void test_push_every_format(void **state)
         assert_int_equal(m.value[0], 55);
         relay_msg_free(&m);
 
+        /* null is a value like any other (msgpack nil) */
+        assert_int_equal(
+            decode_as(f,
+                      "{\"type\":\"push\",\"key\":\"n\",\"value\":null,"
+                      "\"action\":{\"type\":\"append\"}}",
+                      0, &m, err),
+            RELAY_OK);
+        assert_int_equal(m.type, RELAY_MSG_PUSH);
+        assert_int_equal(m.action, RELAY_ACT_APPEND);
+        assert_int_equal(m.value_len, 1);
+        assert_int_equal(m.value[0], 0xc0);
+        relay_msg_free(&m);
+
         static const struct {
             const char *json;
             enum relay_action act;
@@ -368,34 +381,34 @@ static void test_get_and_ping_every_format(void **state)
         assert_int_equal(decode_as(f, "{\"type\":\"ping\"}", 0, &m, err),
                          RELAY_OK);
         assert_int_equal(m.type, RELAY_MSG_PING);
-        assert_null(m.nonce);
+        assert_false(m.has_nonce);
         relay_msg_free(&m);
 
-        assert_int_equal(
-            decode_as(f, "{\"type\":\"ping\",\"nonce\":7}", 0, &m, err),
-            RELAY_OK);
-        assert_int_equal(m.nonce_len, 1);
-        assert_int_equal(m.nonce[0], 7);
-        relay_msg_free(&m);
-
-        assert_int_equal(decode_as(f,
-                                   "{\"type\":\"ping\",\"nonce\":{\"a\":[1,"
-                                   "\"x\"]},\"key\":5}",
-                                   0, &m, err),
-                         RELAY_OK);
-        {
-            char *s = json_of(m.nonce, m.nonce_len);
-
-            assert_string_equal(s, "{\"a\":[1,\"x\"]}");
-            free(s);
+        /* nonce: an optional u64 (integral floats taken, as for seq) */
+        static const struct {
+            const char *json;
+            uint64_t nonce;
+        } nonces[] = {
+            {"{\"type\":\"ping\",\"nonce\":7}", 7},
+            {"{\"type\":\"ping\",\"nonce\":0}", 0},
+            {"{\"nonce\":7.0,\"type\":\"ping\",\"key\":5}", 7},
+            {"{\"type\":\"ping\",\"nonce\":9223372036854775807}",
+             9223372036854775807ull},
+        };
+        for (size_t i = 0; i < sizeof(nonces) / sizeof(nonces[0]); i++) {
+            assert_int_equal(decode_as(f, nonces[i].json, 0, &m, err),
+                             RELAY_OK);
+            assert_int_equal(m.type, RELAY_MSG_PING);
+            assert_true(m.has_nonce);
+            assert_true(m.nonce == nonces[i].nonce);
+            relay_msg_free(&m);
         }
-        relay_msg_free(&m);
 
         assert_int_equal(
             decode_as(f, "{\"type\":\"ping\",\"nonce\":null}", 0, &m, err),
             RELAY_OK);
-        assert_non_null(m.nonce);
-        assert_int_equal(m.nonce[0], 0xc0);
+        assert_int_equal(m.type, RELAY_MSG_PING);
+        assert_false(m.has_nonce);
         relay_msg_free(&m);
     }
 }
@@ -422,9 +435,6 @@ static const struct bad_case {
      RELAY_EINVAL, "push: key must be a string"},
     {"{\"type\":\"push\",\"key\":\"k\",\"action\":{\"type\":\"relay\"}}",
      RELAY_EINVAL, "push: missing value"},
-    {"{\"type\":\"push\",\"key\":\"k\",\"value\":null,\"action\":{\"type\":"
-     "\"relay\"}}",
-     RELAY_EINVAL, "push: value must not be null"},
     {"{\"type\":\"push\",\"key\":\"k\",\"value\":1}", RELAY_EINVAL,
      "push requires action"},
     {"{\"type\":\"push\",\"key\":\"k\",\"value\":1,\"action\":\"append\"}",
@@ -462,6 +472,20 @@ static const struct bad_case {
      "get: seq must be a non-negative integer or null"},
     {"{\"type\":\"get\",\"key\":\"k\",\"seq\":true}", RELAY_EINVAL,
      "get: seq must be a non-negative integer or null"},
+    {"{\"type\":\"ping\",\"nonce\":\"abc\"}", RELAY_EINVAL,
+     "ping: nonce must be a non-negative integer or null"},
+    {"{\"type\":\"ping\",\"nonce\":-1}", RELAY_EINVAL,
+     "ping: nonce must be a non-negative integer or null"},
+    {"{\"type\":\"ping\",\"nonce\":1.5}", RELAY_EINVAL,
+     "ping: nonce must be a non-negative integer or null"},
+    {"{\"type\":\"ping\",\"nonce\":1e30}", RELAY_EINVAL,
+     "ping: nonce must be a non-negative integer or null"},
+    {"{\"type\":\"ping\",\"nonce\":[1]}", RELAY_EINVAL,
+     "ping: nonce must be a non-negative integer or null"},
+    {"{\"type\":\"ping\",\"nonce\":{\"a\":1}}", RELAY_EINVAL,
+     "ping: nonce must be a non-negative integer or null"},
+    {"{\"type\":\"ping\",\"nonce\":true}", RELAY_EINVAL,
+     "ping: nonce must be a non-negative integer or null"},
     {"[1,2]", RELAY_EINVAL, "message must be an object"},
 };
 
@@ -481,7 +505,7 @@ static void test_schema_errors_every_format(void **state)
             /* out is zeroed on failure and free is safe */
             assert_null(m.key);
             assert_null(m.value);
-            assert_null(m.nonce);
+            assert_false(m.has_nonce);
             relay_msg_free(&m);
         }
         /* Non-map top-level items. */
@@ -560,6 +584,22 @@ static void test_json_specific(void **state)
         assert_memory_equal(m.key, "a\0b", 4);
         relay_msg_free(&m);
     }
+    /* The nonce's range is u64's: 2^64-1 is one, 2^64 is not. */
+    {
+        const char *max = "{\"type\":\"ping\",\"nonce\":18446744073709551615}";
+        const char *over = "{\"type\":\"ping\",\"nonce\":18446744073709551616}";
+
+        assert_int_equal(relay_msg_decode(RELAY_FMT_JSON, (const uint8_t *)max,
+                                          strlen(max), 0, &m, err, ERRLEN),
+                         RELAY_OK);
+        assert_true(m.has_nonce && m.nonce == UINT64_MAX);
+        relay_msg_free(&m);
+        assert_int_equal(relay_msg_decode(RELAY_FMT_JSON, (const uint8_t *)over,
+                                          strlen(over), 0, &m, err, ERRLEN),
+                         RELAY_EINVAL);
+        assert_string_equal(
+            err, "ping: nonce must be a non-negative integer or null");
+    }
     /* An unknown format. */
     assert_int_equal(relay_msg_decode((enum relay_fmt)7, (const uint8_t *)"{}",
                                       2, 0, &m, err, ERRLEN),
@@ -608,10 +648,14 @@ static void test_value_limit(void **state)
         assert_int_equal(decode_as(f, push, 6, &m, err), RELAY_OK);
         assert_int_equal(m.value_len, 6);
         relay_msg_free(&m);
-        assert_int_equal(
-            decode_as(f, "{\"type\":\"ping\",\"nonce\":[1,2,3]}", 3, &m, err),
-            RELAY_ETOOBIG);
-        assert_string_equal(err, "nonce is 4 bytes, limit 3");
+        /* A nonce is an integer, not a value: the value limit does not
+         * apply to it. */
+        assert_int_equal(decode_as(f,
+                                   "{\"type\":\"ping\",\"nonce\":4294967296}",
+                                   3, &m, err),
+                         RELAY_OK);
+        assert_true(m.has_nonce);
+        relay_msg_free(&m);
     }
 }
 
@@ -646,7 +690,7 @@ static void test_encode_shapes(void **state)
             "{\"type\":\"init\",\"key\":\"k\",\"data\":[]}",
             "{\"type\":\"stream_size\",\"key\":\"counter\",\"size\":3}",
             "{\"type\":\"pong\",\"nonce\":7}",
-            "{\"type\":\"pong\"}",
+            "{\"type\":\"pong\",\"nonce\":null}",
             "{\"type\":\"error\",\"message\":\"bad \\\"x\\\"\\n\"}",
         },
         {
@@ -659,7 +703,7 @@ static void test_encode_shapes(void **state)
             "a364747970656b73747265616d5f73697a65636b657967636f756e746572"
             "6473697a6503",
             "a2647479706564706f6e67656e6f6e636507",
-            "a1647479706564706f6e67",
+            "a2647479706564706f6e67656e6f6e6365f6",
             "a26474797065656572726f72676d6573736167656862616420227822 0a",
         },
         {
@@ -671,7 +715,7 @@ static void test_encode_shapes(void **state)
             "83a474797065ab73747265616d5f73697a65a36b6579a7636f756e746572"
             "a473697a6503",
             "82a474797065a4706f6e67a56e6f6e636507",
-            "81a474797065a4706f6e67",
+            "82a474797065a4706f6e67a56e6f6e6365c0",
             "82a474797065a56572726f72a76d657373616765a8626164202278220a",
         },
     };
@@ -695,10 +739,9 @@ static void test_encode_shapes(void **state)
             rc =
                 relay_enc_stream_size(f, headroom, "counter", 7, 3, &out, &len);
             check_enc(rc, out, len, headroom, f, want[f].ss);
-            rc = relay_enc_pong(f, headroom, (const uint8_t *)"\x07", 1, &out,
-                                &len);
+            rc = relay_enc_pong(f, headroom, true, 7, &out, &len);
             check_enc(rc, out, len, headroom, f, want[f].pong);
-            rc = relay_enc_pong(f, headroom, NULL, 0, &out, &len);
+            rc = relay_enc_pong(f, headroom, false, 0, &out, &len);
             check_enc(rc, out, len, headroom, f, want[f].pong0);
             rc = relay_enc_error(f, headroom, "bad \"x\"\n", &out, &len);
             check_enc(rc, out, len, headroom, f, want[f].error);
@@ -779,8 +822,6 @@ static void test_encode_keys_and_text(void **state)
             assert_int_equal(
                 relay_enc_push(f, 8, "k", 1, NULL, 0, 1, &out, &len),
                 RELAY_EINVAL);
-            assert_int_equal(relay_enc_pong(f, 0, bad, sizeof(bad), &out, &len),
-                             RELAY_EINVAL);
         }
         assert_int_equal(relay_enc_error((enum relay_fmt)9, 0, "x", &out, &len),
                          RELAY_EINVAL);
@@ -1197,15 +1238,18 @@ static void test_node_cbor_frames(void **state)
         relay_msg_decode(RELAY_FMT_CBOR, f.p, f.n, 0, &m, err, ERRLEN),
         RELAY_OK);
     assert_int_equal(m.type, RELAY_MSG_PING);
-    assert_hex(m.nonce, m.nonce_len, "07");
+    assert_true(m.has_nonce && m.nonce == 7);
     relay_msg_free(&m);
 
+    /* undefined is null, a value like any other */
     f.n = 0;
     vhex(&f, frames[4]);
     assert_int_equal(
         relay_msg_decode(RELAY_FMT_CBOR, f.p, f.n, 0, &m, err, ERRLEN),
-        RELAY_EINVAL);
-    assert_string_equal(err, "push: value must not be null");
+        RELAY_OK);
+    assert_int_equal(m.action, RELAY_ACT_RELAY);
+    assert_hex(m.value, m.value_len, "c0");
+    relay_msg_free(&m);
     free(f.p);
 }
 
@@ -1574,7 +1618,7 @@ static void check_decoded(const struct relay_msg *m, uint64_t *rng)
                                        &out, &len);
         } else {
             rc =
-                relay_enc_pong(f, headroom, m->nonce, m->nonce_len, &out, &len);
+                relay_enc_pong(f, headroom, m->has_nonce, m->nonce, &out, &len);
         }
         assert_int_equal(rc, RELAY_OK);
         free(out);
@@ -1641,7 +1685,10 @@ static void test_fuzz_decode(void **state)
         "\"action\":{\"type\":\"compact\",\"seq\":12}}",
         "{\"type\":\"get\",\"key\":\"k\",\"seq\":5}",
         "{\"type\":\"get\",\"key\":\"k\",\"seq\":null}",
-        "{\"type\":\"ping\",\"nonce\":[1,\"two\",{\"3\":4.5}]}",
+        "{\"type\":\"ping\",\"nonce\":4294967296,"
+        "\"x\":[1,\"two\",{\"3\":4.5}]}",
+        "{\"type\":\"push\",\"key\":\"n\",\"value\":null,"
+        "\"action\":{\"type\":\"relay\"}}",
     };
     static const char *const cbor_extra[] = {
         /* indefinite items, tags, half floats, bytes, bignums */

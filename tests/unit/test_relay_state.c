@@ -1192,8 +1192,9 @@ static void test_relay_not_retained(void **state)
     APPEND(s, "r", "k", 2);
     bytes = info_of(s, "r").bytes;
     e = RELAY(s, "r", "k", 3);
-    /* broadcast with a seq, no stream_size although 2 entries are kept */
-    EXPECT_BCAST(e, 3, 0);
+    /* broadcast with a seq; the sender hears the 2 entries still kept, as
+     * after any push in the reference */
+    EXPECT_BCAST(e, 3, 2);
     EXPECT_STREAM(s, "r", "k", {1, 1}, {2, 2});
     ri = info_of(s, "r");
     assert_int_equal(ri.entries, 2);
@@ -1264,7 +1265,7 @@ static void test_stream_size(void **state)
     e = REPLACE(s, "r", "k", 22);
     EXPECT_BCAST(e, 22, 1);
     e = RELAY(s, "r", "k", 23);
-    EXPECT_BCAST(e, 23, 0);
+    EXPECT_BCAST(e, 23, 1);         /* one entry: no stream_size */
     e = COMPACT(s, "r", "k", 5, 0); /* older than the one entry: 2 */
     EXPECT_COMPACT(e, 5, 2);
     relay_state_destroy(s);
@@ -1965,7 +1966,7 @@ static void test_limit_room_bytes(void **state)
     assert_true(info_of(s, "r").bytes <= 100);
     /* relay retains nothing, so a full room still relays */
     e = PUSHBIN(s, "r", "k", RELAY_ACT_RELAY, 0, 90);
-    EXPECT_BCAST(e, 4, 0);
+    EXPECT_BCAST(e, 4, 2); /* k keeps its 2 entries */
     /* replace frees the old entries before counting */
     e = PUSHBIN(s, "r", "k", RELAY_ACT_REPLACE, 0, 40); /* 41 + 11 */
     EXPECT_BCAST(e, 5, 1);
@@ -2040,7 +2041,7 @@ static void test_refusals_take_no_seq(void **state)
     EXPECT_STATUS(APPEND(s, "none", "a", 1), RELAY_ENOROOM);
     assert_int_equal(last_seq(s, "r"), 2);
     e = RELAY(s, "r", "a", 1);
-    EXPECT_BCAST(e, 3, 0);
+    EXPECT_BCAST(e, 3, 2);
     e = REPLACE(s, "r", "a", 1);
     EXPECT_BCAST(e, 4, 1);
     relay_state_destroy(s);
@@ -2777,7 +2778,8 @@ static void test_model_random(void **state)
             }
             switch (act) {
             case RELAY_ACT_RELAY:
-                EXPECT_BCAST(e, mr->last + 1, 0);
+                /* stream_size reports what the key retains, if anything */
+                EXPECT_BCAST(e, mr->last + 1, k >= 0 ? mr->st[k].n : 0);
                 mr->last++;
                 if (k < 0)
                     mr->relayed_r = true;
@@ -3212,6 +3214,49 @@ static void test_snapshot_fuzz(void **state)
     relay_state_destroy(s);
 }
 
+/* null (msgpack nil) is a value like any other: retained, counted, read
+ * back and kept by a snapshot. */
+static void test_null_value(void **state)
+{
+    struct relay_state *s = mkstate(NULL);
+    struct relay_state *t = mkstate(NULL);
+    struct relay_cmd c = cmd_room(RELAY_CMD_CREATE_ROOM, "r", 1);
+    const uint8_t nil[] = {0xc0};
+    struct relay_cmd p = cmd_push("r", "k", 1, RELAY_ACT_APPEND, 0, nil, 1);
+    const struct relay_entry *ent;
+    struct relay_effects e;
+    uint8_t *buf;
+    size_t len, n;
+
+    (void)state;
+    e = apply_at(s, &c, 1, __FILE__, __LINE__);
+    EXPECT_STATUS(e, RELAY_OK);
+    e = apply_at(s, &p, 2, __FILE__, __LINE__);
+    EXPECT_BCAST(e, 1, 1);
+    e = apply_at(s, &p, 3, __FILE__, __LINE__);
+    EXPECT_BCAST(e, 2, 2);
+    p.action = RELAY_ACT_RELAY;
+    e = apply_at(s, &p, 4, __FILE__, __LINE__);
+    EXPECT_BCAST(e, 3, 2);
+    assert_int_equal(relay_stream_read(s, "r", 1, "k", 1, 0, &ent, &n),
+                     RELAY_OK);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ent[i].value_len, 1);
+        assert_int_equal(ent[i].value[0], 0xc0);
+    }
+    assert_int_equal(relay_state_snapshot(s, &buf, &len), RELAY_OK);
+    assert_int_equal(relay_state_restore(t, buf, len), RELAY_OK);
+    free(buf);
+    assert_int_equal(relay_stream_read(t, "r", 1, "k", 1, 1, &ent, &n),
+                     RELAY_OK);
+    assert_int_equal(n, 1);
+    assert_true(ent[0].seq == 2);
+    assert_int_equal(ent[0].value[0], 0xc0);
+    relay_state_destroy(t);
+    relay_state_destroy(s);
+}
+
 /* An expiry decided by the leader names the last activity it saw: the
  * delete applies only if the room was not used since. */
 static void test_delete_room_if_idle(void **state)
@@ -3276,6 +3321,7 @@ int main(void)
         cmocka_unit_test(test_room_id_length),
         cmocka_unit_test(test_seq_counter),
         cmocka_unit_test(test_relay_not_retained),
+        cmocka_unit_test(test_null_value),
         cmocka_unit_test(test_replace_and_append),
         cmocka_unit_test(test_stream_size),
         cmocka_unit_test(test_compact_basic),
