@@ -44,6 +44,14 @@ struct net_config {
      * the admin API is never open without a token while it is set. */
     bool has_cluster_key;
     uint8_t cluster_key[CONS_KEY_LEN];
+    /* TLS on the client port (https://, wss://): PEM certificate chain and
+     * key, read once by net_server_start; NULL: plain. A node with TLS
+     * also speaks TLS to the leader's port on its forward link, checking
+     * the leader's certificate against peer_ca (PEM bundle; NULL: the
+     * system's CAs). Borrowed: must stay valid until start returns. */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *peer_ca;
 };
 
 void net_config_default(struct net_config *cfg);

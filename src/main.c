@@ -61,6 +61,11 @@ static void usage(FILE *f)
 "Security:\n"
 "  --cluster-key-file PATH the cluster's shared key (driftctl keygen): raft\n"
 "                          and forward links prove they hold it\n"
+"  --tls-cert PATH, --tls-key PATH\n"
+"                          TLS on the client port (https://, wss://), PEM;\n"
+"                          forward links to the leader then use TLS too\n"
+"  --peer-ca PATH          CA bundle (PEM) other nodes' certificates must\n"
+"                          chain to (default: the system's CAs)\n"
 "  --insecure              allow non-loopback addresses without a cluster\n"
 "                          key (anyone who reaches the ports can then join\n"
 "                          the cluster, rewrite and read it)\n"
@@ -205,7 +210,8 @@ enum {
     OPT_MAX_OUT, OPT_MAX_ROOM_BYTES, OPT_MAX_ROOMS, OPT_MAX_QUEUE,
     OPT_QUEUE_TIMEOUT, OPT_ROOM_TTL, OPT_ELECTION, OPT_HEARTBEAT, OPT_SNAP_THRESHOLD,
     OPT_SNAP_TRAILING, OPT_SNAP_BYTES, OPT_MAX_BATCH, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
-    OPT_ADMIN_TOKEN_FILE, OPT_CLUSTER_KEY_FILE, OPT_INSECURE,
+    OPT_ADMIN_TOKEN_FILE, OPT_CLUSTER_KEY_FILE, OPT_INSECURE, OPT_TLS_CERT,
+    OPT_TLS_KEY, OPT_PEER_CA,
 };
 
 static const struct option long_opts[] = {
@@ -238,6 +244,9 @@ static const struct option long_opts[] = {
     {"admin-token-file", required_argument, NULL, OPT_ADMIN_TOKEN_FILE},
     {"cluster-key-file", required_argument, NULL, OPT_CLUSTER_KEY_FILE},
     {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"peer-ca", required_argument, NULL, OPT_PEER_CA},
     {NULL, 0, NULL, 0},
 };
 
@@ -421,6 +430,15 @@ static int parse_args(int argc, char **argv, struct options *o)
         case OPT_INSECURE:
             o->insecure = true;
             break;
+        case OPT_TLS_CERT:
+            o->net.tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            o->net.tls_key = optarg;
+            break;
+        case OPT_PEER_CA:
+            o->net.peer_ca = optarg;
+            break;
         case OPT_MAX_MESSAGE:
             if (parse_u64(optarg, 1024, 64u << 20, &v) != 0)
                 return bad_value(name, optarg, "want 1024..67108864");
@@ -536,6 +554,10 @@ static int parse_args(int argc, char **argv, struct options *o)
     o->cons.http_addr = o->http_addr;
     if (o->admin_token != NULL && (c = check_token(o->admin_token)) >= 0)
         return c;
+    if ((o->net.tls_cert == NULL) != (o->net.tls_key == NULL)) {
+        fprintf(stderr, "driftd: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
     if ((c = check_exposure(o)) >= 0)
         return c;
     if (o->bootstrap_given) {
@@ -607,9 +629,11 @@ int main(int argc, char **argv)
     LOG_INFO("event=ready id=%u http=%s:%d raft=%s data=%s", opts.cons.id,
              opts.http_host, opts.net.http_port, opts.raft_addr,
              opts.cons.data_dir);
-    LOG_INFO("event=security cluster_key=%s admin_token=%s insecure=%s",
+    LOG_INFO("event=security cluster_key=%s admin_token=%s tls=%s "
+             "insecure=%s",
              opts.cons.has_key ? "yes" : "no",
              opts.admin_token != NULL ? "yes" : "no",
+             opts.net.tls_cert != NULL ? "yes" : "no",
              opts.insecure ? "yes" : "no");
     if (!opts.cons.has_key && (opts.cons.n_bootstrap > 1 || opts.cons.join))
         LOG_WARN("event=no_cluster_key why=\"raft and forward links take "

@@ -48,6 +48,7 @@ struct ctl {
     char *server;      /* base URL, no trailing slash; owned */
     char scheme[16];   /* "http" or "https", for addresses from the cluster */
     const char *token; /* borrowed from argv / environment, or NULL */
+    const char *cacert; /* --cacert: PEM bundle for https://; NULL: system */
     bool json;         /* --json */
     void *curl;        /* CURL *, reused for keep-alive */
     void *headers;     /* struct curl_slist * */

@@ -62,6 +62,8 @@ static void usage(FILE *f)
 "  --token TOKEN  the nodes' --admin-token (default $DRIFTCTL_TOKEN)\n"
 "  --token-file PATH  the token from a file's first line (not visible in\n"
 "                 ps; default $DRIFTCTL_TOKEN_FILE)\n"
+"  --cacert PATH  CA bundle (PEM) for a node with --tls-cert (default\n"
+"                 $DRIFTCTL_CACERT, else the system's CAs)\n"
 "  --json         print JSON instead of tables\n"
 "  --force        remove / demote even if quorum would be at risk\n"
 "  --help, --version\n"
@@ -166,6 +168,7 @@ struct args {
     const char *server;
     const char *token;
     const char *token_file;
+    const char *cacert;
     bool json, standby, force;
     int npos;
     const char *pos[MAX_ARGS];
@@ -233,6 +236,10 @@ static int parse_args(int argc, char **argv, struct args *a)
                 return rv;
         } else if ((rv = opt_value(argc, argv, &i, "--token-file",
                                    &a->token_file)) != 1) {
+            if (rv != CTL_OK)
+                return rv;
+        } else if ((rv = opt_value(argc, argv, &i, "--cacert",
+                                   &a->cacert)) != 1) {
             if (rv != CTL_OK)
                 return rv;
         } else if (s[1] != '-' ||
@@ -442,7 +449,13 @@ int main(int argc, char **argv)
         ctl_fail("cannot initialise libcurl");
         return CTL_EFAIL;
     }
+    if (a.cacert == NULL) {
+        env = getenv("DRIFTCTL_CACERT");
+        if (env != NULL && env[0] != '\0')
+            a.cacert = env;
+    }
     rv = ctl_init(&c, a.server, a.token, a.json);
+    c.cacert = a.cacert;
     if (rv == CTL_OK)
         rv = run(&c, &a);
     ctl_close(&c);

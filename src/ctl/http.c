@@ -195,6 +195,8 @@ int ctl_request(struct ctl *c, const char *method, const char *url,
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     /* The token must not travel to another host behind a redirect. */
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    if (c->cacert != NULL)
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->cacert);
     if (post) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body != NULL ? body : "{}");

@@ -50,8 +50,8 @@
  * else closes the link with 1008.
  *
  * Not here: batching, retries and exactly-once (consensus/proposer.c), the
- * dispatch of lws callbacks and the close cascade (server.c). Not yet: TLS
- * between nodes.
+ * dispatch of lws callbacks and the close cascade (server.c). TLS: a node
+ * with --tls-cert connects with TLS, checked against --peer-ca.
  */
 #define LOG_MODULE "net"
 
@@ -327,6 +327,10 @@ static int link_connect(struct net_server *s)
     ci.local_protocol_name = NET_FWD_PROTOCOL;
     ci.ietf_version_or_minus_one = -1;
     ci.retry_and_idle_policy = &fwd_keepalive;
+    /* A TLS node's leader speaks TLS too (one cluster, one setting); its
+     * certificate must chain to --peer-ca and name its address. */
+    if (s->cfg.tls_cert != NULL)
+        ci.ssl_connection = LCCSCF_USE_SSL;
     /* lws stores the wsi here before it can call back about it, so the
      * callbacks recognise it even during this call. */
     ci.pwsi = &l->wsi;

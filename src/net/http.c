@@ -202,6 +202,10 @@ static void respond_room(struct net_conn *c)
     char *o = body, *end = body + sizeof(body);
     int n;
 
+    if (s->cfg.tls_cert != NULL) {
+        ws = "wss";
+        http = "https";
+    }
     if (s->public_url != NULL) {
         rest = strstr(s->public_url, "://");
         if (rest != NULL && rest - s->public_url == 5 &&

@@ -511,6 +511,8 @@ int net_server_start(struct net_server *s)
     loops[0] = s->loop;
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
                    LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+    if (s->cfg.tls_cert != NULL)
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.foreign_loops = loops; /* read during creation only */
     info.pcontext = &s->ctx;
     info.user = s;
@@ -535,14 +537,31 @@ int net_server_start(struct net_server *s)
     info.port = s->cfg.http_port;
     info.iface = s->cfg.http_host;
     info.vhost_name = "driftd";
+    if (s->cfg.tls_cert != NULL) {
+        /* One port, TLS only: a plain request gets no answer but a failed
+         * handshake (no downgrade). The client context of the same vhost
+         * carries our forward link to the leader. */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = s->cfg.tls_cert;
+        info.ssl_private_key_filepath = s->cfg.tls_key;
+        info.client_ssl_ca_filepath = s->cfg.peer_ca;
+        /* HTTP/1.1 only: our request handling (deferred answers, the
+         * WebSocket upgrade) is written for it, and lws would otherwise
+         * offer h2 through ALPN. */
+        info.alpn = "http/1.1";
+    }
     s->vhost = lws_create_vhost(s->ctx, &info);
     if (s->vhost == NULL) {
         set_err(s, "start: listen %s:%d: %s", s->cfg.http_host,
-                s->cfg.http_port, "cannot bind (address in use?)");
+                s->cfg.http_port,
+                s->cfg.tls_cert != NULL
+                    ? "cannot bind, or cannot load the TLS certificate/key"
+                    : "cannot bind (address in use?)");
         return NET_ELISTEN;
     }
-    LOG_INFO("event=listening http=%s:%d", s->cfg.http_host,
-             lws_get_vhost_listen_port(s->vhost));
+    LOG_INFO("event=listening http=%s:%d tls=%s", s->cfg.http_host,
+             lws_get_vhost_listen_port(s->vhost),
+             s->cfg.tls_cert != NULL ? "yes" : "no");
     net__fwd_start(s);
     return NET_OK;
 }

@@ -11,13 +11,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { before, after, afterEach, test } from 'node:test';
 import { createRequire } from 'node:module';
-import WebSocket from 'ws';
+import PlainWebSocket from 'ws';
 
 import * as msgpack from './msgpack.mjs';
 import * as cbor from './cbor.mjs';
@@ -25,6 +26,20 @@ import * as cbor from './cbor.mjs';
 const require = createRequire(import.meta.url);
 const driftdb = require('driftdb');
 export const { DbConnection, StateListener, Reducer, HttpConnection } = driftdb;
+
+// TLS tests trust their own CA: every https request and WebSocket of the
+// harness (and of the driftdb client, through the global) then uses it.
+let trustedCA = null;
+export function trustCA(pem) { trustedCA = pem; }
+class WebSocket extends PlainWebSocket {
+  constructor(url, protocols, options) {
+    if (protocols && typeof protocols === 'object' && !Array.isArray(protocols)) {
+      options = protocols;
+      protocols = undefined;
+    }
+    super(url, protocols, trustedCA ? { ca: trustedCA, ...(options ?? {}) } : options);
+  }
+}
 
 // The driftdb client expects browser globals.
 globalThis.WebSocket ??= WebSocket;
@@ -147,8 +162,9 @@ export class Driftd {
     return d;
   }
 
-  get base() { return `http://127.0.0.1:${this.httpPort}`; }
-  get wsBase() { return `ws://127.0.0.1:${this.httpPort}`; }
+  get tls() { return this.args.includes('--tls-cert'); }
+  get base() { return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.httpPort}`; }
+  get wsBase() { return `${this.tls ? 'wss' : 'ws'}://127.0.0.1:${this.httpPort}`; }
   get pid() { return this.proc?.pid; }
   get running() { return !!this.proc && this.exitInfo === null; }
 
@@ -314,7 +330,9 @@ export function httpRequest(url, { method = 'GET', headers = {}, body, timeoutMs
       payload = JSON.stringify(body);
       if (!Object.keys(hdrs).some((k) => k.toLowerCase() === 'content-type')) hdrs['Content-Type'] = 'application/json';
     }
-    const req = http.request(url, { method, headers: hdrs, agent: false }, (res) => {
+    const tls = String(url).startsWith('https:');
+    const opts = { method, headers: hdrs, agent: false, ...(tls && trustedCA ? { ca: trustedCA } : {}) };
+    const req = (tls ? https : http).request(url, opts, (res) => {
       const parts = [];
       res.on('data', (c) => parts.push(c));
       res.on('end', () => {

@@ -1,0 +1,109 @@
+// TLS on the client port (--tls-cert/--tls-key: https:// and wss:// only)
+// and on the forward links between nodes (checked against --peer-ca), with
+// certificates this test makes with the openssl command line: a CA and one
+// node certificate for 127.0.0.1. The real driftdb client connects over
+// wss:// to a follower and its writes reach the leader over a TLS link.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+import {
+  createRoom, httpRequest, httpSend, trustCA, dbConnect, recordDb, waitFor, StateListener, RawClient,
+} from './lib/harness.mjs';
+import { useCluster, waitRoomEverywhere, waitSameReplay } from './lib/cluster.mjs';
+
+const T = { timeout: 120000 };
+
+function openssl(args, cwd) {
+  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
+  if (r.error) throw new Error(`openssl ${args[0]}: ${r.error.message} (scripts/deps.sh installs openssl)`);
+  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
+}
+
+// A throwaway CA and a certificate for 127.0.0.1 signed by it; a second CA
+// that signed nothing, for the negative case.
+function makeCerts() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'driftd-tls-'));
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=driftd test CA'], dir);
+  openssl(['req', '-x509', ...ec, '-keyout', 'other.key', '-out', 'other.pem', '-days', '2', '-subj', '/CN=another CA'], dir);
+  openssl(['req', ...ec, '-keyout', 'node.key', '-out', 'node.csr', '-subj', '/CN=127.0.0.1'], dir);
+  fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  openssl(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+    '-out', 'node.pem', '-days', '2', '-extfile', 'ext'], dir);
+  for (const f of ['ca.key', 'other.key', 'node.key']) fs.chmodSync(path.join(dir, f), 0o600);
+  return { dir, ca: path.join(dir, 'ca.pem'), other: path.join(dir, 'other.pem'), cert: path.join(dir, 'node.pem'), key: path.join(dir, 'node.key') };
+}
+
+const certs = makeCerts();
+trustCA(fs.readFileSync(certs.ca));
+
+describe('TLS: client port and forward links', () => {
+  const ctx = useCluster({
+    size: 3, name: 'tls', args: ['--tls-cert', certs.cert, '--tls-key', certs.key, '--peer-ca', certs.ca],
+  });
+
+  test('every node speaks https and wss only, and room URLs say so', T, async () => {
+    const c = ctx.cluster;
+    await c.waitLeader();
+    for (const id of c.ids) {
+      assert.match(c.base(id), /^https:/);
+      assert.equal((await httpRequest(`${c.base(id)}/healthz`)).status, 200);
+      // Plain HTTP on the same port gets no HTTP answer.
+      await assert.rejects(httpRequest(`http://127.0.0.1:${c.httpPorts[id - 1]}/healthz`, { timeoutMs: 3000 }));
+    }
+    const r = await createRoom(c.base(1));
+    assert.match(r.socket_url, /^wss:\/\/127\.0\.0\.1:\d+\/room\/.+\/connect$/);
+    assert.match(r.http_url, /^https:\/\/127\.0\.0\.1:\d+\/room\/.+\/send$/);
+  });
+
+  test('the real driftdb client over wss:// on a follower; its writes reach the leader over a TLS link', T, async () => {
+    const c = ctx.cluster;
+    const leader = await c.waitLeader();
+    const [f1, f2] = c.ids.filter((id) => id !== leader);
+    const { room } = await createRoom(c.base(f1));
+    await waitRoomEverywhere(c, room);
+    const db1 = await dbConnect(c.socketUrl(f1, room));
+    const db2 = await dbConnect(c.socketUrl(f2, room), true);
+    const seen = [];
+    const msgs2 = recordDb(db2);
+    const s2 = new StateListener({ db: db2, key: 'state', callback: (v) => seen.push(v) });
+    s2.subscribe();
+    await waitFor(() => msgs2.some((m) => m.type === 'init'), 5000, 'init over wss');
+    const s1 = new StateListener({ db: db1, key: 'state', callback: () => {} });
+    s1.subscribe();
+    s1.setStateOptimistic({ over: 'tls', n: 1 });
+    await waitFor(() => seen.some((v) => v?.over === 'tls'), 10000, 'the state to cross the cluster');
+    const data = await waitSameReplay(c, room, 'state', { until: (d) => d.length === 1 });
+    assert.deepEqual(data[0].value.v, { over: 'tls', n: 1 }); // StateListener wraps it: {i, v}
+    s1.destroy();
+    s2.destroy();
+    assert.match(c.node(f1).output(), /event=fwd_link_connected leader=\d+ addr=127\.0\.0\.1:\d+/);
+  });
+
+  test('a follower that does not trust the leader\'s certificate cannot forward', T, async () => {
+    const c = ctx.cluster;
+    const leader = await c.waitLeader();
+    const victim = c.ids.find((id) => id !== leader);
+    const d = c.node(victim);
+    const saved = d.args;
+    await d.stopClean();
+    d.args = saved.map((a) => (a === certs.ca ? certs.other : a));
+    await d.launch();
+    const { room } = await createRoom(c.base(leader));
+    await waitRoomEverywhere(c, room);
+    const ws = await RawClient.connect(c.socketUrl(victim, room), { label: 'on the distrusting follower' });
+    const r = await httpSend(c.base(victim), room, { type: 'push', key: 'k', value: 1, action: { type: 'append' } }, { timeoutMs: 20000 });
+    assert.equal(r.status >= 500, true, `a push through it fails: ${r.status} ${r.text}`);
+    await waitFor(() => /event=fwd_link_failed leader=\d+ addr=\S+ why="connect: [^"]*SSL/.test(d.output()), 5000, 'the TLS failure in its log');
+    await ws.close();
+    await d.stopClean();
+    d.args = saved;
+    await d.launch();
+    const ok = await httpSend(c.base(victim), room, { type: 'push', key: 'k', value: 2, action: { type: 'append' } });
+    assert.equal(ok.status, 200, ok.text);
+  });
+});
