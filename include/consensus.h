@@ -111,6 +111,12 @@ struct cons_config {
      * stray bytes away from libraft, but anyone can pass it. */
     bool has_key;
     uint8_t key[CONS_KEY_LEN];
+    /* Mutual TLS on raft connections (tls.c): this node's certificate
+     * chain and key, and the CA bundle peers' certificates must chain to
+     * (PEM paths, read at start). peer_cert NULL: plain TCP. */
+    const char *peer_cert;
+    const char *peer_key;
+    const char *peer_ca;
 };
 
 void cons_config_default(struct cons_config *cfg);

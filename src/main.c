@@ -64,8 +64,12 @@ static void usage(FILE *f)
 "  --tls-cert PATH, --tls-key PATH\n"
 "                          TLS on the client port (https://, wss://), PEM;\n"
 "                          forward links to the leader then use TLS too\n"
+"  --peer-cert PATH, --peer-key PATH\n"
+"                          mutual TLS on raft links with this node's\n"
+"                          certificate (PEM); needs --peer-ca\n"
 "  --peer-ca PATH          CA bundle (PEM) other nodes' certificates must\n"
-"                          chain to (default: the system's CAs)\n"
+"                          chain to (raft links; forward links: default\n"
+"                          the system's CAs)\n"
 "  --insecure              allow non-loopback addresses without a cluster\n"
 "                          key (anyone who reaches the ports can then join\n"
 "                          the cluster, rewrite and read it)\n"
@@ -211,7 +215,7 @@ enum {
     OPT_QUEUE_TIMEOUT, OPT_ROOM_TTL, OPT_ELECTION, OPT_HEARTBEAT, OPT_SNAP_THRESHOLD,
     OPT_SNAP_TRAILING, OPT_SNAP_BYTES, OPT_MAX_BATCH, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
     OPT_ADMIN_TOKEN_FILE, OPT_CLUSTER_KEY_FILE, OPT_INSECURE, OPT_TLS_CERT,
-    OPT_TLS_KEY, OPT_PEER_CA,
+    OPT_TLS_KEY, OPT_PEER_CA, OPT_PEER_CERT, OPT_PEER_KEY,
 };
 
 static const struct option long_opts[] = {
@@ -247,6 +251,8 @@ static const struct option long_opts[] = {
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"peer-ca", required_argument, NULL, OPT_PEER_CA},
+    {"peer-cert", required_argument, NULL, OPT_PEER_CERT},
+    {"peer-key", required_argument, NULL, OPT_PEER_KEY},
     {NULL, 0, NULL, 0},
 };
 
@@ -438,6 +444,13 @@ static int parse_args(int argc, char **argv, struct options *o)
             break;
         case OPT_PEER_CA:
             o->net.peer_ca = optarg;
+            o->cons.peer_ca = optarg;
+            break;
+        case OPT_PEER_CERT:
+            o->cons.peer_cert = optarg;
+            break;
+        case OPT_PEER_KEY:
+            o->cons.peer_key = optarg;
             break;
         case OPT_MAX_MESSAGE:
             if (parse_u64(optarg, 1024, 64u << 20, &v) != 0)
@@ -558,6 +571,12 @@ static int parse_args(int argc, char **argv, struct options *o)
         fprintf(stderr, "driftd: --tls-cert and --tls-key go together\n");
         return 2;
     }
+    if ((o->cons.peer_cert == NULL) != (o->cons.peer_key == NULL) ||
+        (o->cons.peer_cert != NULL && o->cons.peer_ca == NULL)) {
+        fprintf(stderr, "driftd: --peer-cert, --peer-key and --peer-ca go "
+                        "together\n");
+        return 2;
+    }
     if ((c = check_exposure(o)) >= 0)
         return c;
     if (o->bootstrap_given) {
@@ -630,10 +649,11 @@ int main(int argc, char **argv)
              opts.http_host, opts.net.http_port, opts.raft_addr,
              opts.cons.data_dir);
     LOG_INFO("event=security cluster_key=%s admin_token=%s tls=%s "
-             "insecure=%s",
+             "raft_tls=%s insecure=%s",
              opts.cons.has_key ? "yes" : "no",
              opts.admin_token != NULL ? "yes" : "no",
              opts.net.tls_cert != NULL ? "yes" : "no",
+             opts.cons.peer_cert != NULL ? "yes" : "no",
              opts.insecure ? "yes" : "no");
     if (!opts.cons.has_key && (opts.cons.n_bootstrap > 1 || opts.cons.join))
         LOG_WARN("event=no_cluster_key why=\"raft and forward links take "

@@ -37,8 +37,11 @@ struct cons__inflight {
  * (aio_reap.c). Idempotent. */
 void cons__aio_reap_start(void);
 
-/* The authenticated raft transport (transport.c). */
+/* The authenticated raft transport (transport.c), optionally over mutual
+ * TLS (tls.c). */
 struct cons__hs;
+struct cons__pump;
+struct ssl_ctx_st;
 struct cons__tp {
     struct raft_uv_transport *t;
     uv_loop_t *loop;
@@ -52,6 +55,9 @@ struct cons__tp {
     size_t n_inbound;
     bool closing;
     raft_uv_transport_close_cb close_cb;
+    /* Mutual TLS (NULL: plain TCP) and its pumps (tls.c). */
+    struct ssl_ctx_st *tls_server, *tls_client;
+    struct cons__pump *pumps;
 };
 /* Fills t with our transport; key NULL: all zero. Opens one handle (the
  * listener), closed by t->close. No I/O. */
@@ -59,6 +65,18 @@ void cons__tp_init(struct cons__tp *tp, struct raft_uv_transport *t,
                    uv_loop_t *loop, const uint8_t key[CONS_KEY_LEN]);
 /* Calls the close callback once everything is closed (transport.c). */
 void cons__tp_maybe_closed(struct cons__tp *tp);
+/* tls.c: loads --peer-cert/--peer-key/--peer-ca into tp's two contexts
+ * (CONS_EINVAL with the reason in err); frees them. */
+int cons__tls_setup(struct cons__tp *tp, const char *cert, const char *key,
+                    const char *ca, char *err, size_t errlen);
+void cons__tls_free(struct cons__tp *tp);
+/* Takes tcp (connected, raft_malloc'd: the pump frees it) and puts TLS on
+ * it; *out is the plain-text stream to use instead (raft_malloc'd uv_pipe_t,
+ * the caller's). host: the address dialled (client), NULL for a server. */
+int cons__tls_start(struct cons__tp *tp, uv_tcp_t *tcp, bool server,
+                    const char *host, const char *remote, uv_pipe_t **out);
+/* Closes every pump (transport closing). */
+void cons__tls_close_all(struct cons__tp *tp);
 
 /* Raft log segment size (node.c). */
 #define CONS_SEGMENT_SIZE ((size_t)16 << 20)

@@ -253,6 +253,16 @@ int cons_node_start(struct cons_node *n)
     cons__tp_init(&n->tp, &n->transport, n->loop,
                   n->cfg.has_key ? n->cfg.key : NULL);
     n->transport_inited = true;
+    if (n->cfg.peer_cert != NULL) {
+        char err[200];
+
+        rv = cons__tls_setup(&n->tp, n->cfg.peer_cert, n->cfg.peer_key,
+                             n->cfg.peer_ca, err, sizeof(err));
+        if (rv != CONS_OK) {
+            snprintf(n->errmsg, sizeof(n->errmsg), "raft TLS: %s", err);
+            return rv;
+        }
+    }
     /* libraft 0.22 refuses to init this unless the version is set. */
     n->io.version = 2;
     n->io.data = n;

@@ -39,7 +39,9 @@
  * TP_MAX_INBOUND handshakes run at once; more are closed on accept.
  *
  * Streams are allocated with raft_malloc: raft_uv frees the ones it gets.
- * Not here: TLS (the stream handed over is the TCP socket itself).
+ * With --peer-cert the socket is first wrapped in mutual TLS (tls.c) and
+ * all of the above runs inside it, on a socketpair the pump feeds; raft_uv
+ * then gets that socketpair's end instead of the socket.
  */
 #define LOG_MODULE "cons"
 #include <arpa/inet.h>
@@ -81,8 +83,11 @@ struct cons__hs {
     bool outbound;
     enum tp_stage stage;
     /* What keeps this struct alive: freed when all are false. */
-    bool timer_open, tcp_open, gai_pending;
-    uv_tcp_t *tcp; /* raft_malloc'd; NULL once raft has it */
+    bool timer_open, stream_open, gai_pending;
+    /* What the handshake reads and writes, then raft's: the TCP socket, or
+     * with TLS the plain end of the pump's socketpair. raft_malloc'd; NULL
+     * once raft has it. */
+    uv_stream_t *stream;
     uv_timer_t timer;
     uv_getaddrinfo_t gai;
     uv_connect_t connect;
@@ -92,6 +97,7 @@ struct cons__hs {
     raft_id peer_id;               /* client: the target; server: claimed */
     char peer_addr[TP_ADDR_MAX + 1]; /* client: target; server: proved */
     char remote[64];                 /* the socket's peer, for logs */
+    char host[TP_ADDR_MAX + 1];      /* client: the host dialled */
     int port;
     uint8_t nonce_c[CONS_NONCE_LEN], nonce_s[CONS_NONCE_LEN];
     uint8_t rx[TP_HELLO_FIXED + TP_ADDR_MAX];
@@ -109,7 +115,7 @@ static void hs_maybe_free(struct cons__hs *h)
 {
     struct cons__tp *tp = h->tp;
 
-    if (h->timer_open || h->tcp_open || h->gai_pending)
+    if (h->timer_open || h->stream_open || h->gai_pending)
         return;
     if (h->prev != NULL)
         h->prev->next = h->next;
@@ -131,12 +137,12 @@ static void on_timer_closed(uv_handle_t *handle)
     hs_maybe_free(h);
 }
 
-static void on_tcp_closed(uv_handle_t *handle)
+static void on_stream_closed(uv_handle_t *handle)
 {
     struct cons__hs *h = handle->data;
 
     raft_free(handle);
-    h->tcp_open = false;
+    h->stream_open = false;
     hs_maybe_free(h);
 }
 
@@ -172,15 +178,15 @@ static void hs_finish(struct cons__hs *h, const char *why, bool auth_failure)
         return;
     h->stage = TP_DONE;
     if (why == NULL) {
-        stream = (uv_stream_t *)h->tcp;
+        stream = h->stream;
         uv_read_stop(stream);
-        h->tcp = NULL;
-        h->tcp_open = false; /* raft's now */
+        h->stream = NULL;
+        h->stream_open = false; /* raft's now */
     }
     if (h->timer_open)
         uv_close((uv_handle_t *)&h->timer, on_timer_closed);
-    if (h->tcp != NULL && !uv_is_closing((uv_handle_t *)h->tcp))
-        uv_close((uv_handle_t *)h->tcp, on_tcp_closed);
+    if (h->stream != NULL && !uv_is_closing((uv_handle_t *)h->stream))
+        uv_close((uv_handle_t *)h->stream, on_stream_closed);
     if (h->gai_pending)
         uv_cancel((uv_req_t *)&h->gai);
     if (why != NULL) {
@@ -236,7 +242,7 @@ static int hs_write(struct cons__hs *h, uv_write_t *w, const uint8_t *buf,
     uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
 
     w->data = h;
-    return uv_write(w, (uv_stream_t *)h->tcp, &b, 1, on_write);
+    return uv_write(w, h->stream, &b, 1, on_write);
 }
 
 static void expect(struct cons__hs *h, enum tp_stage stage, size_t bytes)
@@ -244,6 +250,25 @@ static void expect(struct cons__hs *h, enum tp_stage stage, size_t bytes)
     h->stage = stage;
     h->rx_len = 0;
     h->rx_want = bytes;
+}
+
+/*
+ * With mutual TLS, the TCP socket goes to a pump (tls.c) and the handshake
+ * continues on the plain end of its socketpair. host: what a client
+ * dialled (its certificate check), NULL on the server side.
+ */
+static bool wrap_tls(struct cons__hs *h, const char *host)
+{
+    uv_pipe_t *plain;
+
+    if (h->tp->tls_server == NULL)
+        return true;
+    if (cons__tls_start(h->tp, (uv_tcp_t *)h->stream, !h->outbound, host,
+                        h->remote, &plain) != CONS_OK)
+        return false;
+    plain->data = h;
+    h->stream = (uv_stream_t *)plain;
+    return true;
 }
 
 /* ---- server side ---------------------------------------------------------- */
@@ -311,7 +336,7 @@ static const char *server_got_proof(struct cons__hs *h, bool *auth_failure)
         return "wrong proof (a different cluster key?)";
     }
     /* Nothing more may come before OK: the client waits for it. */
-    uv_read_stop((uv_stream_t *)h->tcp);
+    uv_read_stop(h->stream);
     h->tx2[0] = TP_OK_BYTE;
     h->stage = TP_WRITING_OK;
     if (hs_write(h, &h->write2, h->tx2, 1) != 0)
@@ -411,19 +436,21 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 static struct cons__hs *hs_new(struct cons__tp *tp, bool outbound)
 {
     struct cons__hs *h = calloc(1, sizeof(*h));
+    uv_tcp_t *tcp;
 
     if (h == NULL)
         return NULL;
-    h->tcp = raft_malloc(sizeof(*h->tcp));
-    if (h->tcp == NULL) {
+    tcp = raft_malloc(sizeof(*tcp));
+    if (tcp == NULL) {
         free(h);
         return NULL;
     }
     h->tp = tp;
     h->outbound = outbound;
-    uv_tcp_init(tp->loop, h->tcp);
-    h->tcp->data = h;
-    h->tcp_open = true;
+    uv_tcp_init(tp->loop, tcp);
+    tcp->data = h;
+    h->stream = (uv_stream_t *)tcp;
+    h->stream_open = true;
     uv_timer_init(tp->loop, &h->timer);
     h->timer.data = h;
     h->timer_open = true;
@@ -459,11 +486,12 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     snprintf(h->remote, sizeof(h->remote), "?");
-    if (uv_accept(server, (uv_stream_t *)h->tcp) != 0) {
+    if (uv_accept(server, h->stream) != 0) {
         hs_finish(h, "accept failed", false);
         return;
     }
-    if (uv_tcp_getpeername(h->tcp, (struct sockaddr *)&sa, &len) == 0) {
+    if (uv_tcp_getpeername((uv_tcp_t *)h->stream, (struct sockaddr *)&sa,
+                           &len) == 0) {
         char ip[48];
 
         if (sa.ss_family == AF_INET6) {
@@ -486,9 +514,13 @@ static void on_connection(uv_stream_t *server, int status)
     }
     /* TCP_NODELAY: raft batches by itself, and Nagle would hold a small
      * AppendEntries behind the peer's delayed ACK, ~40 ms on Linux. */
-    uv_tcp_nodelay(h->tcp, 1);
+    uv_tcp_nodelay((uv_tcp_t *)h->stream, 1);
+    if (!wrap_tls(h, NULL)) {
+        hs_finish(h, "TLS setup failed", false);
+        return;
+    }
     expect(h, TP_WAIT_HELLO, TP_HELLO_FIXED);
-    if (uv_read_start((uv_stream_t *)h->tcp, on_alloc, on_read) != 0)
+    if (uv_read_start(h->stream, on_alloc, on_read) != 0)
         hs_finish(h, "read failed", false);
 }
 
@@ -573,7 +605,11 @@ static void on_connect(uv_connect_t *req, int status)
         hs_finish(h, uv_strerror(status), false);
         return;
     }
-    uv_tcp_nodelay(h->tcp, 1);
+    uv_tcp_nodelay((uv_tcp_t *)h->stream, 1);
+    if (!wrap_tls(h, h->host)) {
+        hs_finish(h, "TLS setup failed", false);
+        return;
+    }
     if (cons_random(h->nonce_c, CONS_NONCE_LEN) != 0) {
         hs_finish(h, "no randomness", false);
         return;
@@ -587,7 +623,7 @@ static void on_connect(uv_connect_t *req, int status)
     memcpy(w + TP_HELLO_FIXED, tp->address, alen);
     expect(h, TP_WAIT_CHAL, TP_CHAL_LEN);
     if (hs_write(h, &h->write1, w, TP_HELLO_FIXED + alen) != 0 ||
-        uv_read_start((uv_stream_t *)h->tcp, on_alloc, on_read) != 0)
+        uv_read_start(h->stream, on_alloc, on_read) != 0)
         hs_finish(h, "write failed", false);
 }
 
@@ -597,7 +633,7 @@ static void start_connect(struct cons__hs *h, const struct sockaddr *sa)
 
     h->stage = TP_CONNECTING;
     h->connect.data = h;
-    rv = uv_tcp_connect(&h->connect, h->tcp, sa, on_connect);
+    rv = uv_tcp_connect(&h->connect, (uv_tcp_t *)h->stream, sa, on_connect);
     if (rv != 0)
         hs_finish(h, uv_strerror(rv), false);
 }
@@ -649,6 +685,7 @@ static int tp_connect(struct raft_uv_transport *t, struct raft_uv_connect *req,
     h->cb = cb;
     h->peer_id = id;
     h->port = port;
+    snprintf(h->host, sizeof(h->host), "%s", host);
     snprintf(h->peer_addr, sizeof(h->peer_addr), "%s", address);
     snprintf(h->remote, sizeof(h->remote), "%.63s", address);
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&sa) == 0 ||
@@ -678,9 +715,11 @@ void cons__tp_maybe_closed(struct cons__tp *tp)
 {
     raft_uv_transport_close_cb cb = tp->close_cb;
 
-    if (!tp->closing || tp->listener_open || tp->hs_head != NULL || cb == NULL)
+    if (!tp->closing || tp->listener_open || tp->hs_head != NULL ||
+        tp->pumps != NULL || cb == NULL)
         return;
     tp->close_cb = NULL;
+    cons__tls_free(tp);
     cb(tp->t);
 }
 
@@ -703,6 +742,7 @@ static void tp_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
         next = h->next;
         hs_finish(h, "transport closing", false);
     }
+    cons__tls_close_all(tp);
     if (tp->listener_open && !uv_is_closing((uv_handle_t *)&tp->listener))
         uv_close((uv_handle_t *)&tp->listener, on_listener_closed);
     else

@@ -6,7 +6,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
+import tls from 'node:tls';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -34,8 +36,15 @@ function makeCerts() {
   fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
   openssl(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
     '-out', 'node.pem', '-days', '2', '-extfile', 'ext'], dir);
-  for (const f of ['ca.key', 'other.key', 'node.key']) fs.chmodSync(path.join(dir, f), 0o600);
-  return { dir, ca: path.join(dir, 'ca.pem'), other: path.join(dir, 'other.pem'), cert: path.join(dir, 'node.pem'), key: path.join(dir, 'node.key') };
+  // A client certificate from the other CA: right shape, wrong issuer.
+  openssl(['req', ...ec, '-keyout', 'rogue.key', '-out', 'rogue.csr', '-subj', '/CN=127.0.0.1'], dir);
+  openssl(['x509', '-req', '-in', 'rogue.csr', '-CA', 'other.pem', '-CAkey', 'other.key', '-CAcreateserial',
+    '-out', 'rogue.pem', '-days', '2', '-extfile', 'ext'], dir);
+  for (const f of ['ca.key', 'other.key', 'node.key', 'rogue.key']) fs.chmodSync(path.join(dir, f), 0o600);
+  const p = (f) => path.join(dir, f);
+  return {
+    dir, ca: p('ca.pem'), other: p('other.pem'), cert: p('node.pem'), key: p('node.key'), rogueCert: p('rogue.pem'), rogueKey: p('rogue.key'),
+  };
 }
 
 const certs = makeCerts();
@@ -105,5 +114,64 @@ describe('TLS: client port and forward links', () => {
     await d.launch();
     const ok = await httpSend(c.base(victim), room, { type: 'push', key: 'k', value: 2, action: { type: 'append' } });
     assert.equal(ok.status, 200, ok.text);
+  });
+});
+
+// A TLS client to a raft port; resolves with how it ended.
+function tlsProbe(port, opts) {
+  return new Promise((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port, ca: fs.readFileSync(certs.ca), servername: undefined, ...opts });
+    let got = Buffer.alloc(0);
+    s.on('secureConnect', () => s.write(Buffer.from('DRIFTRF1')));
+    s.on('data', (d) => { got = Buffer.concat([got, d]); });
+    s.on('error', (e) => resolve({ error: e.message, got }));
+    s.on('close', () => resolve({ closed: true, got }));
+    s.setTimeout(8000, () => { s.destroy(); resolve({ timeout: true, got }); });
+  });
+}
+
+describe('TLS: mutual TLS on raft links', () => {
+  const ctx = useCluster({
+    size: 3, name: 'rafttls', args: ['--peer-cert', certs.cert, '--peer-key', certs.key, '--peer-ca', certs.ca],
+  });
+
+  test('the cluster replicates and fails over with every raft link on mutual TLS', T, async () => {
+    const c = ctx.cluster;
+    const leader = await c.waitLeader();
+    const { room } = await createRoom(c.base(leader));
+    await waitRoomEverywhere(c, room);
+    for (let i = 0; i < 10; i++) {
+      const r = await httpSend(c.base(c.ids[i % 3]), room, { type: 'push', key: 'k', value: i, action: { type: 'append' } });
+      assert.equal(r.status, 200, r.text);
+    }
+    await waitSameReplay(c, room, 'k', { until: (d) => d.length === 10 });
+    await c.kill9(leader);
+    const next = await c.waitLeader({ exclude: [leader] });
+    const r = await httpSend(c.base(next), room, { type: 'push', key: 'k', value: 'after failover', action: { type: 'append' } });
+    assert.equal(r.status, 200, r.text);
+    await c.restart(leader);
+    const data = await waitSameReplay(c, room, 'k', { until: (d) => d.length === 11 });
+    assert.equal(data.at(-1).value, 'after failover');
+    for (const id of c.ids) assert.match(c.node(id).output(), /event=security .*raft_tls=yes/);
+  });
+
+  test('a raft port refuses plain TCP, TLS without a client certificate, and a certificate of another CA', T, async () => {
+    const c = ctx.cluster;
+    const port = c.raftPorts[0];
+    // Our own handshake in clear text: the TLS layer drops it.
+    const sock = net.connect(port, '127.0.0.1');
+    let got = 0;
+    sock.on('data', (d) => { got += d.length; });
+    sock.on('error', () => {});
+    sock.write(Buffer.concat([Buffer.from('DRIFTRF1'), Buffer.alloc(80)]));
+    await waitFor(() => sock.destroyed || sock.readableEnded, 8000, 'the plain connection to be closed');
+    const noCert = await tlsProbe(port, {});
+    assert.ok(noCert.error || noCert.closed, JSON.stringify(noCert));
+    assert.equal(noCert.got.length, 0, 'nothing answered without a certificate');
+    const rogue = await tlsProbe(port, { cert: fs.readFileSync(certs.rogueCert), key: fs.readFileSync(certs.rogueKey) });
+    assert.ok(rogue.error || rogue.closed, JSON.stringify(rogue));
+    assert.equal(rogue.got.length, 0, 'nothing answered to a certificate of another CA');
+    await waitFor(() => /event=raft_tls_refused remote=\S+ side=server why="[^"]*(certificate|alert)/i.test(c.node(1).output()), 5000, 'the refusals logged');
+    assert.ok(c.running(1));
   });
 });
