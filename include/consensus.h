@@ -26,17 +26,32 @@ enum {
     CONS_EIO = 3,         /* disk / raft I/O failure (see errmsg) */
     CONS_EFULL = 4,       /* proposer queue full: command NOT applied */
     CONS_ENOTAPPLIED = 5, /* command known NOT to have been applied */
-    CONS_EUNKNOWN = 6,    /* outcome unknown (leadership lost mid-commit) */
+    CONS_EUNKNOWN = 6,    /* unknown: this node lost leadership mid-commit */
     CONS_ECLOSING = 7,    /* node shutting down: command NOT applied */
-    CONS_ENOLEADER = 8,   /* no leader within the wait bound: NOT applied */
+    CONS_ENOLEADER = 8,   /* no leader known within the wait: NOT applied */
     CONS_ENOTLEADER = 9,  /* this node is not the leader (forwarded batch) */
     CONS_EBUSY = 10,      /* another membership change is in progress */
     CONS_ENOTFOUND = 11,  /* no such node in the configuration */
     CONS_EQUORUM = 12,    /* the change would leave no working majority */
     CONS_EAGAIN = 13,     /* a new leader is settling in: retry shortly */
+    /* Why a proposed command failed (cons_failed_cb). Two meanings, which
+     * cons_outcome_unknown() tells apart: NOT applied (it never reached a
+     * leader's log: ENOLEADER, EUNREACHABLE, ESTALLED, ECLOSING) and
+     * outcome unknown (it reached a leader and may still be applied:
+     * EUNKNOWN, ELEADERGONE, ELINKLOST, ETIMEDOUT, ECLOSED). */
+    CONS_EUNREACHABLE = 14, /* a leader is known but could not be reached */
+    CONS_ESTALLED = 15,     /* this leader's log did not take it in time */
+    CONS_ELEADERGONE = 16,  /* unknown: no leader known since it was sent */
+    CONS_ELINKLOST = 17,    /* unknown: the link to the leader dropped */
+    CONS_ETIMEDOUT = 18,    /* unknown: not seen committed in time */
+    CONS_ECLOSED = 19,      /* unknown: shutting down after it was sent */
 };
 
 const char *cons_strerror(int code);
+
+/* True for the codes that mean "outcome unknown" (the command may have been
+ * or may still be applied); false for "not applied" and everything else. */
+bool cons_outcome_unknown(int code);
 
 #define CONS_MAX_NODES 16
 
@@ -98,13 +113,21 @@ typedef void (*cons_applied_cb)(void *arg, const struct cons_applied *ev);
 typedef void (*cons_restored_cb)(void *arg);
 
 /*
- * A command proposed on this node that will not be applied (code
- * CONS_ECLOSING, or CONS_ENOLEADER when it waited queue_timeout_ms without
- * ever reaching a leader) or whose outcome cannot be known here
- * (CONS_EUNKNOWN: it reached a leader but was not seen applied within
- * queue_timeout_ms; it may still be applied later, and then on_applied
- * reports it). Called at most once per proposed command, never after
- * on_applied reported it, and never from inside cons_propose().
+ * A command proposed on this node that will not be applied or whose outcome
+ * cannot be known here; cons_outcome_unknown(code) says which, the code
+ * names the cause:
+ * - not applied: CONS_ECLOSING (shutting down), or, after queue_timeout_ms
+ *   without ever reaching a leader's log, CONS_ENOLEADER (no leader known),
+ *   CONS_EUNREACHABLE (a leader was known but could not be reached) or
+ *   CONS_ESTALLED (this node leads but its log did not take it);
+ * - outcome unknown, after queue_timeout_ms: it reached a leader but was
+ *   not seen applied. CONS_EUNKNOWN (this node was that leader and lost
+ *   leadership), CONS_ELEADERGONE (no leader known now), CONS_ELINKLOST
+ *   (the link to the leader dropped after it was sent), CONS_ETIMEDOUT
+ *   (none of these), CONS_ECLOSED (shutting down). It may still be applied
+ *   later, and then on_applied reports it.
+ * Called at most once per proposed command, never after on_applied
+ * reported it, and never from inside cons_propose().
  */
 typedef void (*cons_failed_cb)(void *arg, const struct relay_origin *origin,
                                int code);

@@ -17,6 +17,10 @@ struct cons__pcmd {
     size_t bytes;    /* accounted against max_queue_bytes */
     uint64_t enq_ms; /* uv_now() when queued */
     bool sent;       /* reached a leader at least once */
+    /* Why it may have been lost since it was sent (expired_code). */
+    bool sent_here; /* went into this node's log while it led */
+    bool lost_lead; /* ... and this node lost leadership since */
+    bool lost_link; /* the forward link dropped after it was sent */
     struct cons__pcmd *prev, *next;
 };
 

@@ -41,11 +41,11 @@ const char *cons_strerror(int code)
     case CONS_ENOTAPPLIED:
         return "not applied";
     case CONS_EUNKNOWN:
-        return "outcome unknown (leadership lost before commit)";
+        return "leadership lost before commit";
     case CONS_ECLOSING:
         return "node shutting down";
     case CONS_ENOLEADER:
-        return "no leader elected in time";
+        return "no leader known";
     case CONS_ENOTLEADER:
         return "not the leader";
     case CONS_EBUSY:
@@ -56,8 +56,34 @@ const char *cons_strerror(int code)
         return "a new leader is settling in: retry shortly";
     case CONS_EQUORUM:
         return "the change would leave the cluster without a working majority";
+    case CONS_EUNREACHABLE:
+        return "leader not reachable";
+    case CONS_ESTALLED:
+        return "the log did not take it in time";
+    case CONS_ELEADERGONE:
+        return "contact with the leader lost, no leader known";
+    case CONS_ELINKLOST:
+        return "link to the leader lost";
+    case CONS_ETIMEDOUT:
+        return "not seen committed in time";
+    case CONS_ECLOSED:
+        return "node shut down before commit";
     default:
         return "unknown error";
+    }
+}
+
+bool cons_outcome_unknown(int code)
+{
+    switch (code) {
+    case CONS_EUNKNOWN:
+    case CONS_ELEADERGONE:
+    case CONS_ELINKLOST:
+    case CONS_ETIMEDOUT:
+    case CONS_ECLOSED:
+        return true;
+    default:
+        return false;
     }
 }
 

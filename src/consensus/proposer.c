@@ -21,8 +21,9 @@
  * goes back to the oldest pending command and everything is re-sent in
  * order; relay's dedupe table drops what had already been applied, so each
  * command is applied once. A command not seen applied within
- * queue_timeout_ms fails: CONS_ENOLEADER if it never reached a leader (so it
- * cannot be applied), CONS_EUNKNOWN otherwise.
+ * queue_timeout_ms fails: "not applied" if it never reached a leader
+ * (CONS_ENOLEADER, CONS_EUNREACHABLE, CONS_ESTALLED), "outcome unknown"
+ * otherwise, named after what happened since it was sent (expired_code).
  *
  * Not here: the link itself (net), the FSM (fsm.c).
  */
@@ -253,6 +254,9 @@ void cons_node_set_forwarder(struct cons_node *n,
 
 void cons_forward_reset(struct cons_node *n)
 {
+    for (struct cons__pcmd *p = n->pending.head; p != NULL; p = p->next)
+        if (p->sent && !p->sent_here)
+            p->lost_link = true;
     n->cursor = n->pending.head;
     cons__proposer_kick(n);
 }
@@ -335,6 +339,14 @@ void cons__proposer_on_restored(struct cons_node *n)
 
 static void send_carrier(struct cons_node *n);
 
+/* Commands this node put into its own log as leader may now never commit. */
+static void mark_lost_lead(struct cons_node *n)
+{
+    for (struct cons__pcmd *p = n->pending.head; p != NULL; p = p->next)
+        if (p->sent_here)
+            p->lost_lead = true;
+}
+
 static void on_applied_entry(struct raft_apply *req, int status, void *result)
 {
     struct cons__inflight *f = req->data;
@@ -349,6 +361,7 @@ static void on_applied_entry(struct raft_apply *req, int status, void *result)
          * leader may or may not commit it. Re-send everything unapplied;
          * dedupe drops the copies that did commit. */
         LOG_WARN("event=entry_failed status=%s", raft_strerror(status));
+        mark_lost_lead(n);
         n->cursor = n->pending.head;
     }
     /* Followers learn a commit index only from the leader's next message;
@@ -397,7 +410,10 @@ static void pack(struct cons_node *n, bool take_foreign, size_t *n_foreign,
     }
 }
 
-static void advance(struct cons_node *n, size_t n_foreign, size_t n_local)
+/* The packed commands went out: into this node's log (here) or onto the
+ * link to the leader. */
+static void advance(struct cons_node *n, size_t n_foreign, size_t n_local,
+                    bool here)
 {
     for (size_t i = 0; i < n_foreign; i++) {
         struct cons__pcmd *p = n->foreign.head;
@@ -407,6 +423,8 @@ static void advance(struct cons_node *n, size_t n_foreign, size_t n_local)
     }
     for (size_t i = 0; i < n_local && n->cursor != NULL; i++) {
         n->cursor->sent = true;
+        if (here)
+            n->cursor->sent_here = true;
         n->cursor = n->cursor->next;
     }
 }
@@ -450,7 +468,7 @@ static bool flush_to_log(struct cons_node *n)
         return false; /* the queue timer retries */
     }
     n->n_inflight++;
-    advance(n, n_foreign, n_local);
+    advance(n, n_foreign, n_local, true);
     return true;
 }
 
@@ -505,7 +523,7 @@ static bool flush_to_leader(struct cons_node *n, uint32_t leader)
     free(buf);
     if (rv != 0)
         return false; /* link busy or down: kick or timer retries */
-    advance(n, 0, n_local);
+    advance(n, 0, n_local, false);
     return true;
 }
 
@@ -543,6 +561,8 @@ void cons__proposer_check_leader(struct cons_node *n)
 
     if (leader == n->seen_leader && term == n->seen_term)
         return;
+    if (n->seen_leader == n->cfg.id && leader != n->cfg.id)
+        mark_lost_lead(n);
     if (leader != n->seen_leader)
         LOG_INFO("event=leader_changed leader=%u term=%llu", leader,
                  (unsigned long long)term);
@@ -564,6 +584,31 @@ void cons__proposer_check_leader(struct cons_node *n)
     cons__proposer_kick(n);
 }
 
+/*
+ * The cause of a command that waited queue_timeout_ms, as precisely as this
+ * node knows it. Never reached a leader's log: not applied. Reached one:
+ * outcome unknown, after what happened since.
+ */
+static int expired_code(struct cons_node *n, const struct cons__pcmd *p)
+{
+    uint32_t leader = known_leader(n);
+
+    if (!p->sent) {
+        if (leader == 0)
+            return CONS_ENOLEADER;
+        if (leader == n->cfg.id)
+            return CONS_ESTALLED;
+        return CONS_EUNREACHABLE;
+    }
+    if (p->lost_lead)
+        return CONS_EUNKNOWN;
+    if (leader == 0)
+        return CONS_ELEADERGONE;
+    if (p->lost_link)
+        return CONS_ELINKLOST;
+    return CONS_ETIMEDOUT;
+}
+
 void cons__on_queue_timer(uv_timer_t *t)
 {
     struct cons_node *n = t->data;
@@ -578,8 +623,7 @@ void cons__on_queue_timer(uv_timer_t *t)
         if (n->cursor == p)
             n->cursor = p->next;
         q_unlink(&n->pending, p);
-        report_failed(n, &p->cmd.origin,
-                      p->sent ? CONS_EUNKNOWN : CONS_ENOLEADER);
+        report_failed(n, &p->cmd.origin, expired_code(n, p));
         pcmd_free(p);
     }
     if (n->pending.head == NULL && n->foreign.head == NULL) {
@@ -596,8 +640,7 @@ void cons__proposer_fail_all(struct cons_node *n, int code)
 
         q_unlink(&n->pending, p);
         report_failed(n, &p->cmd.origin,
-                      p->sent && code == CONS_ECLOSING ? CONS_EUNKNOWN
-                                                       : code);
+                      p->sent && code == CONS_ECLOSING ? CONS_ECLOSED : code);
         pcmd_free(p);
     }
     n->cursor = NULL;

@@ -713,7 +713,7 @@ void net__http_on_failed(struct net_conn *c, int code)
         return;
     h->pending = NET_PENDING_NONE;
     net__owner_unregister(c->srv, c);
-    if (code == CONS_EUNKNOWN)
+    if (cons_outcome_unknown(code))
         what = pending == NET_PENDING_NEW ? "room creation outcome unknown"
                                           : "push outcome unknown";
     else

@@ -803,7 +803,7 @@ void net__ws_on_failed(struct net_conn *c, const struct relay_origin *origin,
 {
     if (!c->established || c->closing)
         return;
-    if (code == CONS_EUNKNOWN)
+    if (cons_outcome_unknown(code))
         send_error(c, "push outcome unknown: %s", cons_strerror(code));
     else
         send_error(c, "push not applied: %s", cons_strerror(code));
