@@ -36,8 +36,8 @@ enum {
     CONS_EAGAIN = 13,     /* a new leader is settling in: retry shortly */
     /* Why a proposed command failed (cons_failed_cb). Two meanings, which
      * cons_outcome_unknown() tells apart: NOT applied (it never reached a
-     * leader's log: ENOLEADER, EUNREACHABLE, ESTALLED, ECLOSING) and
-     * outcome unknown (it reached a leader and may still be applied:
+     * leader's log: ENOLEADER, EUNREACHABLE, ESTALLED, ENOSPACE, ECLOSING)
+     * and outcome unknown (it reached a leader and may still be applied:
      * EUNKNOWN, ELEADERGONE, ELINKLOST, ETIMEDOUT, ECLOSED). */
     CONS_EUNREACHABLE = 14, /* a leader is known but could not be reached */
     CONS_ESTALLED = 15,     /* this leader's log did not take it in time */
@@ -45,6 +45,7 @@ enum {
     CONS_ELINKLOST = 17,    /* unknown: the link to the leader dropped */
     CONS_ETIMEDOUT = 18,    /* unknown: not seen committed in time */
     CONS_ECLOSED = 19,      /* unknown: shutting down after it was sent */
+    CONS_ENOSPACE = 20,     /* disk full: the log refused it, NOT applied */
 };
 
 const char *cons_strerror(int code);
@@ -116,7 +117,8 @@ typedef void (*cons_restored_cb)(void *arg);
  * A command proposed on this node that will not be applied or whose outcome
  * cannot be known here; cons_outcome_unknown(code) says which, the code
  * names the cause:
- * - not applied: CONS_ECLOSING (shutting down), or, after queue_timeout_ms
+ * - not applied: CONS_ECLOSING (shutting down), CONS_ENOSPACE (this
+ *   leader's disk is full: answered at once), or, after queue_timeout_ms
  *   without ever reaching a leader's log, CONS_ENOLEADER (no leader known),
  *   CONS_EUNREACHABLE (a leader was known but could not be reached) or
  *   CONS_ESTALLED (this node leads but its log did not take it);
@@ -205,6 +207,11 @@ uint32_t cons_node_id(const struct cons_node *n);
 
 /* True when the node is in a cluster with a known leader. */
 bool cons_node_is_ready(const struct cons_node *n);
+/* NULL unless this node's disk leaves its log less room than libraft keeps
+ * in reserve (4 MiB): then a static text saying so. A leader in that state
+ * refuses writes (CONS_ENOSPACE) and hands leadership to another voter;
+ * reads are still served; writes resume once space returns. */
+const char *cons_node_disk_fault(const struct cons_node *n);
 
 struct cons_status {
     uint32_t id;

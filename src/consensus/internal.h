@@ -92,6 +92,11 @@ struct cons_node {
     uv_idle_t flush_idle;   /* runs a flush on the next loop turn */
     uv_timer_t queue_timer; /* leader discovery + queue timeouts */
     bool flush_armed;
+    /* Leader whose disk filled up: hands leadership to a voter with room
+     * (proposer.c), at most one request at a time. */
+    struct raft_transfer nospace_transfer;
+    bool nospace_transferring;
+    uint64_t nospace_logged; /* uv_now() of the last refusal logged */
 
     /* Node directory upkeep: this node's own entry is proposed under a
      * session of its own until the applied directory matches. */
@@ -145,5 +150,8 @@ void cons__fsm_init(struct cons_node *n);
 
 /* node.c */
 void cons__handle_closed(uv_handle_t *h);
+
+/* ready.c */
+bool cons__disk_is_full(const struct cons_node *n);
 
 #endif

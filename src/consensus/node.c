@@ -68,6 +68,8 @@ const char *cons_strerror(int code)
         return "not seen committed in time";
     case CONS_ECLOSED:
         return "node shut down before commit";
+    case CONS_ENOSPACE:
+        return "disk full";
     default:
         return "unknown error";
     }
@@ -360,6 +362,9 @@ int cons_node_start(struct cons_node *n)
         return CONS_EIO;
     }
     n->io_inited = true;
+    /* Creating a log segment that failed (disk full) is retried on this
+     * period: writes resume this soon after space returns (libraft: 5 s). */
+    raft_uv_set_disk_retry(&n->io, 1000);
     /* 16 MiB log segments instead of libraft's 8: fewer segment switches,
      * each of which costs a ~40 ms io_destroy() (on the reaper thread since
      * aio_reap.c, on the loop before) and file renames in the thread pool.

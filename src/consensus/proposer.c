@@ -24,6 +24,9 @@
  * queue_timeout_ms fails: "not applied" if it never reached a leader
  * (CONS_ENOLEADER, CONS_EUNREACHABLE, CONS_ESTALLED), "outcome unknown"
  * otherwise, named after what happened since it was sent (expired_code).
+ * Disk full (raft_apply says RAFT_NOSPACE): the commands of the refused
+ * entry that never reached a log fail at once with CONS_ENOSPACE, and a
+ * leader whose own disk is full hands leadership to another voter.
  *
  * Not here: the link itself (net), the FSM (fsm.c).
  */
@@ -429,11 +432,102 @@ static void advance(struct cons_node *n, size_t n_foreign, size_t n_local,
     }
 }
 
+static unsigned voter_count(const struct cons_node *n)
+{
+    unsigned v = 0;
+
+    for (unsigned i = 0; i < n->raft.configuration.n; i++)
+        if (n->raft.configuration.servers[i].role == RAFT_VOTER)
+            v++;
+    return v;
+}
+
+static void on_nospace_transfer(struct raft_transfer *req)
+{
+    struct cons_node *n = req->data;
+    raft_id leader = 0;
+    const char *addr = NULL;
+
+    n->nospace_transferring = false;
+    if (n->closing)
+        return;
+    raft_leader(&n->raft, &leader, &addr);
+    LOG_WARN("event=disk_full_transfer_done leader=%llu",
+             (unsigned long long)leader);
+}
+
+/*
+ * A leader whose own disk is full cannot store entries; libraft refuses
+ * them only when a majority of voters is short of space, and otherwise
+ * keeps every entry it could not write in memory. Another voter with room
+ * takes over instead (one request at a time; a voter that is short too
+ * would hand it on, and libraft picks the most up-to-date voter).
+ */
+static void maybe_hand_over(struct cons_node *n)
+{
+    int rv;
+
+    if (n->nospace_transferring || n->change != NULL || n->closing ||
+        !is_leader(n) || !cons__disk_is_full(n) || voter_count(n) < 2)
+        return;
+    n->nospace_transfer.data = n;
+    rv = raft_transfer(&n->raft, &n->nospace_transfer, 0, on_nospace_transfer);
+    if (rv != 0) {
+        LOG_WARN("event=disk_full_transfer_failed err=\"%s\"",
+                 raft_strerror(rv));
+        return;
+    }
+    n->nospace_transferring = true;
+    LOG_WARN("event=disk_full_transfer data=%s", n->data_dir);
+}
+
+/*
+ * raft_apply said RAFT_NOSPACE: the entry never reached the log. Its
+ * commands that never reached any log are certainly not applied: they fail
+ * now rather than wait for the timeout. Those sent before (re-sent after a
+ * leader change) stay: an earlier copy may commit. Forwarded ones are
+ * dropped; their node hears nothing and answers "outcome unknown" after
+ * its timeout (or re-sends to the next leader).
+ */
+static void refuse_nospace(struct cons_node *n, size_t n_foreign,
+                           size_t n_local)
+{
+    uint64_t now = uv_now(n->loop);
+    struct cons__pcmd *p = n->cursor, *next;
+    size_t failed = 0;
+
+    for (size_t i = 0; i < n_foreign && n->foreign.head != NULL; i++) {
+        struct cons__pcmd *f = n->foreign.head;
+
+        q_unlink(&n->foreign, f);
+        pcmd_free(f);
+    }
+    for (size_t i = 0; i < n_local && p != NULL; i++, p = next) {
+        next = p->next;
+        if (p->sent)
+            continue;
+        if (n->cursor == p)
+            n->cursor = next;
+        q_unlink(&n->pending, p);
+        report_failed(n, &p->cmd.origin, CONS_ENOSPACE);
+        pcmd_free(p);
+        failed++;
+    }
+    if (now - n->nospace_logged >= 1000 || n->nospace_logged == 0) {
+        n->nospace_logged = now;
+        LOG_WARN("event=disk_full refused=%zu dropped_forwarded=%zu "
+                 "capacity_kib=%u data=%s",
+                 failed, n_foreign, (unsigned)n->io.capacity, n->data_dir);
+    }
+    maybe_hand_over(n);
+}
+
 /* Leader: one raft entry. Returns false when nothing more can go now. */
 static bool flush_to_log(struct cons_node *n)
 {
     struct cons__inflight *f;
     struct raft_buffer buf;
+    uint8_t *base;
     size_t n_foreign, n_local;
     uint64_t now;
     int rv;
@@ -447,22 +541,24 @@ static bool flush_to_log(struct cons_node *n)
     now = wall_ms();
     if (now < n->last_entry_ms)
         now = n->last_entry_ms; /* keep log time monotonic */
-    rv = relay_batch_finish(n->enc, now, raft_malloc, (uint8_t **)&buf.base,
-                            &buf.len);
+    rv = relay_batch_finish(n->enc, now, raft_malloc, &base, &buf.len);
     if (rv != RELAY_OK) {
         free(f);
         return false;
     }
+    buf.base = base;
     f->node = n;
     f->req.data = f;
     rv = raft_apply(&n->raft, &f->req, &buf, 1, on_applied_entry);
     if (rv != 0) {
-        /* raft takes the buffer as soon as the entry reaches its log; only
-         * a refusal before that (not leader) leaves it ours. Other errors
-         * may come after the append, so the buffer is left to raft. */
-        if (rv == RAFT_NOTLEADER)
-            raft_free(buf.base);
+        /* raft.h: the buffer becomes raft's only when raft_apply returns
+         * 0; on any error it is still ours. */
+        raft_free(buf.base);
         free(f);
+        if (rv == RAFT_NOSPACE) {
+            refuse_nospace(n, n_foreign, n_local);
+            return false;
+        }
         LOG_WARN("event=propose_refused cmds=%zu err=%s", n_foreign + n_local,
                  raft_strerror(rv));
         return false; /* the queue timer retries */
@@ -476,6 +572,7 @@ static void send_carrier(struct cons_node *n)
 {
     struct cons__inflight *f;
     struct raft_buffer buf;
+    uint8_t *base;
     int rv;
 
     if (raft_state(&n->raft) != RAFT_LEADER)
@@ -484,19 +581,19 @@ static void send_carrier(struct cons_node *n)
     if (f == NULL)
         return;
     relay_batch_reset(n->enc);
-    rv = relay_batch_finish(n->enc, n->last_entry_ms, raft_malloc,
-                            (uint8_t **)&buf.base, &buf.len);
+    rv = relay_batch_finish(n->enc, n->last_entry_ms, raft_malloc, &base,
+                            &buf.len);
     if (rv != RELAY_OK) {
         free(f);
         return;
     }
+    buf.base = base;
     f->node = n;
     f->carrier = true;
     f->req.data = f;
     rv = raft_apply(&n->raft, &f->req, &buf, 1, on_applied_entry);
     if (rv != 0) {
-        if (rv == RAFT_NOTLEADER)
-            raft_free(buf.base);
+        raft_free(buf.base); /* still ours on any error (raft.h) */
         free(f);
         return;
     }
@@ -559,6 +656,7 @@ void cons__proposer_check_leader(struct cons_node *n)
     uint32_t leader = known_leader(n);
     uint64_t term = n->raft_started ? raft_current_term(&n->raft) : 0;
 
+    maybe_hand_over(n);
     if (leader == n->seen_leader && term == n->seen_term)
         return;
     if (n->seen_leader == n->cfg.id && leader != n->cfg.id)
@@ -597,7 +695,7 @@ static int expired_code(struct cons_node *n, const struct cons__pcmd *p)
         if (leader == 0)
             return CONS_ENOLEADER;
         if (leader == n->cfg.id)
-            return CONS_ESTALLED;
+            return cons__disk_is_full(n) ? CONS_ENOSPACE : CONS_ESTALLED;
         return CONS_EUNREACHABLE;
     }
     if (p->lost_lead)

@@ -503,14 +503,20 @@ static void decide(struct net_conn *c)
         return;
     }
     switch (h->route) {
-    case NET_ROUTE_HEALTHZ:
+    case NET_ROUTE_HEALTHZ: {
+        const char *why;
+
         if (!get)
             break;
-        if (cons_node_is_ready(s->cons))
+        why = cons_node_is_ready(s->cons) ? cons_node_disk_fault(s->cons)
+                                          : "not ready";
+        if (why == NULL) {
             respond(c, 200, CT_TEXT, "ok", 2);
-        else
-            respond(c, 503, CT_TEXT, "not ready", 9);
+            return;
+        }
+        respond(c, 503, CT_TEXT, why, strlen(why));
         return;
+    }
     case NET_ROUTE_CLUSTER_STATUS: {
         size_t len;
         char *body;

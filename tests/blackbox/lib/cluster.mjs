@@ -60,12 +60,14 @@ export class Cluster {
   // size: number of voters (all bootstrapped). args: extra driftd flags for
   // every node. electionTimeoutMs / heartbeatMs: raft timing flags (null:
   // not passed). startTimeoutMs: per node, until /healthz answers 200.
+  // prepare(cluster): runs once the data dirs exist, before any node starts
+  // (e.g. to mount a small tmpfs on one of them).
   static async start({
     size = 3, args = [], name = 'cluster', electionTimeoutMs = ELECTION_TIMEOUT_MS,
-    heartbeatMs = HEARTBEAT_MS, startTimeoutMs = 30000,
+    heartbeatMs = HEARTBEAT_MS, startTimeoutMs = 30000, prepare = null,
   } = {}) {
     const c = new Cluster(name, size);
-    await c._init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs });
+    await c._init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, prepare });
     return c;
   }
 
@@ -78,7 +80,7 @@ export class Cluster {
     this.root = null;
   }
 
-  async _init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs }) {
+  async _init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, prepare }) {
     this.root = await fsp.mkdtemp(path.join(os.tmpdir(), `driftd-${this.name}-`));
     const ports = await freePorts(this.size * 2);
     this.httpPorts = ports.slice(0, this.size);
@@ -90,6 +92,7 @@ export class Cluster {
     common.push(...args);
     this.args = common;
     for (const id of this.ids) await fsp.mkdir(this.dataDir(id));
+    if (prepare) await prepare(this);
     // Launched together: a node is healthy only once a majority runs.
     const results = await Promise.allSettled(this.ids.map(async (id) => {
       const d = await Driftd.start({
