@@ -205,8 +205,19 @@ const struct relay_state *cons_node_state(const struct cons_node *n);
 
 uint32_t cons_node_id(const struct cons_node *n);
 
-/* True when the node is in a cluster with a known leader. */
-bool cons_node_is_ready(const struct cons_node *n);
+/*
+ * Ready to answer reads: a leader is known and this node has applied
+ * everything that leader had committed when this node first heard from it
+ * in the current term (on the leader itself: every entry in its log when it
+ * took office). Before that the applied state may lack rooms and messages
+ * that exist, so net answers a retryable "not ready", never "not found".
+ * False while starting and shutting down, and while no leader is known.
+ */
+bool cons_node_is_ready(struct cons_node *n);
+/* NULL when ready, else why not: "starting", "shutting down", "no leader
+ * known", "waiting to hear from the leader" or "catching up with the
+ * leader" (static strings). */
+const char *cons_node_not_ready(struct cons_node *n);
 /* NULL unless this node's disk leaves its log less room than libraft keeps
  * in reserve (4 MiB): then a static text saying so. A leader in that state
  * refuses writes (CONS_ENOSPACE) and hands leadership to another voter;

@@ -62,6 +62,17 @@ struct cons_node {
     raft_uv_accept_cb raft_accept_cb;
     struct raft_fsm fsm;
     bool transport_inited, io_inited, raft_inited, raft_started;
+    /* raft_uv's start() and raft's callbacks, wrapped to watch for the
+     * leader's commit index (ready.c) */
+    int (*io_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                    raft_io_recv_cb recv);
+    raft_io_tick_cb raft_tick_cb;
+    raft_io_recv_cb raft_recv_cb;
+    /* The node is ready once sync_index is applied, for the leader
+     * sync_leader of term sync_term (ready.c). */
+    uint64_t sync_term;
+    uint32_t sync_leader;
+    uint64_t sync_index;
 
     struct relay_state *state;
     /* Log applied since the last snapshot (fsm.c): past cfg.snapshot_bytes
@@ -152,6 +163,7 @@ void cons__fsm_init(struct cons_node *n);
 void cons__handle_closed(uv_handle_t *h);
 
 /* ready.c */
+void cons__ready_wrap_io(struct cons_node *n);
 bool cons__disk_is_full(const struct cons_node *n);
 
 #endif

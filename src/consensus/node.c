@@ -362,6 +362,7 @@ int cons_node_start(struct cons_node *n)
         return CONS_EIO;
     }
     n->io_inited = true;
+    cons__ready_wrap_io(n);
     /* Creating a log segment that failed (disk full) is retried on this
      * period: writes resume this soon after space returns (libraft: 5 s). */
     raft_uv_set_disk_retry(&n->io, 1000);
@@ -468,17 +469,6 @@ void cons_node_close(struct cons_node *n, cons_close_cb cb, void *arg)
         return;
     }
     close_own_handles(n);
-}
-
-bool cons_node_is_ready(const struct cons_node *n)
-{
-    raft_id id = 0;
-    const char *addr = NULL;
-
-    if (!n->raft_started || n->closing)
-        return false;
-    raft_leader((struct raft *)&n->raft, &id, &addr);
-    return id != 0;
 }
 
 void cons_node_status(const struct cons_node *n, struct cons_status *st)
