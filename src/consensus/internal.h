@@ -107,7 +107,8 @@ struct cons_node {
      * (proposer.c), at most one request at a time. */
     struct raft_transfer nospace_transfer;
     bool nospace_transferring;
-    uint64_t nospace_logged; /* uv_now() of the last refusal logged */
+    uint64_t nospace_logged;    /* uv_now() of the last refusal logged */
+    uint64_t nospace_handed_at; /* uv_now() of the last hand-over try */
 
     /* Node directory upkeep: this node's own entry is proposed under a
      * session of its own until the applied directory matches. */

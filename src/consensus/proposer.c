@@ -25,8 +25,9 @@
  * (CONS_ENOLEADER, CONS_EUNREACHABLE, CONS_ESTALLED), "outcome unknown"
  * otherwise, named after what happened since it was sent (expired_code).
  * Disk full (raft_apply says RAFT_NOSPACE): the commands of the refused
- * entry that never reached a log fail at once with CONS_ENOSPACE, and a
- * leader whose own disk is full hands leadership to another voter.
+ * entry that never reached a log fail at once with CONS_ENOSPACE; a leader
+ * that takes an entry with its own disk full hands leadership to another
+ * voter (maybe_hand_over).
  *
  * Not here: the link itself (net), the FSM (fsm.c).
  */
@@ -451,6 +452,7 @@ static void on_nospace_transfer(struct raft_transfer *req)
     n->nospace_transferring = false;
     if (n->closing)
         return;
+    n->nospace_handed_at = uv_now(n->loop);
     raft_leader(&n->raft, &leader, &addr);
     LOG_WARN("event=disk_full_transfer_done leader=%llu",
              (unsigned long long)leader);
@@ -459,17 +461,29 @@ static void on_nospace_transfer(struct raft_transfer *req)
 /*
  * A leader whose own disk is full cannot store entries; libraft refuses
  * them only when a majority of voters is short of space, and otherwise
- * keeps every entry it could not write in memory. Another voter with room
- * takes over instead (one request at a time; a voter that is short too
- * would hand it on, and libraft picks the most up-to-date voter).
+ * takes them, commits them on the followers and keeps what it could not
+ * write in memory. So a leader that just took an entry with its disk full
+ * hands leadership to another voter (libraft picks the most up-to-date
+ * one). Called only after an entry was taken: when most voters are full,
+ * raft_apply refuses instead and moving leadership would not help; an
+ * idle cluster is left alone. A transfer that failed is tried again an
+ * election timeout after it ended: libraft 0.22.1 sends TimeoutNow when the
+ * target has received the last entry, and the target ignores it while that
+ * entry is still being written, which under a steady stream of writes
+ * happens often.
  */
+
 static void maybe_hand_over(struct cons_node *n)
 {
+    uint64_t now = uv_now(n->loop);
     int rv;
 
     if (n->nospace_transferring || n->change != NULL || n->closing ||
-        !is_leader(n) || !cons__disk_is_full(n) || voter_count(n) < 2)
+        !is_leader(n) || !cons__disk_is_full(n) || voter_count(n) < 2 ||
+        (n->nospace_handed_at != 0 &&
+         now - n->nospace_handed_at < n->cfg.election_timeout_ms))
         return;
+    n->nospace_handed_at = now;
     n->nospace_transfer.data = n;
     rv = raft_transfer(&n->raft, &n->nospace_transfer, 0, on_nospace_transfer);
     if (rv != 0) {
@@ -519,7 +533,6 @@ static void refuse_nospace(struct cons_node *n, size_t n_foreign,
                  "capacity_kib=%u data=%s",
                  failed, n_foreign, (unsigned)n->io.capacity, n->data_dir);
     }
-    maybe_hand_over(n);
 }
 
 /* Leader: one raft entry. Returns false when nothing more can go now. */
@@ -565,6 +578,7 @@ static bool flush_to_log(struct cons_node *n)
     }
     n->n_inflight++;
     advance(n, n_foreign, n_local, true);
+    maybe_hand_over(n);
     return true;
 }
 
@@ -656,7 +670,6 @@ void cons__proposer_check_leader(struct cons_node *n)
     uint32_t leader = known_leader(n);
     uint64_t term = n->raft_started ? raft_current_term(&n->raft) : 0;
 
-    maybe_hand_over(n);
     if (leader == n->seen_leader && term == n->seen_term)
         return;
     if (n->seen_leader == n->cfg.id && leader != n->cfg.id)
