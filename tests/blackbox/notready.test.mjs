@@ -110,6 +110,9 @@ describe('not ready is never "not found"', () => {
           const h = await httpRequest(`${c.base(f)}/healthz`, { timeoutMs: 2000 });
           assert.equal(h.status, 503, `/healthz while the leader is unreachable: ${h.status} ${h.text}`);
           assert.match(h.text, /not ready/);
+          const st = await c.status(f);
+          assert.equal(st.ready, false, `/cluster/status: ${safeJson(st)}`);
+          assert.equal(typeof st.not_ready, 'string', `/cluster/status: ${safeJson(st)}`);
           latePush ??= httpSend(c.base(f), rooms[0].room,
             { type: 'push', key: 'late', value: 'late', action: { type: 'append' } }, { timeoutMs: 30000 })
             .catch((e) => ({ error: e }));
@@ -149,6 +152,7 @@ describe('not ready is never "not found"', () => {
 
     for (const id of others) c.sigcont(id);
     await c.node(f).waitHealthy(30000);
+    assert.equal((await c.status(f)).ready, true);
     for (const room of rooms) {
       const info = await httpRequest(`${c.base(f)}/room/${room.room}`);
       assert.equal(info.status, 200, `GET /room/ID once ready: ${info.status} ${info.text}`);
