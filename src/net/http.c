@@ -264,11 +264,10 @@ static int write_headers(struct net_conn *c, unsigned status, const char *ctype,
                          size_t len, bool preflight, bool close_after,
                          unsigned retry_after)
 {
-    char ra[16];
-
     unsigned char buf[LWS_PRE + 1024];
     unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf);
     struct lws *wsi = c->wsi;
+    char ra[16];
 
     if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p,
                                     end) ||

@@ -27,10 +27,10 @@
 //          --election-timeout MS --heartbeat MS [other flags]
 // with the same --bootstrap list on every node (it only acts on an empty data
 // dir, so it is passed again on restarts); GET /healthz answers 200 once the
-// node knows a leader (launch() waits for it, so nodes of a fresh cluster are
-// launched together: none is healthy before a majority runs); GET
-// /cluster/status answers {"id","role","leader":{"id","http"}|null,"term",
-// "commit_index","applied_index","nodes":[...]}.
+// node knows a leader and has caught up with it (launch() waits for it, so
+// nodes of a fresh cluster are launched together: none is healthy before a
+// majority runs); GET /cluster/status answers {"id","role","leader":{"id",
+// "http"}|null,"term","commit_index","applied_index","ready","nodes":[...]}.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fsp from 'node:fs/promises';
