@@ -26,18 +26,33 @@ enum {
     CONS_EIO = 3,         /* disk / raft I/O failure (see errmsg) */
     CONS_EFULL = 4,       /* proposer queue full: command NOT applied */
     CONS_ENOTAPPLIED = 5, /* command known NOT to have been applied */
-    CONS_EUNKNOWN = 6,    /* outcome unknown (leadership lost mid-commit) */
+    CONS_EUNKNOWN = 6,    /* unknown: this node lost leadership mid-commit */
     CONS_ECLOSING = 7,    /* node shutting down: command NOT applied */
-    CONS_ENOLEADER = 8,   /* no leader within the wait bound: NOT applied */
+    CONS_ENOLEADER = 8,   /* no leader known within the wait: NOT applied */
     CONS_ENOTLEADER = 9,  /* this node is not the leader (forwarded batch) */
     CONS_EBUSY = 10,      /* another membership change is in progress */
     CONS_ENOTFOUND = 11,  /* no such node in the configuration */
     CONS_EQUORUM = 12,    /* the change would leave no working majority */
     CONS_EAGAIN = 13,     /* a new leader is settling in: retry shortly */
-    CONS_EPERM = 20,      /* a forward link carried a command it may not */
+    /* Why a proposed command failed (cons_failed_cb). Two meanings, which
+     * cons_outcome_unknown() tells apart: NOT applied (it never reached a
+     * leader's log: ENOLEADER, EUNREACHABLE, ESTALLED, ENOSPACE, ECLOSING)
+     * and outcome unknown (it reached a leader and may still be applied:
+     * EUNKNOWN, ELEADERGONE, ELINKLOST, ETIMEDOUT, ECLOSED). */
+    CONS_EUNREACHABLE = 14, /* a leader is known but could not be reached */
+    CONS_ESTALLED = 15,     /* this leader's log did not take it in time */
+    CONS_ELEADERGONE = 16,  /* unknown: no leader known since it was sent */
+    CONS_ELINKLOST = 17,    /* unknown: the link to the leader dropped */
+    CONS_ETIMEDOUT = 18,    /* unknown: not seen committed in time */
+    CONS_ECLOSED = 19,      /* unknown: shutting down after it was sent */
+    CONS_ENOSPACE = 20,     /* disk full: the log refused it, NOT applied */
+    CONS_EPERM = 21,        /* a forward link carried a command it may not */
 };
 
 const char *cons_strerror(int code);
+/* True for the codes that mean "outcome unknown" (the command may have been
+ * or may still be applied); false for "not applied" and everything else. */
+bool cons_outcome_unknown(int code);
 
 /* ---- the cluster key (key.c) ----------------------------------------------
  *
@@ -147,13 +162,22 @@ typedef void (*cons_applied_cb)(void *arg, const struct cons_applied *ev);
 typedef void (*cons_restored_cb)(void *arg);
 
 /*
- * A command proposed on this node that will not be applied (code
- * CONS_ECLOSING, or CONS_ENOLEADER when it waited queue_timeout_ms without
- * ever reaching a leader) or whose outcome cannot be known here
- * (CONS_EUNKNOWN: it reached a leader but was not seen applied within
- * queue_timeout_ms; it may still be applied later, and then on_applied
- * reports it). Called at most once per proposed command, never after
- * on_applied reported it, and never from inside cons_propose().
+ * A command proposed on this node that will not be applied or whose outcome
+ * cannot be known here; cons_outcome_unknown(code) says which, the code
+ * names the cause:
+ * - not applied: CONS_ECLOSING (shutting down), CONS_ENOSPACE (this
+ *   leader's disk is full: answered at once), or, after queue_timeout_ms
+ *   without ever reaching a leader's log, CONS_ENOLEADER (no leader known),
+ *   CONS_EUNREACHABLE (a leader was known but could not be reached) or
+ *   CONS_ESTALLED (this node leads but its log did not take it);
+ * - outcome unknown, after queue_timeout_ms: it reached a leader but was
+ *   not seen applied. CONS_EUNKNOWN (this node was that leader and lost
+ *   leadership), CONS_ELEADERGONE (no leader known now), CONS_ELINKLOST
+ *   (the link to the leader dropped after it was sent), CONS_ETIMEDOUT
+ *   (none of these), CONS_ECLOSED (shutting down). It may still be applied
+ *   later, and then on_applied reports it.
+ * Called at most once per proposed command, never after on_applied
+ * reported it, and never from inside cons_propose().
  */
 typedef void (*cons_failed_cb)(void *arg, const struct relay_origin *origin,
                                int code);
@@ -235,8 +259,24 @@ const struct relay_state *cons_node_state(const struct cons_node *n);
 
 uint32_t cons_node_id(const struct cons_node *n);
 
-/* True when the node is in a cluster with a known leader. */
-bool cons_node_is_ready(const struct cons_node *n);
+/*
+ * Ready to answer reads: a leader is known and this node has applied
+ * everything that leader had committed when this node first heard from it
+ * in the current term (on the leader itself: every entry in its log when it
+ * took office). Before that the applied state may lack rooms and messages
+ * that exist, so net answers a retryable "not ready", never "not found".
+ * False while starting and shutting down, and while no leader is known.
+ */
+bool cons_node_is_ready(struct cons_node *n);
+/* NULL when ready, else why not: "starting", "shutting down", "no leader
+ * known", "waiting to hear from the leader" or "catching up with the
+ * leader" (static strings). */
+const char *cons_node_not_ready(struct cons_node *n);
+/* NULL unless this node's disk leaves its log less room than libraft keeps
+ * in reserve (4 MiB): then a static text saying so. A leader in that state
+ * refuses writes (CONS_ENOSPACE) and hands leadership to another voter;
+ * reads are still served; writes resume once space returns. */
+const char *cons_node_disk_fault(const struct cons_node *n);
 
 struct cons_status {
     uint32_t id;

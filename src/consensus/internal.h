@@ -17,6 +17,10 @@ struct cons__pcmd {
     size_t bytes;    /* accounted against max_queue_bytes */
     uint64_t enq_ms; /* uv_now() when queued */
     bool sent;       /* reached a leader at least once */
+    /* Why it may have been lost since it was sent (expired_code). */
+    bool sent_here; /* went into this node's log while it led */
+    bool lost_lead; /* ... and this node lost leadership since */
+    bool lost_link; /* the forward link dropped after it was sent */
     struct cons__pcmd *prev, *next;
 };
 
@@ -95,6 +99,17 @@ struct cons_node {
     struct cons__tp tp; /* the transport's state (transport.c) */
     struct raft_fsm fsm;
     bool transport_inited, io_inited, raft_inited, raft_started;
+    /* raft_uv's start() and raft's callbacks, wrapped to watch for the
+     * leader's commit index (ready.c) */
+    int (*io_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                    raft_io_recv_cb recv);
+    raft_io_tick_cb raft_tick_cb;
+    raft_io_recv_cb raft_recv_cb;
+    /* The node is ready once sync_index is applied, for the leader
+     * sync_leader of term sync_term (ready.c). */
+    uint64_t sync_term;
+    uint32_t sync_leader;
+    uint64_t sync_index;
 
     struct relay_state *state;
     /* Log applied since the last snapshot (fsm.c): past cfg.snapshot_bytes
@@ -125,6 +140,12 @@ struct cons_node {
     uv_idle_t flush_idle;   /* runs a flush on the next loop turn */
     uv_timer_t queue_timer; /* leader discovery + queue timeouts */
     bool flush_armed;
+    /* Leader whose disk filled up: hands leadership to a voter with room
+     * (proposer.c), at most one request at a time. */
+    struct raft_transfer nospace_transfer;
+    bool nospace_transferring;
+    uint64_t nospace_logged;    /* uv_now() of the last refusal logged */
+    uint64_t nospace_handed_at; /* uv_now() of the last hand-over try */
 
     /* Node directory upkeep: this node's own entry is proposed under a
      * session of its own until the applied directory matches. */
@@ -180,5 +201,9 @@ void cons__fsm_init(struct cons_node *n);
 
 /* node.c */
 void cons__handle_closed(uv_handle_t *h);
+
+/* ready.c */
+void cons__ready_wrap_io(struct cons_node *n);
+bool cons__disk_is_full(const struct cons_node *n);
 
 #endif

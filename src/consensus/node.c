@@ -41,11 +41,11 @@ const char *cons_strerror(int code)
     case CONS_ENOTAPPLIED:
         return "not applied";
     case CONS_EUNKNOWN:
-        return "outcome unknown (leadership lost before commit)";
+        return "leadership lost before commit";
     case CONS_ECLOSING:
         return "node shutting down";
     case CONS_ENOLEADER:
-        return "no leader elected in time";
+        return "no leader known";
     case CONS_ENOTLEADER:
         return "not the leader";
     case CONS_EBUSY:
@@ -58,8 +58,36 @@ const char *cons_strerror(int code)
         return "command not allowed on a forward link";
     case CONS_EQUORUM:
         return "the change would leave the cluster without a working majority";
+    case CONS_EUNREACHABLE:
+        return "leader not reachable";
+    case CONS_ESTALLED:
+        return "the log did not take it in time";
+    case CONS_ELEADERGONE:
+        return "contact with the leader lost, no leader known";
+    case CONS_ELINKLOST:
+        return "link to the leader lost";
+    case CONS_ETIMEDOUT:
+        return "not seen committed in time";
+    case CONS_ECLOSED:
+        return "node shut down before commit";
+    case CONS_ENOSPACE:
+        return "disk full";
     default:
         return "unknown error";
+    }
+}
+
+bool cons_outcome_unknown(int code)
+{
+    switch (code) {
+    case CONS_EUNKNOWN:
+    case CONS_ELEADERGONE:
+    case CONS_ELINKLOST:
+    case CONS_ETIMEDOUT:
+    case CONS_ECLOSED:
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -273,6 +301,10 @@ int cons_node_start(struct cons_node *n)
         return CONS_EIO;
     }
     n->io_inited = true;
+    cons__ready_wrap_io(n);
+    /* Creating a log segment that failed (disk full) is retried on this
+     * period: writes resume this soon after space returns (libraft: 5 s). */
+    raft_uv_set_disk_retry(&n->io, 1000);
     /* 16 MiB log segments instead of libraft's 8: fewer segment switches,
      * each of which costs a ~40 ms io_destroy() (on the reaper thread since
      * aio_reap.c, on the loop before) and file renames in the thread pool.
@@ -392,17 +424,6 @@ void cons_node_close(struct cons_node *n, cons_close_cb cb, void *arg)
         return;
     }
     close_own_handles(n);
-}
-
-bool cons_node_is_ready(const struct cons_node *n)
-{
-    raft_id id = 0;
-    const char *addr = NULL;
-
-    if (!n->raft_started || n->closing)
-        return false;
-    raft_leader((struct raft *)&n->raft, &id, &addr);
-    return id != 0;
 }
 
 void cons_node_status(const struct cons_node *n, struct cons_status *st)

@@ -21,8 +21,13 @@
  * goes back to the oldest pending command and everything is re-sent in
  * order; relay's dedupe table drops what had already been applied, so each
  * command is applied once. A command not seen applied within
- * queue_timeout_ms fails: CONS_ENOLEADER if it never reached a leader (so it
- * cannot be applied), CONS_EUNKNOWN otherwise.
+ * queue_timeout_ms fails: "not applied" if it never reached a leader
+ * (CONS_ENOLEADER, CONS_EUNREACHABLE, CONS_ESTALLED), "outcome unknown"
+ * otherwise, named after what happened since it was sent (expired_code).
+ * Disk full (raft_apply says RAFT_NOSPACE): the commands of the refused
+ * entry that never reached a log fail at once with CONS_ENOSPACE; a leader
+ * that takes an entry with its own disk full hands leadership to another
+ * voter (maybe_hand_over).
  *
  * Not here: the link itself (net), the FSM (fsm.c).
  */
@@ -277,6 +282,9 @@ void cons_node_set_forwarder(struct cons_node *n,
 
 void cons_forward_reset(struct cons_node *n)
 {
+    for (struct cons__pcmd *p = n->pending.head; p != NULL; p = p->next)
+        if (p->sent && !p->sent_here)
+            p->lost_link = true;
     n->cursor = n->pending.head;
     cons__proposer_kick(n);
 }
@@ -359,6 +367,14 @@ void cons__proposer_on_restored(struct cons_node *n)
 
 static void send_carrier(struct cons_node *n);
 
+/* Commands this node put into its own log as leader may now never commit. */
+static void mark_lost_lead(struct cons_node *n)
+{
+    for (struct cons__pcmd *p = n->pending.head; p != NULL; p = p->next)
+        if (p->sent_here)
+            p->lost_lead = true;
+}
+
 static void on_applied_entry(struct raft_apply *req, int status, void *result)
 {
     struct cons__inflight *f = req->data;
@@ -373,6 +389,7 @@ static void on_applied_entry(struct raft_apply *req, int status, void *result)
          * leader may or may not commit it. Re-send everything unapplied;
          * dedupe drops the copies that did commit. */
         LOG_WARN("event=entry_failed status=%s", raft_strerror(status));
+        mark_lost_lead(n);
         n->cursor = n->pending.head;
     }
     /* Followers learn a commit index only from the leader's next message;
@@ -421,7 +438,10 @@ static void pack(struct cons_node *n, bool take_foreign, size_t *n_foreign,
     }
 }
 
-static void advance(struct cons_node *n, size_t n_foreign, size_t n_local)
+/* The packed commands went out: into this node's log (here) or onto the
+ * link to the leader. */
+static void advance(struct cons_node *n, size_t n_foreign, size_t n_local,
+                    bool here)
 {
     for (size_t i = 0; i < n_foreign; i++) {
         struct cons__pcmd *p = n->foreign.head;
@@ -431,7 +451,111 @@ static void advance(struct cons_node *n, size_t n_foreign, size_t n_local)
     }
     for (size_t i = 0; i < n_local && n->cursor != NULL; i++) {
         n->cursor->sent = true;
+        if (here)
+            n->cursor->sent_here = true;
         n->cursor = n->cursor->next;
+    }
+}
+
+static unsigned voter_count(const struct cons_node *n)
+{
+    unsigned v = 0;
+
+    for (unsigned i = 0; i < n->raft.configuration.n; i++)
+        if (n->raft.configuration.servers[i].role == RAFT_VOTER)
+            v++;
+    return v;
+}
+
+static void on_nospace_transfer(struct raft_transfer *req)
+{
+    struct cons_node *n = req->data;
+    raft_id leader = 0;
+    const char *addr = NULL;
+
+    n->nospace_transferring = false;
+    if (n->closing)
+        return;
+    n->nospace_handed_at = uv_now(n->loop);
+    raft_leader(&n->raft, &leader, &addr);
+    LOG_WARN("event=disk_full_transfer_done leader=%llu",
+             (unsigned long long)leader);
+}
+
+/*
+ * A leader whose own disk is full cannot store entries; libraft refuses
+ * them only when a majority of voters is short of space, and otherwise
+ * takes them, commits them on the followers and keeps what it could not
+ * write in memory. So a leader that just took an entry with its disk full
+ * hands leadership to another voter (libraft picks the most up-to-date
+ * one). Called only after an entry was taken: when most voters are full,
+ * raft_apply refuses instead and moving leadership would not help; an
+ * idle cluster is left alone. A transfer that failed is tried again an
+ * election timeout after it ended: libraft 0.22.1 sends TimeoutNow when the
+ * target has received the last entry, and the target ignores it while that
+ * entry is still being written, which under a steady stream of writes
+ * happens often.
+ */
+
+static void maybe_hand_over(struct cons_node *n)
+{
+    uint64_t now = uv_now(n->loop);
+    int rv;
+
+    if (n->nospace_transferring || n->change != NULL || n->closing ||
+        !is_leader(n) || !cons__disk_is_full(n) || voter_count(n) < 2 ||
+        (n->nospace_handed_at != 0 &&
+         now - n->nospace_handed_at < n->cfg.election_timeout_ms))
+        return;
+    n->nospace_handed_at = now;
+    n->nospace_transfer.data = n;
+    rv = raft_transfer(&n->raft, &n->nospace_transfer, 0, on_nospace_transfer);
+    if (rv != 0) {
+        LOG_WARN("event=disk_full_transfer_failed err=\"%s\"",
+                 raft_strerror(rv));
+        return;
+    }
+    n->nospace_transferring = true;
+    LOG_WARN("event=disk_full_transfer data=%s", n->data_dir);
+}
+
+/*
+ * raft_apply said RAFT_NOSPACE: the entry never reached the log. Its
+ * commands that never reached any log are certainly not applied: they fail
+ * now rather than wait for the timeout. Those sent before (re-sent after a
+ * leader change) stay: an earlier copy may commit. Forwarded ones are
+ * dropped; their node hears nothing and answers "outcome unknown" after
+ * its timeout (or re-sends to the next leader).
+ */
+static void refuse_nospace(struct cons_node *n, size_t n_foreign,
+                           size_t n_local)
+{
+    uint64_t now = uv_now(n->loop);
+    struct cons__pcmd *p = n->cursor, *next;
+    size_t failed = 0;
+
+    for (size_t i = 0; i < n_foreign && n->foreign.head != NULL; i++) {
+        struct cons__pcmd *f = n->foreign.head;
+
+        q_unlink(&n->foreign, f);
+        pcmd_free(f);
+    }
+    for (size_t i = 0; i < n_local && p != NULL; i++, p = next) {
+        next = p->next;
+        if (p->sent)
+            continue;
+        if (n->cursor == p)
+            n->cursor = next;
+        q_unlink(&n->pending, p);
+        report_failed(n, &p->cmd.origin, CONS_ENOSPACE);
+        pcmd_free(p);
+        failed++;
+    }
+    if (now - n->nospace_logged >= 1000 || n->nospace_logged == 0) {
+        n->nospace_logged = now;
+        LOG_WARN("event=disk_full refused=%zu dropped_forwarded=%zu "
+                 "capacity_kib=%u data=%s",
+                 failed, n_foreign, (unsigned)n->io.capacity, n->data_dir);
     }
 }
 
@@ -440,6 +564,7 @@ static bool flush_to_log(struct cons_node *n)
 {
     struct cons__inflight *f;
     struct raft_buffer buf;
+    uint8_t *base;
     size_t n_foreign, n_local;
     uint64_t now;
     int rv;
@@ -453,28 +578,31 @@ static bool flush_to_log(struct cons_node *n)
     now = wall_ms();
     if (now < n->last_entry_ms)
         now = n->last_entry_ms; /* keep log time monotonic */
-    rv = relay_batch_finish(n->enc, now, raft_malloc, (uint8_t **)&buf.base,
-                            &buf.len);
+    rv = relay_batch_finish(n->enc, now, raft_malloc, &base, &buf.len);
     if (rv != RELAY_OK) {
         free(f);
         return false;
     }
+    buf.base = base;
     f->node = n;
     f->req.data = f;
     rv = raft_apply(&n->raft, &f->req, &buf, 1, on_applied_entry);
     if (rv != 0) {
-        /* raft takes the buffer as soon as the entry reaches its log; only
-         * a refusal before that (not leader) leaves it ours. Other errors
-         * may come after the append, so the buffer is left to raft. */
-        if (rv == RAFT_NOTLEADER)
-            raft_free(buf.base);
+        /* raft.h: the buffer becomes raft's only when raft_apply returns
+         * 0; on any error it is still ours. */
+        raft_free(buf.base);
         free(f);
+        if (rv == RAFT_NOSPACE) {
+            refuse_nospace(n, n_foreign, n_local);
+            return false;
+        }
         LOG_WARN("event=propose_refused cmds=%zu err=%s", n_foreign + n_local,
                  raft_strerror(rv));
         return false; /* the queue timer retries */
     }
     n->n_inflight++;
-    advance(n, n_foreign, n_local);
+    advance(n, n_foreign, n_local, true);
+    maybe_hand_over(n);
     return true;
 }
 
@@ -482,6 +610,7 @@ static void send_carrier(struct cons_node *n)
 {
     struct cons__inflight *f;
     struct raft_buffer buf;
+    uint8_t *base;
     int rv;
 
     if (raft_state(&n->raft) != RAFT_LEADER)
@@ -490,19 +619,19 @@ static void send_carrier(struct cons_node *n)
     if (f == NULL)
         return;
     relay_batch_reset(n->enc);
-    rv = relay_batch_finish(n->enc, n->last_entry_ms, raft_malloc,
-                            (uint8_t **)&buf.base, &buf.len);
+    rv = relay_batch_finish(n->enc, n->last_entry_ms, raft_malloc, &base,
+                            &buf.len);
     if (rv != RELAY_OK) {
         free(f);
         return;
     }
+    buf.base = base;
     f->node = n;
     f->carrier = true;
     f->req.data = f;
     rv = raft_apply(&n->raft, &f->req, &buf, 1, on_applied_entry);
     if (rv != 0) {
-        if (rv == RAFT_NOTLEADER)
-            raft_free(buf.base);
+        raft_free(buf.base); /* still ours on any error (raft.h) */
         free(f);
         return;
     }
@@ -529,7 +658,7 @@ static bool flush_to_leader(struct cons_node *n, uint32_t leader)
     free(buf);
     if (rv != 0)
         return false; /* link busy or down: kick or timer retries */
-    advance(n, 0, n_local);
+    advance(n, 0, n_local, false);
     return true;
 }
 
@@ -589,6 +718,8 @@ void cons__proposer_check_leader(struct cons_node *n)
 
     if (leader == n->seen_leader && term == n->seen_term)
         return;
+    if (n->seen_leader == n->cfg.id && leader != n->cfg.id)
+        mark_lost_lead(n);
     if (leader != n->seen_leader)
         LOG_INFO("event=leader_changed leader=%u term=%llu", leader,
                  (unsigned long long)term);
@@ -611,6 +742,31 @@ void cons__proposer_check_leader(struct cons_node *n)
     cons__proposer_kick(n);
 }
 
+/*
+ * The cause of a command that waited queue_timeout_ms, as precisely as this
+ * node knows it. Never reached a leader's log: not applied. Reached one:
+ * outcome unknown, after what happened since.
+ */
+static int expired_code(struct cons_node *n, const struct cons__pcmd *p)
+{
+    uint32_t leader = known_leader(n);
+
+    if (!p->sent) {
+        if (leader == 0)
+            return CONS_ENOLEADER;
+        if (leader == n->cfg.id)
+            return cons__disk_is_full(n) ? CONS_ENOSPACE : CONS_ESTALLED;
+        return CONS_EUNREACHABLE;
+    }
+    if (p->lost_lead)
+        return CONS_EUNKNOWN;
+    if (leader == 0)
+        return CONS_ELEADERGONE;
+    if (p->lost_link)
+        return CONS_ELINKLOST;
+    return CONS_ETIMEDOUT;
+}
+
 void cons__on_queue_timer(uv_timer_t *t)
 {
     struct cons_node *n = t->data;
@@ -625,8 +781,7 @@ void cons__on_queue_timer(uv_timer_t *t)
         if (n->cursor == p)
             n->cursor = p->next;
         q_unlink(&n->pending, p);
-        report_failed(n, &p->cmd.origin,
-                      p->sent ? CONS_EUNKNOWN : CONS_ENOLEADER);
+        report_failed(n, &p->cmd.origin, expired_code(n, p));
         pcmd_free(p);
     }
     if (n->pending.head == NULL && n->foreign.head == NULL) {
@@ -643,8 +798,7 @@ void cons__proposer_fail_all(struct cons_node *n, int code)
 
         q_unlink(&n->pending, p);
         report_failed(n, &p->cmd.origin,
-                      p->sent && code == CONS_ECLOSING ? CONS_EUNKNOWN
-                                                       : code);
+                      p->sent && code == CONS_ECLOSING ? CONS_ECLOSED : code);
         pcmd_free(p);
     }
     n->cursor = NULL;

@@ -265,11 +265,13 @@ static int add_header(struct lws *wsi, const char *name, const char *value,
 }
 
 static int write_headers(struct net_conn *c, unsigned status, const char *ctype,
-                         size_t len, bool preflight, bool close_after)
+                         size_t len, bool preflight, bool close_after,
+                         unsigned retry_after)
 {
     unsigned char buf[LWS_PRE + 1024];
     unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf);
     struct lws *wsi = c->wsi;
+    char ra[16];
 
     if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p,
                                     end) ||
@@ -284,6 +286,9 @@ static int write_headers(struct net_conn *c, unsigned status, const char *ctype,
         return -1;
     if (close_after && add_header(wsi, "connection:", "close", &p, end))
         return -1;
+    snprintf(ra, sizeof(ra), "%u", retry_after);
+    if (retry_after > 0 && add_header(wsi, "retry-after:", ra, &p, end))
+        return -1;
     if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     return 0;
@@ -297,7 +302,7 @@ int net__http_on_writeable(struct net_conn *c)
     if (!h->resp_ready)
         return 0;
     if (write_headers(c, h->status, h->ctype, h->resp_len, h->preflight,
-                      close_after) != 0)
+                      close_after, h->retry_after) != 0)
         return -1;
     /* lws keeps whatever the socket does not take now and sends it before
      * the next writeable callback or the transaction's end. */
@@ -310,17 +315,46 @@ int net__http_on_writeable(struct net_conn *c)
     return lws_http_transaction_completed(c->wsi) ? -1 : 0;
 }
 
-int net__http_write_now(struct net_conn *c, unsigned status,
-                        const char *message)
+int net__http_write_now_retry(struct net_conn *c, unsigned status,
+                              const char *message, unsigned retry_after)
 {
     uint8_t buf[LWS_PRE + 512];
     size_t len = error_json((char *)buf + LWS_PRE, 512, message);
 
-    if (write_headers(c, status, CT_JSON, len, false, false) != 0)
+    if (write_headers(c, status, CT_JSON, len, false, false, retry_after) != 0)
         return -1;
     if (lws_write(c->wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) < 0)
         return -1;
     return 0;
+}
+
+int net__http_write_now(struct net_conn *c, unsigned status,
+                        const char *message)
+{
+    return net__http_write_now_retry(c, status, message, 0);
+}
+
+const char *net__not_ready(struct net_server *s, char *buf, size_t cap)
+{
+    const char *why = cons_node_not_ready(s->cons);
+
+    if (why == NULL)
+        return NULL;
+    snprintf(buf, cap, "not ready: %s, retry shortly", why);
+    return buf;
+}
+
+/* 503 "not ready" with Retry-After: true when the node is not ready. */
+static bool refuse_not_ready(struct net_conn *c)
+{
+    char buf[128];
+    const char *msg = net__not_ready(c->srv, buf, sizeof(buf));
+
+    if (msg == NULL)
+        return false;
+    respond_error(c, 503, "%s", msg);
+    c->http.retry_after = NET_RETRY_AFTER_S;
+    return true;
 }
 
 /* ---- the routes --------------------------------------------------------- */
@@ -463,9 +497,14 @@ static void start_send(struct net_conn *c)
     struct net_http *h = &c->http;
     struct relay_msg m;
     char err[256];
+    bool ready;
     int rv;
 
-    if (!room_exists(s, h->room, h->room_len)) {
+    /* Not ready: the room may exist without this node knowing yet. A push
+     * still goes to the log, whose answer is authoritative (and waits for a
+     * leader like any push); anything read from local state is refused. */
+    ready = cons_node_is_ready(s->cons);
+    if (ready && !room_exists(s, h->room, h->room_len)) {
         respond_error(c, 404, "room not found");
         return;
     }
@@ -483,7 +522,8 @@ static void start_send(struct net_conn *c)
         send_push(c, &m);
         break;
     case RELAY_MSG_GET:
-        send_get(c, &m);
+        if (!refuse_not_ready(c))
+            send_get(c, &m);
         break;
     case RELAY_MSG_PING:
         send_ping(c, &m);
@@ -507,14 +547,23 @@ static void decide(struct net_conn *c)
         return;
     }
     switch (h->route) {
-    case NET_ROUTE_HEALTHZ:
+    case NET_ROUTE_HEALTHZ: {
+        char buf[128];
+        const char *why;
+
         if (!get)
             break;
-        if (cons_node_is_ready(s->cons))
+        why = net__not_ready(s, buf, sizeof(buf));
+        if (why == NULL)
+            why = cons_node_disk_fault(s->cons);
+        if (why == NULL) {
             respond(c, 200, CT_TEXT, "ok", 2);
-        else
-            respond(c, 503, CT_TEXT, "not ready", 9);
+            return;
+        }
+        respond(c, 503, CT_TEXT, why, strlen(why));
+        h->retry_after = NET_RETRY_AFTER_S;
         return;
+    }
     case NET_ROUTE_CLUSTER_STATUS: {
         size_t len;
         char *body;
@@ -541,6 +590,8 @@ static void decide(struct net_conn *c)
     case NET_ROUTE_ROOM:
         if (!get)
             break;
+        if (refuse_not_ready(c))
+            return;
         if (room_exists(s, h->room, h->room_len))
             respond_room(c);
         else
@@ -549,6 +600,8 @@ static void decide(struct net_conn *c)
     case NET_ROUTE_CONNECT:
         if (!get)
             break;
+        if (refuse_not_ready(c))
+            return;
         if (room_exists(s, h->room, h->room_len))
             respond_error(c, 426, "websocket upgrade required");
         else
@@ -717,7 +770,7 @@ void net__http_on_failed(struct net_conn *c, int code)
         return;
     h->pending = NET_PENDING_NONE;
     net__owner_unregister(c->srv, c);
-    if (code == CONS_EUNKNOWN)
+    if (cons_outcome_unknown(code))
         what = pending == NET_PENDING_NEW ? "room creation outcome unknown"
                                           : "push outcome unknown";
     else

@@ -159,6 +159,7 @@ struct net_http {
     bool resp_ready;
     bool close_after; /* close instead of keep-alive (413, 503 at limit) */
     bool preflight;
+    unsigned retry_after; /* seconds for a Retry-After header; 0: none */
     unsigned status;
     const char *ctype;
     uint8_t *resp; /* malloc'd, LWS_PRE headroom, payload at +LWS_PRE */
@@ -451,6 +452,17 @@ void net__http_on_stop(struct net_conn *c);
  */
 int net__http_write_now(struct net_conn *c, unsigned status,
                         const char *message);
+/* The same with a Retry-After header of retry_after seconds (0: none). */
+int net__http_write_now_retry(struct net_conn *c, unsigned status,
+                              const char *message, unsigned retry_after);
+/*
+ * NULL when this node's state may answer reads; else the client-facing
+ * reason, "not ready: ..." (retryable: HTTP 503 with Retry-After
+ * NET_RETRY_AFTER_S). A node that has not applied what its leader had
+ * committed must not answer "room not found" or an empty init.
+ */
+const char *net__not_ready(struct net_server *s, char *buf, size_t cap);
+#define NET_RETRY_AFTER_S 1
 /* Parses a path into a route and room id; false for an unknown path. */
 bool net__route_parse(const char *path, size_t len, enum net_route *route,
                       char *room, size_t *room_len);

@@ -2,7 +2,8 @@
  * status.c - GET /cluster/status: this node's view of the cluster as JSON.
  *
  * {"id", "role", "leader": {"id", "http"} | null, "term", "commit_index",
- *  "applied_index", "last_index", "queued",
+ *  "applied_index", "last_index", "queued", "ready", "not_ready" (why not,
+ *  or null), "disk_full",
  *  "nodes": [{"id", "role", "raft", "http", "match_index" (leader only)}]}
  *
  * Built with jansson: it is an operator's endpoint, not a hot path.
@@ -37,6 +38,7 @@ char *net__cluster_status_json(struct net_server *s, size_t *len)
 {
     struct cons_status st;
     json_t *root, *nodes, *leader = NULL;
+    const char *why;
     char *text;
 
     cons_node_status(s->cons, &st);
@@ -67,6 +69,12 @@ char *net__cluster_status_json(struct net_server *s, size_t *len)
     json_object_set_new(root, "last_index",
                         json_integer((json_int_t)st.last_index));
     json_object_set_new(root, "queued", json_integer((json_int_t)st.queued));
+    why = cons_node_not_ready(s->cons);
+    json_object_set_new(root, "ready", json_boolean(why == NULL));
+    json_object_set_new(root, "not_ready",
+                        why != NULL ? json_string(why) : json_null());
+    json_object_set_new(root, "disk_full",
+                        json_boolean(cons_node_disk_fault(s->cons) != NULL));
     cons_node_members(s->cons, add_member, nodes);
     json_object_set_new(root, "nodes", nodes);
     text = json_dumps(root, JSON_COMPACT);

@@ -434,7 +434,8 @@ int net__ws_on_confirm(struct net_conn *c)
     struct net_server *s = c->srv;
     struct lws *wsi = c->wsi;
     enum net_route route;
-    char path[256];
+    char path[256], buf[128];
+    const char *why;
     bool cbor, msgpack;
     int n;
 
@@ -447,6 +448,12 @@ int net__ws_on_confirm(struct net_conn *c)
         !net__route_parse(path, (size_t)n, &route, c->room_id, &c->room_len) ||
         route != NET_ROUTE_CONNECT)
         return net__http_write_now(c, 404, "not found") ? -1 : 1;
+    /* Until this node has caught up, a room it lacks may exist: "not
+     * ready" (retryable), never "room not found" nor an empty init. */
+    why = net__not_ready(s, buf, sizeof(buf));
+    if (why != NULL)
+        return net__http_write_now_retry(c, 503, why, NET_RETRY_AFTER_S) ? -1
+                                                                        : 1;
     if (!relay_room_exists(cons_node_state(s->cons), c->room_id, c->room_len))
         return net__http_write_now(c, 404, "room not found") ? -1 : 1;
 
@@ -803,7 +810,7 @@ void net__ws_on_failed(struct net_conn *c, const struct relay_origin *origin,
 {
     if (!c->established || c->closing)
         return;
-    if (code == CONS_EUNKNOWN)
+    if (cons_outcome_unknown(code))
         send_error(c, "push outcome unknown: %s", cons_strerror(code));
     else
         send_error(c, "push not applied: %s", cons_strerror(code));

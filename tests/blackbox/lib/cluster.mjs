@@ -27,10 +27,10 @@
 //          --election-timeout MS --heartbeat MS [other flags]
 // with the same --bootstrap list on every node (it only acts on an empty data
 // dir, so it is passed again on restarts); GET /healthz answers 200 once the
-// node knows a leader (launch() waits for it, so nodes of a fresh cluster are
-// launched together: none is healthy before a majority runs); GET
-// /cluster/status answers {"id","role","leader":{"id","http"}|null,"term",
-// "commit_index","applied_index","nodes":[...]}.
+// node knows a leader and has caught up with it (launch() waits for it, so
+// nodes of a fresh cluster are launched together: none is healthy before a
+// majority runs); GET /cluster/status answers {"id","role","leader":{"id",
+// "http"}|null,"term","commit_index","applied_index","ready","nodes":[...]}.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -65,12 +65,14 @@ export class Cluster {
   // closed cluster runs; false: no key (the loopback-only open mode).
   // token: with a key, also a generated admin token (--admin-token-file),
   // which driftctl runs of the tests pick up (lib/admin.mjs).
+  // prepare(cluster): runs once the data dirs exist, before any node starts
+  // (e.g. to mount a small tmpfs on one of them).
   static async start({
     size = 3, args = [], name = 'cluster', electionTimeoutMs = ELECTION_TIMEOUT_MS,
-    heartbeatMs = HEARTBEAT_MS, startTimeoutMs = 30000, key = true, token = true,
+    heartbeatMs = HEARTBEAT_MS, startTimeoutMs = 30000, key = true, token = true, prepare = null,
   } = {}) {
     const c = new Cluster(name, size);
-    await c._init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, key, token });
+    await c._init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, key, token, prepare });
     return c;
   }
 
@@ -83,7 +85,7 @@ export class Cluster {
     this.root = null;
   }
 
-  async _init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, key, token }) {
+  async _init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, key, token, prepare }) {
     this.root = await fsp.mkdtemp(path.join(os.tmpdir(), `driftd-${this.name}-`));
     this.keyFile = null;
     this.adminToken = null;
@@ -115,6 +117,7 @@ export class Cluster {
     common.push(...args);
     this.args = common;
     for (const id of this.ids) await fsp.mkdir(this.dataDir(id));
+    if (prepare) await prepare(this);
     // Launched together: a node is healthy only once a majority runs.
     const results = await Promise.allSettled(this.ids.map(async (id) => {
       const d = await Driftd.start({

@@ -182,7 +182,9 @@ export class Driftd {
 
   output() { return this.chunks.join(''); }
 
-  async launch() {
+  // Spawns the process and, unless waitHealthy is false, waits for /healthz
+  // 200 (a node whose peers are unreachable never gets there).
+  async launch({ waitHealthy = true } = {}) {
     requireBin();
     if (this.running) throw new Error(`${this.name} is already running`);
     this.starts += 1;
@@ -201,7 +203,7 @@ export class Driftd {
       });
     });
     proc.on('error', (e) => this._append('', `\n===== spawn error: ${e.message}\n`));
-    await this.waitHealthy(this.opts.startTimeoutMs ?? 20000);
+    if (waitHealthy) await this.waitHealthy(this.opts.startTimeoutMs ?? 20000);
   }
 
   async waitHealthy(timeoutMs = 20000) {
