@@ -37,6 +37,10 @@ struct net_config {
     const char *public_url;    /* e.g. "https://relay.example.com"; NULL: Host */
     size_t max_message;        /* one client message (reassembled), 1 MiB */
     size_t max_connections;    /* WebSocket + HTTP, default 10000 */
+/* Descriptors kept for everything but client connections (raft links and
+ * handshakes, log segments, the forward link, 503 answers past the
+ * bound): max_connections is capped at RLIMIT_NOFILE minus this. */
+#define NET_FD_RESERVE 512
     size_t max_out_bytes;      /* per-session outbound queue, 8 MiB */
     size_t max_http_body;      /* POST body, default = max_message */
     const char *admin_token;   /* bearer token for the admin API; NULL: open */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "consensus.h"
 #include "log.h"
@@ -594,6 +595,41 @@ static int parse_args(int argc, char **argv, struct options *o)
     return -1;
 }
 
+/*
+ * Client connections must never run the process out of descriptors: at
+ * EMFILE lws retries accept on every loop turn. The soft limit is raised to
+ * the hard one (as Go's runtime and most servers do) and max_connections
+ * capped to what is left after NET_FD_RESERVE.
+ */
+static void fit_fd_limit(struct options *o)
+{
+    struct rlimit rl;
+    size_t cap;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    cap = rl.rlim_cur > NET_FD_RESERVE + 16
+              ? (size_t)(rl.rlim_cur - NET_FD_RESERVE)
+              : 16;
+    if (o->net.max_connections == 0)
+        o->net.max_connections = 10000;
+    if (o->net.max_connections > cap) {
+        LOG_WARN("event=max_connections_capped from=%zu to=%zu "
+                 "why=\"descriptor limit %llu minus %d reserved; raise "
+                 "ulimit -n for more\"",
+                 o->net.max_connections, cap,
+                 (unsigned long long)rl.rlim_cur, NET_FD_RESERVE);
+        o->net.max_connections = cap;
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct options opts;
@@ -606,6 +642,7 @@ int main(int argc, char **argv)
     if (rv >= 0)
         return rv;
     signal(SIGPIPE, SIG_IGN); /* a vanished peer is an error code, not death */
+    fit_fd_limit(&opts);
 
     uv_loop_init(&app.loop);
     uv_signal_init(&app.loop, &app.sigterm);

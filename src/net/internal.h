@@ -166,6 +166,10 @@ struct net_http {
     size_t resp_len;
 };
 
+/* Connections past cfg.max_connections that still get their 503 answer;
+ * beyond these, new ones are closed on accept. */
+#define NET_OVER_LIMIT_GRACE 64
+
 enum net_conn_kind {
     NET_CONN_HTTP = 0,
     NET_CONN_WS,

@@ -221,6 +221,16 @@ static int conn_open(struct net_server *s, struct lws *wsi)
         LOG_WARN("event=accept_failed err=\"out of memory\"");
         return -1;
     }
+    /* Past the bound by NET_OVER_LIMIT_GRACE more, a connection is closed
+     * at once: each one waiting for its 503 holds a descriptor, and a
+     * flood of them must not run the process out of descriptors. */
+    if (s->n_conns >= s->cfg.max_connections + NET_OVER_LIMIT_GRACE) {
+        free(c);
+        LOG_WARN_RL("event=accept_refused why=\"connection limit\" "
+                    "conns=%zu limit=%zu",
+                    s->n_conns, s->cfg.max_connections);
+        return -1;
+    }
     c->srv = s;
     c->wsi = wsi;
     /* Counted while it exists; past the bound the request is answered 503
@@ -383,10 +393,12 @@ static void on_lws_log(int level, const char *line)
     n = strlen(p);
     while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'))
         n--;
+    /* Rate-limited: a peer can make lws repeat a line at will (e.g.
+     * "accept: errno 24" at every loop turn while the fds are gone). */
     if (level & LLL_ERR)
-        LOG_ERROR("event=lws msg=\"%.*s\"", (int)n, p);
+        LOG_AT_RL(LOG_LVL_ERROR, "event=lws msg=\"%.*s\"", (int)n, p);
     else
-        LOG_WARN("event=lws msg=\"%.*s\"", (int)n, p);
+        LOG_WARN_RL("event=lws msg=\"%.*s\"", (int)n, p);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */

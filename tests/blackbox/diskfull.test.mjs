@@ -19,7 +19,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  Driftd, RawClient, createRoom, dumpServers, httpRequest, httpSend, safeJson, waitFor,
+  adminHeaders, Driftd, RawClient, createRoom, dumpServers, httpRequest, httpSend, safeJson, waitFor,
 } from './lib/harness.mjs';
 import { Cluster } from './lib/cluster.mjs';
 
@@ -171,7 +171,7 @@ describe('disk full', () => {
       // The node with the small disk leads.
       let leader = await c.waitLeader();
       if (leader !== full) {
-        const r = await httpRequest(`${c.base(leader)}/admin/transfer`, { method: 'POST', body: { id: full }, timeoutMs: 20000 });
+        const r = await httpRequest(`${c.base(leader)}/admin/transfer`, { method: 'POST', body: { id: full }, timeoutMs: 20000, headers: adminHeaders(c.base(leader)) });
         assert.equal(r.status, 200, `transfer to node ${full}: ${r.status} ${r.text}`);
         leader = await c.waitLeader();
       }
