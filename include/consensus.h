@@ -242,8 +242,8 @@ void cons_forward_kick(struct cons_node *n);
  * Leader side: queues the commands of a batch forwarded by follower `from`
  * (the node the link authenticated; the origin travels inside each
  * command). A link carries only that node's client commands (room
- * creation, push) and its own directory entry, all with origin node
- * `from`: anything else (room deletes, other nodes' entries, forged
+ * creation, push), its read markers (NOOP, see cons_read_index) and its own
+ * directory entry, all with origin node `from`: anything else (room deletes, other nodes' entries, forged
  * origins) refuses the whole batch with CONS_EPERM. Returns CONS_OK,
  * CONS_EPERM, CONS_EINVAL for malformed bytes, CONS_ENOTLEADER when this
  * node is not the leader (the caller drops the link so the follower
@@ -253,6 +253,21 @@ void cons_forward_kick(struct cons_node *n);
  */
 int cons_propose_batch(struct cons_node *n, uint32_t from, const uint8_t *batch,
                        size_t len);
+
+/*
+ * Linearizable reads. cons_read_index() queues a read identified by token;
+ * the read callback then fires once with CONS_OK when this node has applied
+ * everything committed in the cluster before the call (read the state then:
+ * it includes every push acknowledged anywhere before), or with an error
+ * code (no leader, link lost, closing: answer "retry"). Callbacks fire in
+ * the order of the calls, never from inside cons_read_index(). Returns
+ * CONS_OK, or CONS_EFULL / CONS_ECLOSING / CONS_ENOMEM (then no callback).
+ * Each batch of reads costs one small command through the log.
+ */
+typedef void (*cons_read_cb)(void *arg, uint64_t token, int status);
+/* Same arg as cons_node_set_callbacks. */
+void cons_node_set_read_callback(struct cons_node *n, cons_read_cb cb);
+int cons_read_index(struct cons_node *n, uint64_t token);
 
 /* The applied state, read-only. Never NULL after a successful init. */
 const struct relay_state *cons_node_state(const struct cons_node *n);

@@ -105,6 +105,8 @@ const char *net_server_errmsg(const struct net_server *s);
  * or a session that closed meanwhile only feed the fan-out.
  */
 void net_server_on_applied(void *arg, const struct cons_applied *ev);
+/* cons_read_cb: a read barrier asked by a session was answered. */
+void net_server_on_read(void *arg, uint64_t token, int status);
 /* cons_restored_cb: brings every session up to date after a snapshot
  * install (see net__ws_on_restored). */
 void net_server_on_restored(void *arg);

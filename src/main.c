@@ -668,6 +668,7 @@ int main(int argc, char **argv)
     cons_node_set_callbacks(app.cons, net_server_on_applied,
                             net_server_on_failed, app.net);
     cons_node_set_restored_callback(app.cons, net_server_on_restored);
+    cons_node_set_read_callback(app.cons, net_server_on_read);
     rv = cons_node_start(app.cons);
     if (rv != CONS_OK) {
         LOG_ERROR("event=start_failed what=consensus err=\"%s\"",

@@ -156,6 +156,16 @@ struct cons_node {
     struct cons__change *change; /* the membership change in flight */
     uint64_t next_expiry_scan;   /* uv_now() of the next idle-room scan */
 
+    /* Linearizable reads (read.c): markers under a session of their own;
+     * a ring of waiting tokens, the first reads_covered of which the
+     * marker in flight answers. */
+    uint64_t read_session;
+    uint64_t read_counter;
+    uint64_t *reads;
+    size_t reads_head, reads_count, reads_covered;
+    bool read_marker_out;
+    cons_read_cb on_read;
+
     cons_applied_cb on_applied;
     cons_failed_cb on_failed;
     cons_restored_cb on_restored;
@@ -166,6 +176,12 @@ struct cons_node {
     cons_close_cb close_cb;
     void *close_arg;
 };
+
+/* read.c: a marker of the read session was applied (CONS_OK) or failed;
+ * fail every waiting read; release. */
+void cons__reads_on_marker(struct cons_node *n, uint64_t counter, int status);
+void cons__reads_fail_all(struct cons_node *n, int code);
+void cons__reads_free(struct cons_node *n);
 
 /* proposer.c */
 /* May cmd travel on node's forward link? (see cons_propose_batch) */

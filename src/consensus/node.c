@@ -144,6 +144,13 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
         n->sys_session = (uint64_t)uv_hrtime();
     n->sys_session &= ~(uint64_t)0xffffffffu;
     n->sys_session |= (uint64_t)1 << 63;
+    /* The read markers' session (read.c), built the same way. */
+    if (cons_random(&n->read_session, sizeof(n->read_session)) != CONS_OK)
+        n->read_session = (uint64_t)uv_hrtime() * 2654435761u;
+    n->read_session &= ~(uint64_t)0xffffffffu;
+    n->read_session |= (uint64_t)1 << 63;
+    if (n->read_session == n->sys_session)
+        n->read_session ^= (uint64_t)1 << 32;
     snprintf(n->data_dir, sizeof(n->data_dir), "%s", cfg->data_dir);
     n->cfg.raft_addr = n->raft_addr;
     n->cfg.data_dir = n->data_dir;
@@ -357,6 +364,7 @@ void cons_node_stop(struct cons_node *n)
         return;
     n->stopping = true;
     cons__proposer_fail_all(n, CONS_ECLOSING);
+    cons__reads_fail_all(n, CONS_ECLOSING);
 }
 
 /* One of the things the close cascade waits for is gone. */
@@ -365,6 +373,7 @@ static void node_unref(struct cons_node *n)
     if (--n->pending_handles > 0)
         return;
     cons__membership_free(n);
+    cons__reads_free(n);
     relay_batch_enc_destroy(n->enc);
     relay_state_destroy(n->state);
     if (n->close_cb != NULL)
@@ -415,6 +424,7 @@ void cons_node_close(struct cons_node *n, cons_close_cb cb, void *arg)
     n->on_applied = NULL;
     n->on_failed = NULL;
     n->on_restored = NULL;
+    n->on_read = NULL;
     cons_node_stop(n);
     n->closing = true;
     n->close_cb = cb;

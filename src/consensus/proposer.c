@@ -152,6 +152,10 @@ static void report_failed(struct cons_node *n, const struct relay_origin *o,
         cons__dir_done(n);
         return;
     }
+    if (o->session == n->read_session) {
+        cons__reads_on_marker(n, o->counter, code);
+        return;
+    }
     if (n->on_failed != NULL)
         n->on_failed(n->cb_arg, o, code);
 }
@@ -204,6 +208,7 @@ bool cons__cmd_forwardable(const struct relay_cmd *cmd, uint32_t node)
     switch (cmd->type) {
     case RELAY_CMD_CREATE_ROOM:
     case RELAY_CMD_PUSH:
+    case RELAY_CMD_NOOP: /* its read markers (read.c) */
         return true;
     case RELAY_CMD_NODE_SET:
         return cmd->node_id == node; /* its own directory entry only */
@@ -328,6 +333,8 @@ bool cons__proposer_on_applied(struct cons_node *n,
     pcmd_free(p);
     if (o->session == n->sys_session)
         cons__dir_done(n);
+    else if (o->session == n->read_session)
+        cons__reads_on_marker(n, o->counter, CONS_OK);
     return true;
 }
 
@@ -351,7 +358,8 @@ void cons__proposer_on_restored(struct cons_node *n)
         if (!relay_state_origin_applied(n->state, &p->cmd.origin))
             continue;
         o = p->cmd.origin;
-        if (n->on_applied != NULL && o.session != n->sys_session) {
+        if (n->on_applied != NULL && o.session != n->sys_session &&
+            o.session != n->read_session) {
             struct cons_applied ev = {
                 .cmd = &p->cmd,
                 .eff = &eff,

@@ -357,6 +357,37 @@ static bool refuse_not_ready(struct net_conn *c)
     return true;
 }
 
+/*
+ * Reads are linearizable: local state answers a get, a room lookup or a
+ * "room not found" only after a read barrier (cons_read_index), so it holds
+ * everything acknowledged anywhere before the request. Starts the barrier
+ * and returns true (the request is decided again once it is answered), or
+ * returns false when it was answered already.
+ */
+static bool wait_read(struct net_conn *c)
+{
+    struct net_http *h = &c->http;
+    int rv;
+
+    if (h->read_done)
+        return false;
+    if (net__owner_register(c->srv, c) != NET_OK) {
+        respond_error(c, 503, "out of memory");
+        return true;
+    }
+    rv = cons_read_index(c->srv->cons, c->session);
+    if (rv != CONS_OK) {
+        net__owner_unregister(c->srv, c);
+        respond_error(c, 503, "not ready: %s, retry shortly",
+                      cons_strerror(rv));
+        h->retry_after = NET_RETRY_AFTER_S;
+        return true;
+    }
+    h->pending = NET_PENDING_READ;
+    h->acted = true;
+    return true;
+}
+
 /* ---- the routes --------------------------------------------------------- */
 
 static bool room_exists(struct net_server *s, const char *id, size_t len)
@@ -505,7 +536,8 @@ static void start_send(struct net_conn *c)
      * leader like any push); anything read from local state is refused. */
     ready = cons_node_is_ready(s->cons);
     if (ready && !room_exists(s, h->room, h->room_len)) {
-        respond_error(c, 404, "room not found");
+        if (!wait_read(c))
+            respond_error(c, 404, "room not found");
         return;
     }
     err[0] = '\0';
@@ -522,7 +554,7 @@ static void start_send(struct net_conn *c)
         send_push(c, &m);
         break;
     case RELAY_MSG_GET:
-        if (!refuse_not_ready(c))
+        if (!refuse_not_ready(c) && !(m.has_seq && wait_read(c)))
             send_get(c, &m);
         break;
     case RELAY_MSG_PING:
@@ -590,7 +622,7 @@ static void decide(struct net_conn *c)
     case NET_ROUTE_ROOM:
         if (!get)
             break;
-        if (refuse_not_ready(c))
+        if (refuse_not_ready(c) || wait_read(c))
             return;
         if (room_exists(s, h->room, h->room_len))
             respond_room(c);
@@ -604,7 +636,7 @@ static void decide(struct net_conn *c)
             return;
         if (room_exists(s, h->room, h->room_len))
             respond_error(c, 426, "websocket upgrade required");
-        else
+        else if (!wait_read(c))
             respond_error(c, 404, "room not found");
         return;
     case NET_ROUTE_SEND:
@@ -758,6 +790,24 @@ void net__http_on_applied(struct net_conn *c, const struct cons_applied *ev)
         return;
     }
     respond_take(c, 200, CT_JSON, buf, len);
+}
+
+void net__http_on_read(struct net_conn *c, int status)
+{
+    struct net_http *h = &c->http;
+
+    if (h->pending != NET_PENDING_READ)
+        return;
+    h->pending = NET_PENDING_NONE;
+    net__owner_unregister(c->srv, c);
+    h->read_done = true;
+    if (status != CONS_OK) {
+        respond_error(c, 503, "not ready: %s, retry shortly",
+                      cons_strerror(status));
+        h->retry_after = NET_RETRY_AFTER_S;
+        return;
+    }
+    decide(c);
 }
 
 void net__http_on_failed(struct net_conn *c, int code)

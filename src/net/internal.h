@@ -136,6 +136,7 @@ enum net_pending {
     NET_PENDING_NEW,   /* POST /new waits for its CREATE_ROOM */
     NET_PENDING_SEND,  /* POST /room/ID/send waits for its PUSH */
     NET_PENDING_ADMIN, /* a membership change waits for raft */
+    NET_PENDING_READ,  /* a read waits for its barrier (cons_read_index) */
 };
 
 struct net_admin_op;
@@ -153,6 +154,9 @@ struct net_http {
     size_t body_len;
     size_t body_cap;
     enum net_pending pending;
+    /* The read barrier of this request was answered: decide() runs again
+     * and reads local state, which is then up to date. */
+    bool read_done;
     struct net_admin_op *admin_op; /* NET_PENDING_ADMIN */
     char path[128];                /* /admin/... routes: the path */
     /* The answer, written from LWS_CALLBACK_HTTP_WRITEABLE. */
@@ -204,6 +208,8 @@ struct net_conn {
     bool established;
     uint64_t counter;  /* origin counter of our last proposed push */
     uint64_t resolved; /* highest counter applied or failed */
+    /* Reads asked of consensus (cons_read_index) and answered, in order. */
+    uint64_t reads_asked, reads_done;
     /* Decoded messages waiting for earlier pushes' results (FIFO). */
     struct net_deferred *defer_head, *defer_tail;
     size_t n_deferred;
@@ -498,6 +504,10 @@ int net__ws_on_receive(struct net_conn *c, const void *in, size_t len);
 int net__ws_on_writeable(struct net_conn *c);
 void net__ws_on_closed(struct net_conn *c);
 void net__ws_on_applied(struct net_conn *c, const struct cons_applied *ev);
+/* The read barrier asked by c (cons_read_index with c's session) was
+ * answered with status: the waiting get runs, or answers "retry". */
+void net__ws_on_read(struct net_conn *c, int status);
+void net__http_on_read(struct net_conn *c, int status);
 void net__ws_on_failed(struct net_conn *c, const struct relay_origin *origin,
                        int code);
 /* Queues a reference to f; closes a slow consumer instead of growing. */

@@ -185,6 +185,27 @@ void net_server_on_applied(void *arg, const struct cons_applied *ev)
     net__ws_run_closes(s);
 }
 
+void net_server_on_read(void *arg, uint64_t token, int status)
+{
+    struct net_server *s = arg;
+    struct relay_origin o;
+    struct net_conn *c;
+
+    if (s == NULL)
+        return;
+    o.node = cons_node_id(s->cons);
+    o.session = token;
+    o.counter = 0;
+    c = owner_find(s, &o);
+    if (c == NULL)
+        return; /* the asker is gone */
+    if (c->kind == NET_CONN_HTTP)
+        net__http_on_read(c, status);
+    else if (c->kind == NET_CONN_WS)
+        net__ws_on_read(c, status);
+    net__ws_run_closes(s);
+}
+
 void net_server_on_restored(void *arg)
 {
     struct net_server *s = arg;

@@ -74,6 +74,10 @@ struct net_deferred {
     struct net_deferred *next;
     size_t cost;          /* raw frame bytes, against the bound */
     bool is_error;        /* a decode error to report, not a message */
+    /* A get that replays: it runs once the read it asked consensus for
+     * (read_seq-th of this session) is answered, with read_status. */
+    uint64_t read_seq;
+    int read_status;
     struct relay_msg msg; /* owned */
     char err[256];
 };
@@ -631,6 +635,7 @@ static void handle_message(struct net_conn *c, const uint8_t *buf, size_t len,
     enum relay_fmt fmt = binary ? c->fmt_bin : RELAY_FMT_JSON;
     struct net_deferred *d;
     struct relay_msg m;
+    bool needs_read;
     char err[256];
     int rv;
 
@@ -643,7 +648,10 @@ static void handle_message(struct net_conn *c, const uint8_t *buf, size_t len,
         if (err[0] == '\0')
             snprintf(err, sizeof(err), "%s", relay_strerror(rv));
     }
-    if (c->defer_head == NULL &&
+    /* A replaying get is a read: it waits for a read barrier (every push
+     * acknowledged anywhere before it is then in its init). */
+    needs_read = rv == RELAY_OK && m.type == RELAY_MSG_GET && m.has_seq;
+    if (c->defer_head == NULL && !needs_read &&
         (!pushes_in_flight(c) ||
          (rv == RELAY_OK && m.type == RELAY_MSG_PUSH))) {
         if (rv != RELAY_OK)
@@ -669,6 +677,11 @@ static void handle_message(struct net_conn *c, const uint8_t *buf, size_t len,
         memcpy(d->err, err, sizeof(d->err));
     else
         d->msg = m; /* ownership moves to d */
+    if (needs_read) {
+        d->read_status = cons_read_index(c->srv->cons, c->session);
+        if (d->read_status == CONS_OK)
+            d->read_seq = ++c->reads_asked;
+    }
     if (c->defer_tail != NULL)
         c->defer_tail->next = d;
     else
@@ -691,6 +704,8 @@ static void drain_deferred(struct net_conn *c)
         if (pushes_in_flight(c) &&
             (d->is_error || d->msg.type != RELAY_MSG_PUSH))
             return;
+        if (d->read_seq > c->reads_done)
+            return; /* its read barrier is not answered yet */
         c->defer_head = d->next;
         if (c->defer_head == NULL)
             c->defer_tail = NULL;
@@ -698,6 +713,9 @@ static void drain_deferred(struct net_conn *c)
         c->deferred_bytes -= d->cost;
         if (d->is_error)
             send_error(c, "%s", d->err);
+        else if (d->read_status != CONS_OK)
+            send_error(c, "get failed: %s; retry",
+                       cons_strerror(d->read_status));
         else
             process(c, &d->msg);
         relay_msg_free(&d->msg);
@@ -709,6 +727,19 @@ static void drain_deferred(struct net_conn *c)
                                         LWS_RXFLOW_REASON_USER_BOOL |
                                         LWS_RXFLOW_REASON_FLAG_PROCESS_NOW);
     }
+}
+
+void net__ws_on_read(struct net_conn *c, int status)
+{
+    struct net_deferred *d;
+
+    c->reads_done++;
+    for (d = c->defer_head; d != NULL; d = d->next)
+        if (d->read_seq == c->reads_done) {
+            d->read_status = status;
+            break;
+        }
+    drain_deferred(c);
 }
 
 static void resolve(struct net_conn *c, uint64_t counter)
