@@ -164,6 +164,7 @@ struct cons_node {
     uint64_t *reads;
     size_t reads_head, reads_count, reads_covered;
     bool read_marker_out;
+    bool read_local; /* the covered reads are answered locally (read.c) */
     cons_read_cb on_read;
 
     cons_applied_cb on_applied;
@@ -181,6 +182,8 @@ struct cons_node {
  * fail every waiting read; release. */
 void cons__reads_on_marker(struct cons_node *n, uint64_t counter, int status);
 void cons__reads_fail_all(struct cons_node *n, int code);
+/* Answers the reads a sole voter covered locally (from the flush idle). */
+void cons__reads_local(struct cons_node *n);
 void cons__reads_free(struct cons_node *n);
 
 /* proposer.c */

@@ -303,7 +303,8 @@ void cons__proposer_kick(struct cons_node *n)
 {
     if (n->closing)
         return;
-    if (!n->flush_armed && (n->cursor != NULL || n->foreign.head != NULL)) {
+    if (!n->flush_armed &&
+        (n->cursor != NULL || n->foreign.head != NULL || n->read_local)) {
         uv_idle_start(&n->flush_idle, cons__on_flush_idle);
         n->flush_armed = true;
     }
@@ -679,6 +680,7 @@ void cons__on_flush_idle(uv_idle_t *h)
     n->flush_armed = false;
     if (n->closing)
         return;
+    cons__reads_local(n);
     cons__proposer_check_leader(n);
     if (is_leader(n)) {
         while ((n->cursor != NULL || n->foreign.head != NULL) &&

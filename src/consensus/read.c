@@ -17,6 +17,12 @@
  * stream of reads costs one small command per commit round, carried in
  * the same group-commit entry as the pushes. At most CONS_MAX_READS wait.
  *
+ * One exception: the leader of a one-voter cluster answers from its state
+ * on the next loop turn. No other node can have acknowledged anything, and
+ * everything it acknowledged was applied first, so the state is current;
+ * this also keeps reads working while its disk is full and no marker could
+ * be appended.
+ *
  * Failure modes: a marker that fails (no leader, link lost, timeout) fails
  * the reads it covered with the same code; the caller answers "retry".
  */
@@ -34,11 +40,32 @@ void cons_node_set_read_callback(struct cons_node *n, cons_read_cb cb)
     n->on_read = cb;
 }
 
+static bool sole_voter_leader(struct cons_node *n)
+{
+    const struct raft_configuration *conf = &n->raft.configuration;
+    unsigned voters = 0;
+
+    if (!n->raft_started || raft_state(&n->raft) != RAFT_LEADER)
+        return false;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].role == RAFT_VOTER)
+            voters++;
+    return voters == 1;
+}
+
 static int propose_marker(struct cons_node *n)
 {
     struct relay_cmd cmd;
     int rv;
 
+    if (sole_voter_leader(n)) {
+        /* Answered by cons__reads_local on the next loop turn. */
+        n->read_marker_out = true;
+        n->read_local = true;
+        n->reads_covered = n->reads_count;
+        cons__proposer_kick(n);
+        return CONS_OK;
+    }
     memset(&cmd, 0, sizeof(cmd));
     cmd.type = RELAY_CMD_NOOP;
     cmd.origin.node = n->cfg.id;
@@ -97,9 +124,24 @@ void cons__reads_on_marker(struct cons_node *n, uint64_t counter, int status)
 {
     int rv;
 
-    if (!n->read_marker_out || counter != n->read_counter)
+    if (!n->read_marker_out || n->read_local || counter != n->read_counter)
         return; /* a re-sent copy of an older marker */
     answer(n, n->reads_covered, status);
+    if (n->reads_count == 0 || n->stopping)
+        return;
+    rv = propose_marker(n);
+    if (rv != CONS_OK)
+        answer(n, n->reads_count, rv);
+}
+
+void cons__reads_local(struct cons_node *n)
+{
+    int rv;
+
+    if (!n->read_local)
+        return;
+    n->read_local = false;
+    answer(n, n->reads_covered, CONS_OK);
     if (n->reads_count == 0 || n->stopping)
         return;
     rv = propose_marker(n);

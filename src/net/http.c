@@ -385,6 +385,9 @@ static bool wait_read(struct net_conn *c)
     }
     h->pending = NET_PENDING_READ;
     h->acted = true;
+    /* lws cuts a request that says nothing for its own few seconds; the
+     * barrier may wait up to the queue timeout for a leader. */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_READ_WAIT_S);
     return true;
 }
 
@@ -801,6 +804,7 @@ void net__http_on_read(struct net_conn *c, int status)
     h->pending = NET_PENDING_NONE;
     net__owner_unregister(c->srv, c);
     h->read_done = true;
+    lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
     if (status != CONS_OK) {
         respond_error(c, 503, "not ready: %s, retry shortly",
                       cons_strerror(status));

@@ -170,6 +170,12 @@ struct net_http {
     size_t resp_len;
 };
 
+/* How long an HTTP request may wait for its read barrier (http.c). */
+#define NET_READ_WAIT_S 60
+
+/* How long a session being closed may take to read its close frame. */
+#define NET_CLOSE_FLUSH_S 30
+
 /* Connections past cfg.max_connections that still get their 503 answer;
  * beyond these, new ones are closed on accept. */
 #define NET_OVER_LIMIT_GRACE 64

@@ -297,6 +297,25 @@ static void conn_free(struct net_conn *c)
  * lws_close_reason() and -1 here: from RECEIVE, lws then sends the close
  * frame before dropping the socket.
  */
+/*
+ * A close frame framed here (RFC 6455 sections 5.2 and 5.5.1: FIN + opcode
+ * 8, unmasked, payload = two bytes of status then the reason, at most 125
+ * bytes) and written raw, as ws.c writes its coalesced frames: lws keeps
+ * its own close writer private.
+ */
+static void write_close_frame(struct net_conn *c)
+{
+    uint8_t buf[LWS_PRE + 4 + 125], *p = buf + LWS_PRE;
+    size_t n = strnlen(c->close_reason, 123);
+
+    p[0] = 0x88;
+    p[1] = (uint8_t)(2 + n);
+    p[2] = (uint8_t)(c->close_code >> 8);
+    p[3] = (uint8_t)c->close_code;
+    memcpy(p + 4, c->close_reason, n);
+    lws_write(c->wsi, p, 4 + n, LWS_WRITE_HTTP);
+}
+
 static int ws_event(struct net_conn *c, enum lws_callback_reasons reason,
                     void *in, size_t len)
 {
@@ -317,7 +336,14 @@ static int ws_event(struct net_conn *c, enum lws_callback_reasons reason,
         lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
                          (unsigned char *)c->close_reason,
                          strlen(c->close_reason));
-        rv = -1;
+        /* lws sends the stored close frame when it closes the wsi from
+         * RECEIVE; from WRITEABLE (a session closed while lws still held a
+         * partly written frame, e.g. a slow consumer) it drops the socket
+         * without one, so the frame is written here, where the socket
+         * has room for it. */
+        if (reason == LWS_CALLBACK_SERVER_WRITEABLE)
+            write_close_frame(c);
+        return -1;
     }
     return rv;
 }

@@ -170,11 +170,24 @@ void net__ws_run_closes(struct net_server *s)
         c->close_queued = false;
         if (!c->established || c->close_started)
             continue;
-        c->close_started = true;
-        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
-                         (unsigned char *)c->close_reason,
-                         strlen(c->close_reason));
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+        /* The close frame goes out from the next WRITEABLE (ws_event),
+         * after whatever lws still holds of a partly written frame, so the
+         * client reads a clean close with its code (RFC 6455 section 7)
+         * rather than a cut connection. A peer that reads nothing more is
+         * cut after NET_CLOSE_FLUSH_S; all it holds meanwhile is that tail
+         * (the queue was dropped). */
+        if (!lws_partial_buffered(c->wsi)) {
+            /* Nothing held back: the close frame goes out now. */
+            c->close_started = true;
+            lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
+                             (unsigned char *)c->close_reason,
+                             strlen(c->close_reason));
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
+                            LWS_TO_KILL_SYNC);
+            continue;
+        }
+        lws_callback_on_writable(c->wsi);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_CLOSE_FLUSH_S);
     }
 }
 

@@ -47,6 +47,10 @@ function makeCerts() {
   };
 }
 
+async function fetchStatus(c, id) {
+  return (await httpRequest(`${c.base(id)}/cluster/status`)).json();
+}
+
 const certs = makeCerts();
 trustCA(fs.readFileSync(certs.ca));
 
@@ -103,12 +107,15 @@ describe('TLS: client port and forward links', () => {
     d.args = saved.map((a) => (a === certs.ca ? certs.other : a));
     await d.launch();
     const { room } = await createRoom(c.base(leader));
-    await waitRoomEverywhere(c, room);
-    const ws = await RawClient.connect(c.socketUrl(victim, room), { label: 'on the distrusting follower' });
+    await waitRoomEverywhere(c, room, c.ids.filter((id) => id !== victim));
+    await waitFor(async () => (await fetchStatus(c, victim)).applied_index >= (await fetchStatus(c, leader)).commit_index,
+      10000, 'the distrusting follower to apply the room (raft still reaches it)');
     const r = await httpSend(c.base(victim), room, { type: 'push', key: 'k', value: 1, action: { type: 'append' } }, { timeoutMs: 20000 });
     assert.equal(r.status >= 500, true, `a push through it fails: ${r.status} ${r.text}`);
+    // Its reads need the leader too (read barrier): "retry", never "not found".
+    const info = await httpRequest(`${c.base(victim)}/room/${room}`, { timeoutMs: 20000 });
+    assert.equal(info.status, 503, `a read through it: ${info.status} ${info.text}`);
     await waitFor(() => /event=fwd_link_failed leader=\d+ addr=\S+ why="connect: [^"]*SSL/.test(d.output()), 5000, 'the TLS failure in its log');
-    await ws.close();
     await d.stopClean();
     d.args = saved;
     await d.launch();
