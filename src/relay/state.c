@@ -1153,7 +1153,9 @@ static int restore_stream(struct rd *rd, struct relay_state *s, struct room *r)
             (i > 0 && seq <= prev))
             return RELAY_EINVAL;
         start = rd->pos;
-        if (relay__mp_skip(rd->p, rd->len, &rd->pos) != RELAY__MP_OK)
+        /* Depth-checked as the log's values are: a corrupt snapshot must
+         * not leave values that no client format can carry. */
+        if (relay__mp_skip_value(rd->p, rd->len, &rd->pos) != RELAY__MP_OK)
             return RELAY_EINVAL;
         vlen = rd->pos - start;
         v = malloc(vlen);
