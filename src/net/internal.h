@@ -354,6 +354,24 @@ int net__fwd_on_event(struct net_conn *c, enum lws_callback_reasons reason,
                       void *in, size_t len);
 /* Leader side: the forward conn closed. Idempotent. */
 void net__fwd_on_closed(struct net_conn *c);
+/*
+ * Leader side: reassembles a forwarded message from the pieces lws hands
+ * to RECEIVE, in c->rx (pure: no lws calls, so the fuzz target drives it).
+ * binary: the frame is binary (read at a message's first piece); final:
+ * this piece ends the message; rest: bytes its frame still announces; max:
+ * the bound on a message. On NET_FWD_RX_MESSAGE, *msg and *msg_len are the
+ * whole message, either `in` itself or c->rx (valid until the next call).
+ */
+enum {
+    NET_FWD_RX_MORE = 0,
+    NET_FWD_RX_MESSAGE,
+    NET_FWD_RX_TEXT,    /* a text message: not a batch */
+    NET_FWD_RX_TOO_BIG, /* over max, known as soon as announced */
+    NET_FWD_RX_NOMEM,
+};
+int net__fwd_rx_feed(struct net_conn *c, const uint8_t *in, size_t len,
+                     bool binary, bool final, size_t rest, size_t max,
+                     const uint8_t **msg, size_t *msg_len);
 /* Follower side: a callback of a wsi without a net_conn (client wsis). */
 int net__fwd_client_event(struct net_server *s, struct lws *wsi,
                           enum lws_callback_reasons reason, void *in,
