@@ -33,6 +33,7 @@
 #include <uv.h>
 
 #include "consensus.h"
+#include "htab.h"
 #include "net.h"
 #include "relay.h"
 
@@ -67,37 +68,6 @@
 
 /* Largest Host header we echo back into room URLs. */
 #define NET_HOST_MAX 256
-
-/* ---- hash table (subs.c) ------------------------------------------------ */
-
-/*
- * Intrusive chained hash table with a keyed hash (SipHash-2-4 with the
- * server's random seed), so clients choosing keys cannot aim collisions.
- * Nodes are embedded in their owners; the key bytes belong to the owner and
- * must outlive the node's membership.
- */
-struct net__hnode {
-    struct net__hnode *next;
-    uint64_t hash;
-    const void *key;
-    size_t key_len;
-};
-
-struct net__htab {
-    struct net__hnode **buckets; /* malloc'd; NULL until the first insert */
-    size_t nbuckets;             /* power of two */
-    size_t count;
-    const uint8_t *seed; /* 16 bytes, borrowed from the server */
-};
-
-void net__htab_init(struct net__htab *t, const uint8_t *seed);
-void net__htab_close(struct net__htab *t); /* frees buckets, not nodes */
-struct net__hnode *net__htab_find(const struct net__htab *t, const void *key,
-                                  size_t key_len);
-/* Returns NET_OK or NET_ENOMEM (then n is not inserted). */
-int net__htab_insert(struct net__htab *t, struct net__hnode *n, const void *key,
-                     size_t key_len);
-void net__htab_remove(struct net__htab *t, struct net__hnode *n);
 
 /* ---- frames (ws.c) ------------------------------------------------------ */
 
@@ -183,7 +153,7 @@ struct net_conn {
     bool over_limit; /* accepted past cfg.max_connections: answer 503 */
 
     /* Origin session: in srv->owners while registered. */
-    struct net__hnode owner_node;
+    struct htab_node owner_node;
     uint64_t session;
     bool registered;
 
@@ -240,7 +210,7 @@ struct net_conn {
 /* ---- subscription index (subs.c) --------------------------------------- */
 
 struct net_key {
-    struct net__hnode node;
+    struct htab_node node;
     struct net_room *room;
     char *key; /* malloc'd copy; may hold NULs */
     size_t key_len;
@@ -263,10 +233,10 @@ struct net_sub {
 };
 
 struct net_room {
-    struct net__hnode node;
+    struct htab_node node;
     char id[RELAY_ROOM_ID_MAX + 1];
     size_t id_len;
-    struct net__htab keys;
+    struct htab keys;
     struct net_conn **debug;
     size_t n_debug, cap_debug;
     size_t n_conns; /* attached sessions; the entry goes at 0 */
@@ -404,12 +374,12 @@ struct net_server {
     const void *lws_handles[NET_MAX_STATIC_HANDLES];
     size_t n_lws_handles;
 
-    uint8_t seed[16];    /* hash seed, from getrandom */
+    uint8_t seed[HTAB_SEED_LEN]; /* hash seed, from getrandom */
     uint32_t boot_nonce; /* high half of every session id */
     uint32_t next_session;
 
-    struct net__htab owners;     /* session id -> struct net_conn */
-    struct net__htab rooms;      /* room id -> struct net_room */
+    struct htab owners;     /* session id -> struct net_conn */
+    struct htab rooms;      /* room id -> struct net_room */
     struct net_conn *conns;      /* every accepted connection */
     struct net_conn *close_list; /* WS closes decided, not yet started */
     size_t n_conns;
