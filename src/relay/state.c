@@ -1044,6 +1044,11 @@ static int restore_stream(struct rd *rd, struct relay_state *s, struct room *r)
         return RELAY_EINVAL;
     if (room_find_key(r, key, key_len) != NULL || n < 3)
         return RELAY_EINVAL; /* duplicate key or empty stream */
+    /* Each entry takes at least two bytes (seq, value): a count the rest of
+     * the input cannot hold is refused before it sizes an allocation (a
+     * few corrupt bytes asked for 48 GB). */
+    if (n / 2 > (rd->len - rd->pos) / 2)
+        return RELAY_EINVAL;
     st = stream_new(key, key_len);
     if (st == NULL)
         return RELAY_ENOMEM;

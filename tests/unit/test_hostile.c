@@ -9,6 +9,9 @@
  * - fuzz_snapshot: restore took values of any nesting depth, which no
  *   client format could then carry (every get of the key failed). Now held
  *   to RELAY_MAX_DEPTH like the log's values.
+ * - fuzz_snapshot: a stream's entry count was trusted to size its array, so
+ *   a few corrupt bytes made restore ask for 48 GB. Now bounded by the
+ *   bytes left.
  * - the same rule for log batches: an empty container one level too deep
  *   was accepted by the batch decoder but refused by the JSON writer (the
  *   client decoders count empty containers; now the batch decoder does too).
@@ -188,6 +191,22 @@ static void test_snapshot_value_depth(void **state)
     free(snap.p);
 }
 
+static void test_snapshot_entry_count(void **state)
+{
+    /* The stream announces 2^32 - 1 items (array32) in a few bytes. */
+    static const uint8_t snap[] = {
+        0x95, 0xac, 'd', 'r', 'i', 'f', 't', 'd', '-', 'r', 'e', 'l', 'a', 'y',
+        0x01, 0x91, 0x94, 0xc4, 0x01, 'r', 0x01, 0x00, 0x91,
+        0xdd, 0xff, 0xff, 0xff, 0xff, 0xc4, 0x01, 'k', 0x01, 0x01,
+        0x90, 0x90};
+    struct relay_state *s;
+
+    (void)state;
+    assert_int_equal(relay_state_create(NULL, &s), RELAY_OK);
+    assert_int_equal(relay_state_restore(s, snap, sizeof(snap)), RELAY_EINVAL);
+    relay_state_destroy(s);
+}
+
 static int count_cb(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
 {
     (void)cmd;
@@ -240,6 +259,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cbor_text_must_be_utf8),
         cmocka_unit_test(test_snapshot_value_depth),
+        cmocka_unit_test(test_snapshot_entry_count),
         cmocka_unit_test(test_batch_value_depth),
     };
 
