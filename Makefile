@@ -1,7 +1,8 @@
 # driftd - the two set-up commands and their parts.
 #   make run    install dependencies, build, start a local 3-node cluster
 #               on 127.0.0.1:8080-8082 (Ctrl-C stops all three)
-#   make test   install dependencies, build, run every test
+#   make test   install dependencies, build, run every test and a short
+#               run of every fuzz target
 # Extra: make build, make test-asan (ASan+UBSan build and the whole suite),
 #        make unit, make fuzz (libFuzzer targets, a short fixed count each;
 #        FUZZ_TIME=SECONDS for a long run, docs/fuzzing.md), make clean.
@@ -40,6 +41,7 @@ run: build
 
 test: build npm
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+	$(MAKE) fuzz
 
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit
