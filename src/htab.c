@@ -80,7 +80,8 @@ uint64_t htab_siphash(const uint8_t seed[HTAB_SEED_LEN], const void *data,
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* ---- the table ------------------------------------------------------------ */
+/* ---- the table ------------------------------------------------------------
+ */
 
 void htab_init(struct htab *t, const uint8_t *seed)
 {
@@ -171,8 +172,7 @@ void htab_remove(struct htab *t, struct htab_node *n)
 
     if (t->nbuckets == 0)
         return;
-    for (pp = &t->buckets[bucket(t, n->hash)]; *pp != NULL;
-         pp = &(*pp)->next) {
+    for (pp = &t->buckets[bucket(t, n->hash)]; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == n) {
             *pp = n->next;
             n->next = NULL;

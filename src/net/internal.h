@@ -374,12 +374,12 @@ struct net_server {
     const void *lws_handles[NET_MAX_STATIC_HANDLES];
     size_t n_lws_handles;
 
-    uint8_t seed[HTAB_SEED_LEN]; /* hash seed, from getrandom */
+    uint8_t seed[16];    /* hash seed, from getrandom */
     uint32_t boot_nonce; /* high half of every session id */
     uint32_t next_session;
 
-    struct htab owners;     /* session id -> struct net_conn */
-    struct htab rooms;      /* room id -> struct net_room */
+    struct htab owners;          /* session id -> struct net_conn */
+    struct htab rooms;           /* room id -> struct net_room */
     struct net_conn *conns;      /* every accepted connection */
     struct net_conn *close_list; /* WS closes decided, not yet started */
     size_t n_conns;

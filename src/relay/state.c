@@ -46,9 +46,9 @@ struct stream {
     size_t key_len;
     struct relay_entry *e; /* values malloc'd, owned */
     size_t n, cap;
-    size_t bytes;          /* key_len + sum of value lengths */
+    size_t bytes;           /* key_len + sum of value lengths */
     struct htab_node hnode; /* in the room's key table */
-    struct stream *onext;  /* creation order */
+    struct stream *onext;   /* creation order */
 };
 
 struct room {
@@ -84,7 +84,7 @@ struct dnode {
 struct relay_state {
     struct relay_limits lim;
     uint8_t seed[RELAY_SEED_LEN]; /* of every hash table */
-    struct htab rooms; /* id -> struct room */
+    struct htab rooms;            /* id -> struct room */
     size_t n_rooms;
     struct room *rhead, *rtail;
 

@@ -23,8 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         }                                                                      \
     } while (0)
 
-static inline int same_bytes(const void *a, size_t an, const void *b,
-                             size_t bn)
+static inline int same_bytes(const void *a, size_t an, const void *b, size_t bn)
 {
     return an == bn && (an == 0 || memcmp(a, b, an) == 0);
 }

@@ -99,8 +99,8 @@ static void apply_and_snapshot(const struct cmds *cs)
                                .max_rooms = 8,
                                .max_dedupe = 8,
                                .dedupe_ttl_ms = 1000};
-    static const uint8_t seed[RELAY_SEED_LEN] = {0x42, 1, 2, 3, 4, 5, 6, 7,
-                                                 8, 9, 10, 11, 12, 13, 14, 15};
+    static const uint8_t seed[RELAY_SEED_LEN] = {
+        0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     struct relay_state *s, *r, *o;
     struct relay_effects eff, eff2;
     uint8_t *snap, *snap2;

@@ -283,8 +283,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = relay_msg_decode(FUZZ_FMT, data, size, 0, &m, err, sizeof(err));
     CHECK(memchr(err, '\0', sizeof(err)) != NULL);
     if (rc != RELAY_OK) {
-        CHECK(rc == RELAY_EINVAL || rc == RELAY_EDEPTH ||
-              rc == RELAY_ETOOBIG || rc == RELAY_ENOMEM);
+        CHECK(rc == RELAY_EINVAL || rc == RELAY_EDEPTH || rc == RELAY_ETOOBIG ||
+              rc == RELAY_ENOMEM);
         CHECK(err[0] != '\0');
         relay_msg_free(&m);
         return 0;
@@ -294,8 +294,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
           (m.value != NULL && relay__mp_is_one_item(m.value, m.value_len)));
     CHECK(m.nonce == NULL || relay__mp_is_one_item(m.nonce, m.nonce_len));
     /* JSON cannot carry a key that is not UTF-8 text. */
-    CHECK(FUZZ_FMT != RELAY_FMT_JSON ||
-          m.key == NULL || relay__utf8_valid((uint8_t *)m.key, m.key_len));
+    CHECK(FUZZ_FMT != RELAY_FMT_JSON || m.key == NULL ||
+          relay__utf8_valid((uint8_t *)m.key, m.key_len));
 
     check_fanout(&m);
 

@@ -45,8 +45,7 @@ static void on_message(const uint8_t *msg, size_t len)
     CHECK(relay_batch_enc_create(&q.enc) == RELAY_OK);
     if (relay_batch_decode(msg, len, requeue, &q) == RELAY_OK) {
         CHECK(relay_batch_count(q.enc) == q.n);
-        CHECK(relay_batch_finish(q.enc, 1, malloc, &out, &out_len) ==
-              RELAY_OK);
+        CHECK(relay_batch_finish(q.enc, 1, malloc, &out, &out_len) == RELAY_OK);
         CHECK(relay_batch_decode(out, out_len, NULL, NULL) == RELAY_OK ||
               q.n == 0);
         free(out);
@@ -65,8 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (size - pos >= 7) {
         uint8_t flags = data[pos];
         size_t rest = (size_t)data[pos + 1] | (size_t)data[pos + 2] << 8 |
-                      (size_t)data[pos + 3] << 16 |
-                      (size_t)data[pos + 4] << 24;
+                      (size_t)data[pos + 3] << 16 | (size_t)data[pos + 4] << 24;
         size_t len = (size_t)data[pos + 5] | (size_t)data[pos + 6] << 8;
         const uint8_t *msg = NULL;
         size_t msg_len = 0;

@@ -53,7 +53,8 @@ static const char *const frames[] = {
     "{\"type\":\"push\",\"action\":{\"type\":\"append\"},\"key\":\"big\","
     "\"value\":123456789012345678901234567890}",
     "{\"type\":\"push\",\"action\":{\"type\":\"append\"},\"key\":\"deep\","
-    "\"value\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+    "\"value\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+    "}",
     "{\"type\":\"get\",\"key\":\"k\",\"seq\":0}",
     "{\"type\":\"get\",\"key\":\"k\",\"seq\":null}",
     "{\"type\":\"get\",\"key\":\"k\"}",
@@ -70,28 +71,28 @@ static const char *const frames[] = {
 /* CBOR-only shapes: indefinite map with an indefinite text key chunked in
  * two, tag 2 bignum, tag 64 byte string, half float, undefined. */
 static const uint8_t cbor_special[] = {
-    0xbf,                                     /* map (indefinite) */
-    0x64, 't',  'y',  'p',  'e',  0x64, 'p',  'u',  's', 'h', /* type push */
-    0x63, 'k',  'e',  'y',                    /* "key": */
-    0x7f, 0x61, 'a',  0x61, 'b',  0xff,       /* "ab" in two chunks */
-    0x66, 'a',  'c',  't',  'i',  'o',  'n',  /* "action": */
-    0xa1, 0x64, 't',  'y',  'p',  'e',  0x66, 'a', 'p', 'p', 'e', 'n', 'd',
-    0x65, 'v',  'a',  'l',  'u',  'e',        /* "value": */
-    0x9f,                                     /* [ (indefinite) */
-    0xc2, 0x42, 0x01, 0x00,                   /* bignum 256 */
-    0xd8, 0x40, 0x43, 1,    2,    3,          /* tag 64 h'010203' */
-    0xf9, 0x3c, 0x00,                         /* half 1.0 */
-    0xf7,                                     /* undefined */
-    0xfa, 0x3f, 0xc0, 0x00, 0x00,             /* single 1.5 */
+    0xbf, /* map (indefinite) */
+    0x64, 't',  'y',  'p',  'e',  0x64, 'p',  'u', 's', 'h', /* type push */
+    0x63, 'k',  'e',  'y',                                   /* "key": */
+    0x7f, 0x61, 'a',  0x61, 'b',  0xff,      /* "ab" in two chunks */
+    0x66, 'a',  'c',  't',  'i',  'o',  'n', /* "action": */
+    0xa1, 0x64, 't',  'y',  'p',  'e',  0x66, 'a', 'p', 'p',
+    'e',  'n',  'd',  0x65, 'v',  'a',  'l',  'u', 'e', /* "value": */
+    0x9f,                                               /* [ (indefinite) */
+    0xc2, 0x42, 0x01, 0x00,                             /* bignum 256 */
+    0xd8, 0x40, 0x43, 1,    2,    3,                    /* tag 64 h'010203' */
+    0xf9, 0x3c, 0x00,                                   /* half 1.0 */
+    0xf7,                                               /* undefined */
+    0xfa, 0x3f, 0xc0, 0x00, 0x00,                       /* single 1.5 */
     0xff, 0xff};
 
 /* msgpack-only shapes: bin key, ext value, non-string map key, float32. */
 static const uint8_t msgpack_special[] = {
-    0x84, 0xa4, 't',  'y',  'p',  'e',  0xa4, 'p',  'u',  's',  'h',
-    0xa3, 'k',  'e',  'y',  0xc4, 0x02, 0xff, 0x00, /* key: bin */
-    0xa6, 'a',  'c',  't',  'i',  'o',  'n',  0x81, 0xa4, 't',  'y',
-    'p',  'e',  0xa7, 'r',  'e',  'p',  'l',  'a',  'c',  'e',
-    0xa5, 'v',  'a',  'l',  'u',  'e',  0x83,       /* value: map of 3 */
+    0x84, 0xa4, 't',  'y',  'p',  'e',  0xa4, 'p',  'u',  's',
+    'h',  0xa3, 'k',  'e',  'y',  0xc4, 0x02, 0xff, 0x00, /* key: bin */
+    0xa6, 'a',  'c',  't',  'i',  'o',  'n',  0x81, 0xa4, 't',
+    'y',  'p',  'e',  0xa7, 'r',  'e',  'p',  'l',  'a',  'c',
+    'e',  0xa5, 'v',  'a',  'l',  'u',  'e',  0x83, /* value: map of 3 */
     0x01, 0xd6, 0x05, 1,    2,    3,    4,          /* 1: fixext4 */
     0x92, 0x01, 0x02, 0xca, 0x3f, 0xc0, 0x00, 0x00, /* [1,2]: 1.5f */
     0xc3, 0xcd, 0x01, 0x00};                        /* true: 256 */
@@ -206,9 +207,8 @@ static size_t make_cmds(struct relay_cmd *c)
                                 .http_addr = "",
                                 .http_addr_len = 0};
     c[n++] = (struct relay_cmd){.type = RELAY_CMD_NOOP, .origin = {1, 12, 3}};
-    c[n++] = (struct relay_cmd){.type = RELAY_CMD_NODE_FORGET,
-                                .origin = {1, 12, 4},
-                                .node_id = 3};
+    c[n++] = (struct relay_cmd){
+        .type = RELAY_CMD_NODE_FORGET, .origin = {1, 12, 4}, .node_id = 3};
     c[n++] = (struct relay_cmd){.type = RELAY_CMD_DELETE_ROOM,
                                 .origin = {2, 20, 2},
                                 .room = "roomB",

@@ -32,20 +32,19 @@
 #include "relay.h"
 #include "unit_util.h"
 
-/* ---- CBOR text ------------------------------------------------------------ */
+/* ---- CBOR text ------------------------------------------------------------
+ */
 
 /* {"type":"push","key":KEY,"action":{"type":"append"},"value":VALUE} with
  * key and value given as raw CBOR items. */
 static void cbor_push(struct vec *f, const void *key, size_t kn,
                       const void *value, size_t vn)
 {
-    static const uint8_t head[] = {0xa4, 0x64, 't', 'y', 'p', 'e', 0x64,
-                                   'p',  'u',  's', 'h', 0x63, 'k', 'e',
-                                   'y'};
-    static const uint8_t action[] = {0x66, 'a', 'c', 't', 'i', 'o', 'n', 0xa1,
-                                     0x64, 't', 'y', 'p', 'e', 0x66, 'a', 'p',
-                                     'p',  'e', 'n', 'd', 0x65, 'v', 'a', 'l',
-                                     'u',  'e'};
+    static const uint8_t head[] = {0xa4, 0x64, 't', 'y',  'p', 'e', 0x64, 'p',
+                                   'u',  's',  'h', 0x63, 'k', 'e', 'y'};
+    static const uint8_t action[] = {
+        0x66, 'a', 'c', 't', 'i', 'o', 'n', 0xa1, 0x64, 't', 'y', 'p', 'e',
+        0x66, 'a', 'p', 'p', 'e', 'n', 'd', 0x65, 'v',  'a', 'l', 'u', 'e'};
 
     f->n = 0;
     vput(f, head, sizeof(head));
@@ -58,8 +57,8 @@ static int decode_cbor(const struct vec *f)
 {
     struct relay_msg m;
     char err[256];
-    int rc = relay_msg_decode(RELAY_FMT_CBOR, f->p, f->n, 0, &m, err,
-                              sizeof(err));
+    int rc =
+        relay_msg_decode(RELAY_FMT_CBOR, f->p, f->n, 0, &m, err, sizeof(err));
 
     if (rc != RELAY_OK)
         assert_non_null(strstr(err, "UTF-8"));
@@ -70,9 +69,9 @@ static int decode_cbor(const struct vec *f)
 static void test_cbor_text_must_be_utf8(void **state)
 {
     static const uint8_t key_ok[] = {0x61, 'k'};
-    static const uint8_t text_bad[] = {0x62, 0xc3, 0x28};   /* bad 2nd byte */
-    static const uint8_t text_ok[] = {0x62, 0xc3, 0xa9};    /* U+00E9 */
-    static const uint8_t bytes_bad[] = {0x42, 0xc3, 0x28};  /* bytes: fine */
+    static const uint8_t text_bad[] = {0x62, 0xc3, 0x28};  /* bad 2nd byte */
+    static const uint8_t text_ok[] = {0x62, 0xc3, 0xa9};   /* U+00E9 */
+    static const uint8_t bytes_bad[] = {0x42, 0xc3, 0x28}; /* bytes: fine */
     static const uint8_t surrogate[] = {0x63, 0xed, 0xa0, 0x80};
     /* indefinite text: each chunk must be valid on its own */
     static const uint8_t chunks[] = {0x7f, 0x61, 0xc3, 0x61, 0xa9, 0xff};
@@ -122,12 +121,12 @@ __attribute__((noinline)) static void snapshot_with(struct vec *s,
                                                     const struct vec *value)
 {
     static const uint8_t head[] = {
-        0x95, 0xac, 'd', 'r', 'i', 'f', 't', 'd', '-', 'r', 'e', 'l', 'a', 'y',
-        0x01,                         /* version */
-        0x91, 0x94, 0xc4, 0x01, 'r',  /* [[bin "r", */
-        0x01, 0x00,                   /*   last_seq 1, last_ms 0, */
-        0x91, 0x93, 0xc4, 0x01, 'k',  /*   [[bin "k", */
-        0x01};                        /*     1, VALUE]]]] */
+        0x95, 0xac, 'd',  'r',  'i', 'f', 't',  'd',
+        '-',  'r',  'e',  'l',  'a', 'y', 0x01, /* version */
+        0x91, 0x94, 0xc4, 0x01, 'r',            /* [[bin "r", */
+        0x01, 0x00,                             /*   last_seq 1, last_ms 0, */
+        0x91, 0x93, 0xc4, 0x01, 'k',            /*   [[bin "k", */
+        0x01};                                  /*     1, VALUE]]]] */
     static const uint8_t tail[] = {0x90, 0x90}; /* no dedupe, no nodes */
 
     s->n = 0;
@@ -153,9 +152,9 @@ static int restore(const struct vec *snap)
                          RELAY_OK);
         assert_int_equal(n, 1);
         for (int f = 0; f < RELAY_FMT_COUNT; f++) {
-            assert_int_equal(relay_enc_init((enum relay_fmt)f, 0, "k", 1, e,
-                                            n, &out, &len),
-                             RELAY_OK);
+            assert_int_equal(
+                relay_enc_init((enum relay_fmt)f, 0, "k", 1, e, n, &out, &len),
+                RELAY_OK);
             free(out);
         }
     }
@@ -195,10 +194,9 @@ static void test_snapshot_entry_count(void **state)
 {
     /* The stream announces 2^32 - 1 items (array32) in a few bytes. */
     static const uint8_t snap[] = {
-        0x95, 0xac, 'd', 'r', 'i', 'f', 't', 'd', '-', 'r', 'e', 'l', 'a', 'y',
-        0x01, 0x91, 0x94, 0xc4, 0x01, 'r', 0x01, 0x00, 0x91,
-        0xdd, 0xff, 0xff, 0xff, 0xff, 0xc4, 0x01, 'k', 0x01, 0x01,
-        0x90, 0x90};
+        0x95, 0xac, 'd',  'r',  'i',  'f',  't',  'd',  '-',  'r',  'e',  'l',
+        'a',  'y',  0x01, 0x91, 0x94, 0xc4, 0x01, 'r',  0x01, 0x00, 0x91, 0xdd,
+        0xff, 0xff, 0xff, 0xff, 0xc4, 0x01, 'k',  0x01, 0x01, 0x90, 0x90};
     struct relay_state *s;
 
     (void)state;

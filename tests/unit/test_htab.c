@@ -78,11 +78,11 @@ static void test_table_basics(void **state)
     assert_int_equal(htab_reserve(&t, 100), HTAB_OK);
     assert_true(t.nbuckets >= 100);
     for (int i = 0; i < 1000; i++) {
-        items[i].len = (size_t)snprintf(items[i].key, sizeof(items[i].key),
-                                        "key-%d", i);
-        assert_int_equal(htab_insert(&t, &items[i].node, items[i].key,
-                                     items[i].len),
-                         HTAB_OK);
+        items[i].len =
+            (size_t)snprintf(items[i].key, sizeof(items[i].key), "key-%d", i);
+        assert_int_equal(
+            htab_insert(&t, &items[i].node, items[i].key, items[i].len),
+            HTAB_OK);
     }
     assert_int_equal(t.count, 1000);
     /* the empty key is a key like any other */
@@ -167,8 +167,8 @@ static char (*colliding_ids(void))[16]
 
 static void test_colliding_keys_spread(void **state)
 {
-    static const uint8_t seed[HTAB_SEED_LEN] = {0x5a, 1, 2, 3, 4, 5, 6, 7,
-                                                8, 9, 10, 11, 12, 13, 14, 15};
+    static const uint8_t seed[HTAB_SEED_LEN] = {
+        0x5a, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     char(*ids)[16] = colliding_ids();
     struct item *items = calloc(N_COLLIDE, sizeof(*items));
     uint64_t first = old_fnv1a(ids[0], 15) & COLLIDE_MASK;
@@ -197,14 +197,14 @@ static void test_colliding_keys_spread(void **state)
     free(ids);
 }
 
-/* ---- relay with seeds ------------------------------------------------------ */
+/* ---- relay with seeds ------------------------------------------------------
+ */
 
 static const uint8_t seed_a[RELAY_SEED_LEN] = {1, 2,  3,  4,  5,  6,  7,  8,
                                                9, 10, 11, 12, 13, 14, 15, 16};
-static const uint8_t seed_b[RELAY_SEED_LEN] = {0xff, 0xee, 0xdd, 0xcc,
-                                               0xbb, 0xaa, 0x99, 0x88,
-                                               0x77, 0x66, 0x55, 0x44,
-                                               0x33, 0x22, 0x11, 0x00};
+static const uint8_t seed_b[RELAY_SEED_LEN] = {
+    0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88,
+    0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x00};
 
 static void apply_ok(struct relay_state *s, const struct relay_cmd *c,
                      uint64_t now, int want_status)
