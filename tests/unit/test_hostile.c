@@ -16,6 +16,11 @@
  *   was accepted by the batch decoder but refused by the JSON writer (the
  *   client decoders count empty containers; now the batch decoder does too).
  *
+ * - fuzz_json: a frame that is not an object and holds an integer beyond
+ *   int64 (the overflow path) leaked its list of number literals; a client
+ *   could grow the node's memory with every such frame. The ASan suite's
+ *   leak check catches it (test_json_overflow_not_object).
+ *
  * Not here: the net side (empty first piece of a forwarded message), which
  * only the fuzz target reaches.
  */
@@ -97,6 +102,28 @@ static void test_cbor_text_must_be_utf8(void **state)
     cbor_push(&f, bytes_bad, sizeof(bytes_bad), text_ok, sizeof(text_ok));
     assert_int_equal(decode_cbor(&f), RELAY_OK);
     free(f.p);
+}
+
+/* ---- JSON ---------------------------------------------------------------- */
+
+static void test_json_overflow_not_object(void **state)
+{
+    static const char *const frames[] = {
+        "[547700,-0.0,181e300,18446744073709551615,-9208]",
+        "[18446744073709551616]",
+    };
+    struct relay_msg m;
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(frames) / sizeof(frames[0]); i++) {
+        assert_int_equal(
+            relay_msg_decode(RELAY_FMT_JSON, (const uint8_t *)frames[i],
+                             strlen(frames[i]), 0, &m, err, sizeof(err)),
+            RELAY_EINVAL);
+        assert_string_equal(err, "message must be an object");
+        relay_msg_free(&m);
+    }
 }
 
 /* ---- nesting in snapshots and batches ------------------------------------ */
@@ -256,6 +283,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cbor_text_must_be_utf8),
+        cmocka_unit_test(test_json_overflow_not_object),
         cmocka_unit_test(test_snapshot_value_depth),
         cmocka_unit_test(test_snapshot_entry_count),
         cmocka_unit_test(test_batch_value_depth),
