@@ -5,11 +5,12 @@
 #
 # FUZZ_RUNS=N (default 100000) inputs per target after the corpus, or
 # FUZZ_TIME=SECONDS per target instead (the long run); FUZZ_TARGETS="json
-# batch" picks targets. Each target starts from the corpus in the tree
-# (every file there, seeds and crash-* regressions, is replayed first) plus
-# what earlier runs found in BUILD_DIR/fuzz-corpus/; new inputs go there,
-# never into the tree. A crash, leak, timeout or broken invariant fails the
-# run and its input is kept as BUILD_DIR/fuzz-artifacts/<target>-crash-*.
+# batch" picks targets. Each target first replays its corpus in the tree
+# (seeds and crash-* regressions). A short run starts from that alone, so it
+# is the same run every time (fixed seed); a long run also starts from, and
+# adds to, what earlier long runs found in BUILD_DIR/fuzz-corpus/. New
+# inputs never go into the tree. A crash, leak, timeout or broken invariant
+# fails the run and its input is kept in BUILD_DIR/fuzz-artifacts/.
 set -euo pipefail
 
 build=${1:?usage: run.sh BUILD_DIR [libFuzzer flags...]}
@@ -24,10 +25,16 @@ else
     limit=(-runs="$runs")
 fi
 mkdir -p "$build/fuzz-artifacts"
+scratch=$(mktemp -d "$build/fuzz-scratch.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
 failed=()
 for t in $targets; do
     bin="$build/fuzz_$t"
-    work="$build/fuzz-corpus/fuzz_$t"
+    if [[ $time -gt 0 ]]; then
+        work="$build/fuzz-corpus/fuzz_$t"
+    else
+        work="$scratch/fuzz_$t"
+    fi
     log="$build/fuzz-artifacts/fuzz_$t.log"
     mkdir -p "$work"
     start=$(date +%s)
