@@ -129,7 +129,18 @@ struct relay_effects {
 
 struct relay_state;
 
-/* lim may be NULL for defaults; copied. Returns RELAY_OK or RELAY_ENOMEM. */
+/*
+ * lim may be NULL for defaults; copied. seed: RELAY_SEED_LEN random bytes
+ * (copied) that key the state's hash tables, so clients cannot aim
+ * collisions with crafted room ids, keys or origins; a node takes them from
+ * getrandom. Nothing observable depends on the seed: two states fed the same
+ * commands give byte-identical snapshots whatever their seeds.
+ * relay_state_create is the same with an all-zero seed (tests and tools).
+ * Returns RELAY_OK or RELAY_ENOMEM.
+ */
+#define RELAY_SEED_LEN 16
+int relay_state_create_seeded(const struct relay_limits *lim,
+                              const uint8_t *seed, struct relay_state **out);
 int relay_state_create(const struct relay_limits *lim, struct relay_state **out);
 void relay_state_destroy(struct relay_state *s);
 

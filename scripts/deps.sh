@@ -4,9 +4,12 @@
 # split-brain and disk-failure fixes. Idempotent: does nothing when all is there.
 set -euo pipefail
 
+# clang-14 and libclang-rt-14-dev (libFuzzer, ASan and UBSan runtimes):
+# make fuzz, which make test runs.
 PKGS=(build-essential cmake pkg-config libuv1-dev libwebsockets-dev
       libmsgpack-dev libjansson-dev libcbor-dev libcmocka-dev
-      libcurl4-openssl-dev libssl-dev openssl nodejs npm haproxy)
+      libcurl4-openssl-dev libssl-dev openssl nodejs npm haproxy clang-14
+      libclang-rt-14-dev)
 BACKPORTS_PKGS=(libraft-dev)
 
 missing=()

@@ -113,6 +113,7 @@ void cons_config_default(struct cons_config *cfg)
 int cons_node_init(struct cons_node **out, uv_loop_t *loop,
                    const struct cons_config *cfg)
 {
+    uint8_t seed[RELAY_SEED_LEN];
     struct cons_node *n;
     int rv;
 
@@ -154,7 +155,15 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
     snprintf(n->data_dir, sizeof(n->data_dir), "%s", cfg->data_dir);
     n->cfg.raft_addr = n->raft_addr;
     n->cfg.data_dir = n->data_dir;
-    rv = relay_state_create(&cfg->limits, &n->state);
+    /* The state's hash tables are keyed with a secret of this process,
+     * so clients cannot aim collisions at it (see relay.h). */
+    if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
+        uint64_t t = uv_hrtime() ^ (uint64_t)(uintptr_t)n;
+
+        memcpy(seed, &t, sizeof(t));
+        memcpy(seed + sizeof(t), &n->sys_session, sizeof(n->sys_session));
+    }
+    rv = relay_state_create_seeded(&cfg->limits, seed, &n->state);
     if (rv != RELAY_OK) {
         free(n);
         return CONS_ENOMEM;

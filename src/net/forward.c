@@ -792,42 +792,32 @@ static void fwd_check_proof(struct net_conn *c, const uint8_t *in, size_t len)
     fwd_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "authentication failed");
 }
 
-static int fwd_receive(struct net_conn *c, const void *in, size_t len)
+int net__fwd_rx_feed(struct net_conn *c, const uint8_t *in, size_t len,
+                     bool binary, bool final, size_t rest, size_t max,
+                     const uint8_t **msg, size_t *msg_len)
 {
-    size_t max = max_message(c->srv), cap, want, rest;
-    bool final;
+    size_t cap, want;
     uint8_t *b;
 
-    if (!c->established || c->closing)
-        return 0;
-    if (!c->fwd_authed) {
-        fwd_check_proof(c, in, len);
-        return 0;
-    }
-    final = lws_is_final_fragment(c->wsi) != 0;
-    /* The rest of this frame, as its header announced it. */
-    rest = lws_remaining_packet_payload(c->wsi);
     if (!c->rx_active) {
         c->rx_active = true;
-        c->rx_binary = lws_frame_is_binary(c->wsi) != 0;
+        c->rx_binary = binary;
         c->rx_len = 0;
-        if (!c->rx_binary) {
-            fwd_close(c, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
-                      "binary batches only");
-            return 0;
-        }
+        if (!c->rx_binary)
+            return NET_FWD_RX_TEXT;
         if (final) {
             /* The whole message in one piece: no copy. */
             c->rx_active = false;
             if (len > max)
-                goto too_big;
-            propose(c, in, len);
-            return 0;
+                return NET_FWD_RX_TOO_BIG;
+            *msg = in;
+            *msg_len = len;
+            return NET_FWD_RX_MESSAGE;
         }
     }
     /* Refused as soon as the announced length passes the bound. */
     if (len > max - c->rx_len || rest > max - c->rx_len - len)
-        goto too_big;
+        return NET_FWD_RX_TOO_BIG;
     if (c->rx_len + len > c->rx_cap) {
         want = c->rx_len + len + rest; /* <= max: sized once per frame */
         cap = c->rx_cap == 0 ? 65536 : c->rx_cap;
@@ -836,30 +826,64 @@ static int fwd_receive(struct net_conn *c, const void *in, size_t len)
         if (cap > max)
             cap = max;
         b = realloc(c->rx, cap);
-        if (b == NULL) {
-            fwd_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
-                      "out of memory");
-            return 0;
-        }
+        if (b == NULL)
+            return NET_FWD_RX_NOMEM;
         c->rx = b;
         c->rx_cap = cap;
     }
-    memcpy(c->rx + c->rx_len, in, len);
+    /* An empty piece may come before anything was allocated: NULL + 0 is
+     * undefined behaviour, even for memcpy of nothing. */
+    if (len > 0)
+        memcpy(c->rx + c->rx_len, in, len);
     c->rx_len += len;
     if (!final)
-        return 0;
+        return NET_FWD_RX_MORE;
     c->rx_active = false;
-    propose(c, c->rx, c->rx_len);
+    *msg = c->rx;
+    *msg_len = c->rx_len;
+    return NET_FWD_RX_MESSAGE;
+}
+
+static int fwd_receive(struct net_conn *c, const void *in, size_t len)
+{
+    const uint8_t *msg = NULL;
+    size_t msg_len = 0;
+
+    if (!c->established || c->closing)
+        return 0;
+    if (!c->fwd_authed) {
+        fwd_check_proof(c, in, len);
+        return 0;
+    }
+    switch (net__fwd_rx_feed(c, in, len, lws_frame_is_binary(c->wsi) != 0,
+                             lws_is_final_fragment(c->wsi) != 0,
+                             lws_remaining_packet_payload(c->wsi),
+                             max_message(c->srv), &msg, &msg_len)) {
+    case NET_FWD_RX_MORE:
+        return 0;
+    case NET_FWD_RX_TEXT:
+        fwd_close(c, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+                  "binary batches only");
+        return 0;
+    case NET_FWD_RX_TOO_BIG:
+        /* RFC 6455 section 7.4.1: 1009, a message too big to process. */
+        fwd_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too big");
+        return 0;
+    case NET_FWD_RX_NOMEM:
+        fwd_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        return 0;
+    default:
+        break;
+    }
+    propose(c, msg, msg_len);
+    if (msg != c->rx)
+        return 0;
     c->rx_len = 0;
     if (c->rx_cap > NET_FWD_RX_KEEP) {
         free(c->rx);
         c->rx = NULL;
         c->rx_cap = 0;
     }
-    return 0;
-too_big:
-    /* RFC 6455 section 7.4.1: 1009, a message too big to process. */
-    fwd_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too big");
     return 0;
 }
 

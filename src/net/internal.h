@@ -33,6 +33,7 @@
 #include <uv.h>
 
 #include "consensus.h"
+#include "htab.h"
 #include "net.h"
 #include "relay.h"
 
@@ -67,37 +68,6 @@
 
 /* Largest Host header we echo back into room URLs. */
 #define NET_HOST_MAX 256
-
-/* ---- hash table (subs.c) ------------------------------------------------ */
-
-/*
- * Intrusive chained hash table with a keyed hash (SipHash-2-4 with the
- * server's random seed), so clients choosing keys cannot aim collisions.
- * Nodes are embedded in their owners; the key bytes belong to the owner and
- * must outlive the node's membership.
- */
-struct net__hnode {
-    struct net__hnode *next;
-    uint64_t hash;
-    const void *key;
-    size_t key_len;
-};
-
-struct net__htab {
-    struct net__hnode **buckets; /* malloc'd; NULL until the first insert */
-    size_t nbuckets;             /* power of two */
-    size_t count;
-    const uint8_t *seed; /* 16 bytes, borrowed from the server */
-};
-
-void net__htab_init(struct net__htab *t, const uint8_t *seed);
-void net__htab_close(struct net__htab *t); /* frees buckets, not nodes */
-struct net__hnode *net__htab_find(const struct net__htab *t, const void *key,
-                                  size_t key_len);
-/* Returns NET_OK or NET_ENOMEM (then n is not inserted). */
-int net__htab_insert(struct net__htab *t, struct net__hnode *n, const void *key,
-                     size_t key_len);
-void net__htab_remove(struct net__htab *t, struct net__hnode *n);
 
 /* ---- frames (ws.c) ------------------------------------------------------ */
 
@@ -198,7 +168,7 @@ struct net_conn {
     bool over_limit; /* accepted past cfg.max_connections: answer 503 */
 
     /* Origin session: in srv->owners while registered. */
-    struct net__hnode owner_node;
+    struct htab_node owner_node;
     uint64_t session;
     bool registered;
 
@@ -261,7 +231,7 @@ struct net_conn {
 /* ---- subscription index (subs.c) --------------------------------------- */
 
 struct net_key {
-    struct net__hnode node;
+    struct htab_node node;
     struct net_room *room;
     char *key; /* malloc'd copy; may hold NULs */
     size_t key_len;
@@ -284,10 +254,10 @@ struct net_sub {
 };
 
 struct net_room {
-    struct net__hnode node;
+    struct htab_node node;
     char id[RELAY_ROOM_ID_MAX + 1];
     size_t id_len;
-    struct net__htab keys;
+    struct htab keys;
     struct net_conn **debug;
     size_t n_debug, cap_debug;
     size_t n_conns; /* attached sessions; the entry goes at 0 */
@@ -378,6 +348,24 @@ int net__fwd_on_event(struct net_conn *c, enum lws_callback_reasons reason,
                       void *in, size_t len);
 /* Leader side: the forward conn closed. Idempotent. */
 void net__fwd_on_closed(struct net_conn *c);
+/*
+ * Leader side: reassembles a forwarded message from the pieces lws hands
+ * to RECEIVE, in c->rx (pure: no lws calls, so the fuzz target drives it).
+ * binary: the frame is binary (read at a message's first piece); final:
+ * this piece ends the message; rest: bytes its frame still announces; max:
+ * the bound on a message. On NET_FWD_RX_MESSAGE, *msg and *msg_len are the
+ * whole message, either `in` itself or c->rx (valid until the next call).
+ */
+enum {
+    NET_FWD_RX_MORE = 0,
+    NET_FWD_RX_MESSAGE,
+    NET_FWD_RX_TEXT,    /* a text message: not a batch */
+    NET_FWD_RX_TOO_BIG, /* over max, known as soon as announced */
+    NET_FWD_RX_NOMEM,
+};
+int net__fwd_rx_feed(struct net_conn *c, const uint8_t *in, size_t len,
+                     bool binary, bool final, size_t rest, size_t max,
+                     const uint8_t **msg, size_t *msg_len);
 /* Follower side: a callback of a wsi without a net_conn (client wsis). */
 int net__fwd_client_event(struct net_server *s, struct lws *wsi,
                           enum lws_callback_reasons reason, void *in,
@@ -414,8 +402,8 @@ struct net_server {
     uint32_t boot_nonce; /* high half of every session id */
     uint32_t next_session;
 
-    struct net__htab owners;     /* session id -> struct net_conn */
-    struct net__htab rooms;      /* room id -> struct net_room */
+    struct htab owners;          /* session id -> struct net_conn */
+    struct htab rooms;           /* room id -> struct net_room */
     struct net_conn *conns;      /* every accepted connection */
     struct net_conn *close_list; /* WS closes decided, not yet started */
     size_t n_conns;

@@ -134,8 +134,8 @@ int net__owner_register(struct net_server *s, struct net_conn *c)
     if (c->registered)
         net__owner_unregister(s, c);
     c->session = net__session_new(s);
-    if (net__htab_insert(&s->owners, &c->owner_node, &c->session,
-                         sizeof(c->session)) != NET_OK)
+    if (htab_insert(&s->owners, &c->owner_node, &c->session,
+                    sizeof(c->session)) != HTAB_OK)
         return NET_ENOMEM;
     c->registered = true;
     return NET_OK;
@@ -145,21 +145,19 @@ void net__owner_unregister(struct net_server *s, struct net_conn *c)
 {
     if (!c->registered)
         return;
-    net__htab_remove(&s->owners, &c->owner_node);
+    htab_remove(&s->owners, &c->owner_node);
     c->registered = false;
 }
 
 static struct net_conn *owner_find(struct net_server *s,
                                    const struct relay_origin *o)
 {
-    struct net__hnode *n;
+    struct htab_node *n;
 
     if (o->node == 0 || o->node != cons_node_id(s->cons))
         return NULL;
-    n = net__htab_find(&s->owners, &o->session, sizeof(o->session));
-    return n == NULL ? NULL
-                     : (struct net_conn *)((char *)n - offsetof(struct net_conn,
-                                                                owner_node));
+    n = htab_find(&s->owners, &o->session, sizeof(o->session));
+    return n == NULL ? NULL : HTAB_ENTRY(n, struct net_conn, owner_node);
 }
 
 /* ---- consensus hooks ---------------------------------------------------- */
@@ -511,8 +509,8 @@ int net_server_init(struct net_server **out, uv_loop_t *loop,
     }
     memcpy(s->seed, rnd, sizeof(s->seed));
     memcpy(&s->boot_nonce, rnd + 16, sizeof(s->boot_nonce));
-    net__htab_init(&s->owners, s->seed);
-    net__htab_init(&s->rooms, s->seed);
+    htab_init(&s->owners, s->seed);
+    htab_init(&s->rooms, s->seed);
 
     s->protocols[0].name = "driftdb";
     s->protocols[0].callback = on_lws_event;
@@ -666,8 +664,8 @@ static void free_server(struct net_server *s)
         free(c);
     }
     net__fwd_release(s);
-    net__htab_close(&s->owners);
-    net__htab_close(&s->rooms);
+    htab_close(&s->owners);
+    htab_close(&s->rooms);
     free(s->public_url);
     free(s->http_host);
     free(s);

@@ -1,7 +1,6 @@
 /*
  * subs.c - the subscription index: which local WebSocket sessions want a
- * broadcast of (room, key), plus the keyed hash table it and the session
- * table are built on.
+ * broadcast of (room, key).
  *
  * Design:
  * - srv->rooms holds an entry only for rooms with at least one local WS
@@ -12,7 +11,7 @@
  *   plus a walk over exactly the subscribers: never O(rooms) or O(keys).
  * - Debug sessions are not subscribed to keys: they sit in the room's
  *   debug array and receive every broadcast of the room once.
- * - The hash is SipHash-2-4 keyed with a random per-process seed, because
+ * - The tables are htab.h's, keyed with the server's random seed, because
  *   keys and room ids come from clients.
  *
  * Not here: deciding what is sent (ws.c) or whether a room exists in the
@@ -22,158 +21,6 @@
 #include <string.h>
 
 #include "internal.h"
-
-/* ---- SipHash-2-4 (Aumasson & Bernstein), 64-bit output ------------------ */
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-
-#define SIPROUND                                                               \
-    do {                                                                       \
-        v0 += v1;                                                              \
-        v1 = ROTL(v1, 13);                                                     \
-        v1 ^= v0;                                                              \
-        v0 = ROTL(v0, 32);                                                     \
-        v2 += v3;                                                              \
-        v3 = ROTL(v3, 16);                                                     \
-        v3 ^= v2;                                                              \
-        v0 += v3;                                                              \
-        v3 = ROTL(v3, 21);                                                     \
-        v3 ^= v0;                                                              \
-        v2 += v1;                                                              \
-        v1 = ROTL(v1, 17);                                                     \
-        v1 ^= v2;                                                              \
-        v2 = ROTL(v2, 32);                                                     \
-    } while (0)
-
-static uint64_t load_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t siphash(const uint8_t seed[16], const void *data, size_t len)
-{
-    const uint8_t *in = data;
-    uint64_t k0 = load_le64(seed), k1 = load_le64(seed + 8);
-    uint64_t v0 = 0x736f6d6570736575ULL ^ k0;
-    uint64_t v1 = 0x646f72616e646f6dULL ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ k0;
-    uint64_t v3 = 0x7465646279746573ULL ^ k1;
-    uint64_t b = (uint64_t)len << 56, m;
-    size_t left = len & 7, i;
-    const uint8_t *end = in + (len - left);
-
-    for (; in != end; in += 8) {
-        m = load_le64(in);
-        v3 ^= m;
-        SIPROUND;
-        SIPROUND;
-        v0 ^= m;
-    }
-    for (i = 0; i < left; i++)
-        b |= (uint64_t)in[i] << (8 * i);
-    v3 ^= b;
-    SIPROUND;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
-
-/* ---- hash table --------------------------------------------------------- */
-
-void net__htab_init(struct net__htab *t, const uint8_t *seed)
-{
-    memset(t, 0, sizeof(*t));
-    t->seed = seed;
-}
-
-void net__htab_close(struct net__htab *t)
-{
-    free(t->buckets);
-    t->buckets = NULL;
-    t->nbuckets = 0;
-    t->count = 0;
-}
-
-struct net__hnode *net__htab_find(const struct net__htab *t, const void *key,
-                                  size_t key_len)
-{
-    struct net__hnode *n;
-    uint64_t h;
-
-    if (t->count == 0)
-        return NULL;
-    h = siphash(t->seed, key, key_len);
-    for (n = t->buckets[h & (t->nbuckets - 1)]; n != NULL; n = n->next)
-        if (n->hash == h && n->key_len == key_len &&
-            memcmp(n->key, key, key_len) == 0)
-            return n;
-    return NULL;
-}
-
-static int grow(struct net__htab *t)
-{
-    size_t nb = t->nbuckets == 0 ? 16 : t->nbuckets * 2, i;
-    struct net__hnode **b = calloc(nb, sizeof(*b)), *n, *next;
-
-    if (b == NULL)
-        return NET_ENOMEM;
-    for (i = 0; i < t->nbuckets; i++) {
-        for (n = t->buckets[i]; n != NULL; n = next) {
-            next = n->next;
-            n->next = b[n->hash & (nb - 1)];
-            b[n->hash & (nb - 1)] = n;
-        }
-    }
-    free(t->buckets);
-    t->buckets = b;
-    t->nbuckets = nb;
-    return NET_OK;
-}
-
-int net__htab_insert(struct net__htab *t, struct net__hnode *n, const void *key,
-                     size_t key_len)
-{
-    size_t i;
-
-    /* Load factor 1: grow before the chains get long. A failed grow with
-     * buckets already present just keeps the longer chains. */
-    if (t->count >= t->nbuckets && grow(t) != NET_OK && t->nbuckets == 0)
-        return NET_ENOMEM;
-    n->key = key;
-    n->key_len = key_len;
-    n->hash = siphash(t->seed, key, key_len);
-    i = n->hash & (t->nbuckets - 1);
-    n->next = t->buckets[i];
-    t->buckets[i] = n;
-    t->count++;
-    return NET_OK;
-}
-
-void net__htab_remove(struct net__htab *t, struct net__hnode *n)
-{
-    struct net__hnode **pp;
-
-    if (t->nbuckets == 0)
-        return;
-    for (pp = &t->buckets[n->hash & (t->nbuckets - 1)]; *pp != NULL;
-         pp = &(*pp)->next) {
-        if (*pp == n) {
-            *pp = n->next;
-            n->next = NULL;
-            t->count--;
-            return;
-        }
-    }
-}
 
 /* ---- rooms, keys, subscriptions ----------------------------------------- */
 
@@ -198,7 +45,7 @@ static void *grow_array(void *arr, size_t n, size_t *cap, size_t elem)
 struct net_room *net__room_find(struct net_server *s, const char *id,
                                 size_t id_len)
 {
-    struct net__hnode *n = net__htab_find(&s->rooms, id, id_len);
+    struct htab_node *n = htab_find(&s->rooms, id, id_len);
 
     return n == NULL ? NULL
                      : (struct net_room *)((char *)n -
@@ -208,7 +55,7 @@ struct net_room *net__room_find(struct net_server *s, const char *id,
 struct net_key *net__key_find(struct net_room *r, const char *key,
                               size_t key_len)
 {
-    struct net__hnode *n = net__htab_find(&r->keys, key, key_len);
+    struct htab_node *n = htab_find(&r->keys, key, key_len);
 
     return n == NULL
                ? NULL
@@ -217,8 +64,8 @@ struct net_key *net__key_find(struct net_room *r, const char *key,
 
 static void room_free(struct net_server *s, struct net_room *r)
 {
-    net__htab_remove(&s->rooms, &r->node);
-    net__htab_close(&r->keys);
+    htab_remove(&s->rooms, &r->node);
+    htab_close(&r->keys);
     free(r->debug);
     free(r);
 }
@@ -235,8 +82,8 @@ int net__room_attach(struct net_server *s, struct net_conn *c)
             return NET_ENOMEM;
         memcpy(r->id, c->room_id, c->room_len);
         r->id_len = c->room_len;
-        net__htab_init(&r->keys, s->seed);
-        if (net__htab_insert(&s->rooms, &r->node, r->id, r->id_len) != NET_OK) {
+        htab_init(&r->keys, s->seed);
+        if (htab_insert(&s->rooms, &r->node, r->id, r->id_len) != HTAB_OK) {
             free(r);
             return NET_ENOMEM;
         }
@@ -261,7 +108,7 @@ err_room:
 
 static void key_free(struct net_room *r, struct net_key *k)
 {
-    net__htab_remove(&r->keys, &k->node);
+    htab_remove(&r->keys, &k->node);
     free(k->subs);
     free(k->key);
     free(k);
@@ -337,7 +184,7 @@ int net__sub_add(struct net_server *s, struct net_conn *c, const char *key,
         k->key[key_len] = '\0';
         k->key_len = key_len;
         k->room = r;
-        if (net__htab_insert(&r->keys, &k->node, k->key, k->key_len) != NET_OK)
+        if (htab_insert(&r->keys, &k->node, k->key, k->key_len) != HTAB_OK)
             goto err_free_key_str;
         created = true;
     }

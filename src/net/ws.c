@@ -802,7 +802,8 @@ int net__ws_on_receive(struct net_conn *c, const void *in, size_t len)
         c->rx = b;
         c->rx_cap = cap;
     }
-    memcpy(c->rx + c->rx_len, in, len);
+    if (len > 0) /* an empty first piece: c->rx may be NULL */
+        memcpy(c->rx + c->rx_len, in, len);
     c->rx_len += len;
     if (!final)
         return 0;

@@ -205,32 +205,13 @@ static bool rd_bin(struct rd *rd, const char **p, size_t *n)
     return true;
 }
 
-/*
- * Reads one value item and checks it nests at most RELAY_MAX_DEPTH levels;
- * iterative, with one counter of items left per open container.
- */
+/* Reads one value item, nested at most RELAY_MAX_DEPTH levels. */
 static bool rd_value(struct rd *rd, const uint8_t **v, size_t *vlen)
 {
-    uint64_t left[RELAY_MAX_DEPTH + 1];
-    int depth = 0;
     size_t start = rd->pos;
-    struct relay__mp_tok t;
 
-    left[0] = 1;
-    for (;;) {
-        if (relay__mp_next(rd->p, rd->len, &rd->pos, &t) != RELAY__MP_OK)
-            return false;
-        left[depth]--;
-        if ((t.kind == RELAY__MP_ARRAY || t.kind == RELAY__MP_MAP) && t.n > 0) {
-            if (depth == RELAY_MAX_DEPTH)
-                return false;
-            left[++depth] = t.kind == RELAY__MP_MAP ? 2 * (uint64_t)t.n : t.n;
-        }
-        while (depth > 0 && left[depth] == 0)
-            depth--;
-        if (depth == 0 && left[0] == 0)
-            break;
-    }
+    if (relay__mp_skip_value(rd->p, rd->len, &rd->pos) != RELAY__MP_OK)
+        return false;
     *v = rd->p + start;
     *vlen = rd->pos - start;
     return true;

@@ -18,6 +18,7 @@
  * BigInt as tag 2/3 bignums: those that fit int64/uint64 become integers
  * (negatives below int64 a float64), longer ones stay byte strings;
  * undefined becomes nil. Every other tag is dropped and its item kept.
+ * Text strings must be valid UTF-8 (as JSON text must).
  * libcbor itself refuses the one-byte tags 6-20 and unassigned simple values.
  *
  * Output: a flat walk of the msgpack tokens writes CBOR heads with libcbor's
@@ -171,6 +172,13 @@ static void on_string(struct cdec *c, const uint8_t *d, size_t n, bool text)
 
     if (c->rc != RELAY_OK)
         return;
+    /* RFC 8949 section 3.1: text is UTF-8, and so is each chunk of an
+     * indefinite one. Taken as is, it would be stored as a msgpack str
+     * that the CBOR writer could only send back as a byte string. */
+    if (text && !relay__utf8_valid(d, n)) {
+        fail(c, RELAY_EINVAL, "text string is not valid UTF-8");
+        return;
+    }
     if (c->in_str) {
         if (c->has_tag || text != c->str_text) {
             fail(c, RELAY_EINVAL,

@@ -138,6 +138,15 @@ int relay__mp_next(const uint8_t *p, size_t len, size_t *pos,
  */
 int relay__mp_skip(const uint8_t *p, size_t len, size_t *pos);
 
+/*
+ * Skips one value at *pos as relay__mp_skip does, and refuses (RELAY__MP_BAD,
+ * *pos unchanged) one with containers nested deeper than RELAY_MAX_DEPTH,
+ * counting empty ones as the client decoders and the JSON writer do. What
+ * the log and snapshots carry is checked with it, so every stored value
+ * can be sent in every format.
+ */
+int relay__mp_skip_value(const uint8_t *p, size_t len, size_t *pos);
+
 /* True when [p, p+len) is exactly one well-formed msgpack item. */
 bool relay__mp_is_one_item(const uint8_t *p, size_t len);
 

@@ -295,6 +295,7 @@ int relay__json_to_mp(const uint8_t *buf, size_t len, struct relay__buf *out,
     }
     if (!json_is_object(root)) {
         json_decref(root);
+        free(nl.t); /* the overflow path's literals (leaked before) */
         return relay__err(err, errlen, RELAY_EINVAL,
                           "message must be an object");
     }

@@ -274,6 +274,35 @@ int relay__mp_skip(const uint8_t *p, size_t len, size_t *pos)
     return RELAY__MP_OK;
 }
 
+int relay__mp_skip_value(const uint8_t *p, size_t len, size_t *pos)
+{
+    /* Items still to read at each open level; level 0 is the value. */
+    uint64_t left[RELAY_MAX_DEPTH + 1];
+    int depth = 0;
+    size_t at = *pos;
+
+    left[0] = 1;
+    while (depth > 0 || left[0] > 0) {
+        struct relay__mp_tok t;
+        int rc = relay__mp_next(p, len, &at, &t);
+
+        if (rc != RELAY__MP_OK)
+            return rc;
+        left[depth]--;
+        if (t.kind == RELAY__MP_ARRAY || t.kind == RELAY__MP_MAP) {
+            if (depth == RELAY_MAX_DEPTH)
+                return RELAY__MP_BAD;
+            if (t.n > 0)
+                left[++depth] =
+                    t.kind == RELAY__MP_MAP ? 2 * (uint64_t)t.n : t.n;
+        }
+        while (depth > 0 && left[depth] == 0)
+            depth--;
+    }
+    *pos = at;
+    return RELAY__MP_OK;
+}
+
 bool relay__mp_is_one_item(const uint8_t *p, size_t len)
 {
     size_t pos = 0;

@@ -6,7 +6,9 @@
  * things; whatever is walked (rooms, keys, dedupe sessions, nodes) is walked
  * in an order that depends on the applied commands alone: creation order for
  * rooms and keys, least-recently-applied order for dedupe sessions, id order
- * for nodes. So two nodes fed the same log produce byte-identical snapshots.
+ * for nodes. So two nodes fed the same log produce byte-identical snapshots,
+ * although each keys its tables (htab.h, over client-chosen room ids, stream
+ * keys and origins) with its own random seed.
  *
  * A stream is a contiguous array of entries sorted by seq (appends only grow
  * seqs; compact puts S first and keeps only seqs > S), so reads with `after`
@@ -19,23 +21,10 @@
 #include <string.h>
 
 #include "codec_internal.h"
+#include "htab.h"
 #include "relay.h"
 
 /* ---- small helpers -------------------------------------------------------- */
-
-static uint64_t hash_bytes(const void *p, size_t n, uint64_t h)
-{
-    const uint8_t *b = p;
-
-    /* FNV-1a: fine for ids and keys, which are short. */
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
-#define HASH_SEED 14695981039346656037ULL
 
 /* A NUL-terminated copy of n bytes (which may hold NULs). */
 static char *dup_bytes(const char *p, size_t n)
@@ -55,26 +44,24 @@ static char *dup_bytes(const char *p, size_t n)
 struct stream {
     char *key;
     size_t key_len;
-    uint64_t hash;
     struct relay_entry *e; /* values malloc'd, owned */
     size_t n, cap;
-    size_t bytes;          /* key_len + sum of value lengths */
-    struct stream *hnext;  /* hash chain */
-    struct stream *onext;  /* creation order */
+    size_t bytes;           /* key_len + sum of value lengths */
+    struct htab_node hnode; /* in the room's key table */
+    struct stream *onext;   /* creation order */
 };
 
 struct room {
     char *id;
     size_t id_len;
-    uint64_t hash;
     uint64_t last_seq;
     uint64_t last_ms; /* log time of creation or the last applied push */
     size_t bytes;   /* retained bytes over all streams */
     size_t entries; /* retained entries over all streams */
-    struct stream **kt; /* key hash table */
-    size_t kt_cap, n_keys;
+    struct htab keys; /* key -> struct stream */
+    size_t n_keys;
     struct stream *khead, *ktail;
-    struct room *hnext;
+    struct htab_node hnode; /* in the state's room table */
     struct room *oprev, *onext;
 };
 
@@ -83,7 +70,8 @@ struct dd {
     uint64_t session;
     uint64_t counter;
     uint64_t last_ms;
-    struct dd *hnext;
+    uint8_t key[12]; /* node, session (little-endian): the table key */
+    struct htab_node hnode;
     struct dd *lprev, *lnext; /* head: least recently applied */
 };
 
@@ -95,12 +83,13 @@ struct dnode {
 
 struct relay_state {
     struct relay_limits lim;
-    struct room **rt;
-    size_t rt_cap, n_rooms;
+    uint8_t seed[RELAY_SEED_LEN]; /* of every hash table */
+    struct htab rooms;            /* id -> struct room */
+    size_t n_rooms;
     struct room *rhead, *rtail;
 
-    struct dd **dt;
-    size_t dt_cap, n_dd;
+    struct htab dedupe; /* (node, session) -> struct dd */
+    size_t n_dd;
     struct dd *lhead, *ltail;
 
     struct dnode *nodes; /* sorted by id */
@@ -182,7 +171,7 @@ static void stream_free(struct stream *st)
     free(st);
 }
 
-static struct stream *stream_new(const char *key, size_t key_len, uint64_t h)
+static struct stream *stream_new(const char *key, size_t key_len)
 {
     struct stream *st = calloc(1, sizeof(*st));
 
@@ -194,7 +183,6 @@ static struct stream *stream_new(const char *key, size_t key_len, uint64_t h)
         return NULL;
     }
     st->key_len = key_len;
-    st->hash = h;
     return st;
 }
 
@@ -244,55 +232,29 @@ static void room_free(struct room *r)
         stream_free(st);
         st = next;
     }
-    free(r->kt);
+    htab_close(&r->keys);
     free(r->id);
     free(r);
 }
 
 static struct stream *room_find_key(const struct room *r, const char *key,
-                                    size_t key_len, uint64_t h)
+                                    size_t key_len)
 {
-    if (r->kt_cap == 0)
-        return NULL;
-    for (struct stream *st = r->kt[h & (r->kt_cap - 1)]; st != NULL;
-         st = st->hnext)
-        if (st->hash == h && st->key_len == key_len &&
-            memcmp(st->key, key, key_len) == 0)
-            return st;
-    return NULL;
+    struct htab_node *n = htab_find(&r->keys, key, key_len);
+
+    return n != NULL ? HTAB_ENTRY(n, struct stream, hnode) : NULL;
 }
 
 /* Makes room in the key table for one more key. */
 static bool room_key_reserve(struct room *r)
 {
-    struct stream **kt;
-    size_t cap;
-
-    if (r->n_keys + 1 <= r->kt_cap)
-        return true;
-    cap = r->kt_cap == 0 ? 8 : r->kt_cap * 2;
-    kt = calloc(cap, sizeof(*kt));
-    if (kt == NULL)
-        return false;
-    for (struct stream *st = r->khead; st != NULL; st = st->onext) {
-        size_t b = st->hash & (cap - 1);
-
-        st->hnext = kt[b];
-        kt[b] = st;
-    }
-    free(r->kt);
-    r->kt = kt;
-    r->kt_cap = cap;
-    return true;
+    return htab_reserve(&r->keys, r->n_keys + 1) == HTAB_OK;
 }
 
-/* Links a new stream (room_key_reserve done). */
+/* Links a new stream (room_key_reserve done, so this cannot fail). */
 static void room_add_key(struct room *r, struct stream *st)
 {
-    size_t b = st->hash & (r->kt_cap - 1);
-
-    st->hnext = r->kt[b];
-    r->kt[b] = st;
+    htab_insert(&r->keys, &st->hnode, st->key, st->key_len);
     if (r->ktail != NULL)
         r->ktail->onext = st;
     else
@@ -304,39 +266,9 @@ static void room_add_key(struct room *r, struct stream *st)
 static struct room *find_room(const struct relay_state *s, const char *id,
                               size_t id_len)
 {
-    uint64_t h;
+    struct htab_node *n = htab_find(&s->rooms, id, id_len);
 
-    if (s->rt_cap == 0)
-        return NULL;
-    h = hash_bytes(id, id_len, HASH_SEED);
-    for (struct room *r = s->rt[h & (s->rt_cap - 1)]; r != NULL; r = r->hnext)
-        if (r->hash == h && r->id_len == id_len &&
-            memcmp(r->id, id, id_len) == 0)
-            return r;
-    return NULL;
-}
-
-static bool rooms_reserve(struct relay_state *s)
-{
-    struct room **rt;
-    size_t cap;
-
-    if (s->n_rooms + 1 <= s->rt_cap)
-        return true;
-    cap = s->rt_cap == 0 ? 64 : s->rt_cap * 2;
-    rt = calloc(cap, sizeof(*rt));
-    if (rt == NULL)
-        return false;
-    for (struct room *r = s->rhead; r != NULL; r = r->onext) {
-        size_t b = r->hash & (cap - 1);
-
-        r->hnext = rt[b];
-        rt[b] = r;
-    }
-    free(s->rt);
-    s->rt = rt;
-    s->rt_cap = cap;
-    return true;
+    return n != NULL ? HTAB_ENTRY(n, struct room, hnode) : NULL;
 }
 
 /* Creates and links a room (no limit checks). */
@@ -344,9 +276,8 @@ static struct room *room_insert(struct relay_state *s, const char *id,
                                 size_t id_len)
 {
     struct room *r;
-    size_t b;
 
-    if (!rooms_reserve(s))
+    if (htab_reserve(&s->rooms, s->n_rooms + 1) != HTAB_OK)
         return NULL;
     r = calloc(1, sizeof(*r));
     if (r == NULL)
@@ -357,10 +288,8 @@ static struct room *room_insert(struct relay_state *s, const char *id,
         return NULL;
     }
     r->id_len = id_len;
-    r->hash = hash_bytes(id, id_len, HASH_SEED);
-    b = r->hash & (s->rt_cap - 1);
-    r->hnext = s->rt[b];
-    s->rt[b] = r;
+    htab_init(&r->keys, s->seed);
+    htab_insert(&s->rooms, &r->hnode, r->id, r->id_len);
     r->oprev = s->rtail;
     if (s->rtail != NULL)
         s->rtail->onext = r;
@@ -373,11 +302,7 @@ static struct room *room_insert(struct relay_state *s, const char *id,
 
 static void room_unlink(struct relay_state *s, struct room *r)
 {
-    struct room **pp = &s->rt[r->hash & (s->rt_cap - 1)];
-
-    while (*pp != r)
-        pp = &(*pp)->hnext;
-    *pp = r->hnext;
+    htab_remove(&s->rooms, &r->hnode);
     if (r->oprev != NULL)
         r->oprev->onext = r->onext;
     else
@@ -391,23 +316,25 @@ static void room_unlink(struct relay_state *s, struct room *r)
 
 /* ---- dedupe table --------------------------------------------------------- */
 
-static uint64_t dd_hash(uint32_t node, uint64_t session)
+/* The table key of an origin session: fixed width and byte order, so it
+ * does not depend on struct padding. */
+static void dd_key(uint8_t key[12], uint32_t node, uint64_t session)
 {
-    uint64_t h = hash_bytes(&node, sizeof(node), HASH_SEED);
-
-    return hash_bytes(&session, sizeof(session), h);
+    for (int i = 0; i < 4; i++)
+        key[i] = (uint8_t)(node >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        key[4 + i] = (uint8_t)(session >> (8 * i));
 }
 
 static struct dd *dd_find(const struct relay_state *s, uint32_t node,
                           uint64_t session)
 {
-    if (s->dt_cap == 0)
-        return NULL;
-    for (struct dd *d = s->dt[dd_hash(node, session) & (s->dt_cap - 1)];
-         d != NULL; d = d->hnext)
-        if (d->node == node && d->session == session)
-            return d;
-    return NULL;
+    struct htab_node *n;
+    uint8_t key[12];
+
+    dd_key(key, node, session);
+    n = htab_find(&s->dedupe, key, sizeof(key));
+    return n != NULL ? HTAB_ENTRY(n, struct dd, hnode) : NULL;
 }
 
 bool relay_state_origin_applied(const struct relay_state *s,
@@ -420,25 +347,7 @@ bool relay_state_origin_applied(const struct relay_state *s,
 
 static bool dd_reserve(struct relay_state *s)
 {
-    struct dd **dt;
-    size_t cap;
-
-    if (s->n_dd + 1 <= s->dt_cap)
-        return true;
-    cap = s->dt_cap == 0 ? 64 : s->dt_cap * 2;
-    dt = calloc(cap, sizeof(*dt));
-    if (dt == NULL)
-        return false;
-    for (struct dd *d = s->lhead; d != NULL; d = d->lnext) {
-        size_t b = dd_hash(d->node, d->session) & (cap - 1);
-
-        d->hnext = dt[b];
-        dt[b] = d;
-    }
-    free(s->dt);
-    s->dt = dt;
-    s->dt_cap = cap;
-    return true;
+    return htab_reserve(&s->dedupe, s->n_dd + 1) == HTAB_OK;
 }
 
 static void dd_lru_unlink(struct relay_state *s, struct dd *d)
@@ -467,23 +376,18 @@ static void dd_lru_append(struct relay_state *s, struct dd *d)
 
 static void dd_remove(struct relay_state *s, struct dd *d)
 {
-    struct dd **pp = &s->dt[dd_hash(d->node, d->session) & (s->dt_cap - 1)];
-
-    while (*pp != d)
-        pp = &(*pp)->hnext;
-    *pp = d->hnext;
+    htab_remove(&s->dedupe, &d->hnode);
     dd_lru_unlink(s, d);
     s->n_dd--;
     free(d);
 }
 
-/* Links a new record at the most-recent end (dd_reserve done). */
+/* Links a new record at the most-recent end (dd_reserve done, so this
+ * cannot fail). */
 static void dd_link(struct relay_state *s, struct dd *d)
 {
-    size_t b = dd_hash(d->node, d->session) & (s->dt_cap - 1);
-
-    d->hnext = s->dt[b];
-    s->dt[b] = d;
+    dd_key(d->key, d->node, d->session);
+    htab_insert(&s->dedupe, &d->hnode, d->key, sizeof(d->key));
     dd_lru_append(s, d);
     s->n_dd++;
 }
@@ -637,17 +541,16 @@ static void state_clear(struct relay_state *s)
         free(s->nodes[i].http);
     }
     free(s->nodes);
-    free(s->rt);
-    free(s->dt);
-    s->rt = NULL;
-    s->dt = NULL;
+    htab_close(&s->rooms);
+    htab_close(&s->dedupe);
     s->nodes = NULL;
-    s->rt_cap = s->n_rooms = s->dt_cap = s->n_dd = s->n_nodes = 0;
+    s->n_rooms = s->n_dd = s->n_nodes = 0;
     s->rhead = s->rtail = NULL;
     s->lhead = s->ltail = NULL;
 }
 
-int relay_state_create(const struct relay_limits *lim, struct relay_state **out)
+int relay_state_create_seeded(const struct relay_limits *lim,
+                              const uint8_t *seed, struct relay_state **out)
 {
     struct relay_state *s = calloc(1, sizeof(*s));
 
@@ -655,8 +558,17 @@ int relay_state_create(const struct relay_limits *lim, struct relay_state **out)
     if (s == NULL)
         return RELAY_ENOMEM;
     limits_fill(&s->lim, lim);
+    if (seed != NULL)
+        memcpy(s->seed, seed, sizeof(s->seed));
+    htab_init(&s->rooms, s->seed);
+    htab_init(&s->dedupe, s->seed);
     *out = s;
     return RELAY_OK;
+}
+
+int relay_state_create(const struct relay_limits *lim, struct relay_state **out)
+{
+    return relay_state_create_seeded(lim, NULL, out);
 }
 
 void relay_state_destroy(struct relay_state *s)
@@ -724,7 +636,6 @@ static int apply_push(struct relay_state *s, const struct relay_cmd *cmd,
 {
     struct room *r;
     struct stream *st, *fresh = NULL;
-    uint64_t h;
     uint8_t *val = NULL;
     size_t drop = 0, drop_bytes = 0, new_bytes, base;
 
@@ -748,8 +659,7 @@ static int apply_push(struct relay_state *s, const struct relay_cmd *cmd,
         return RELAY_OK;
     }
 
-    h = hash_bytes(cmd->key, cmd->key_len, HASH_SEED);
-    st = room_find_key(r, cmd->key, cmd->key_len, h);
+    st = room_find_key(r, cmd->key, cmd->key_len);
     if (cmd->action == RELAY_ACT_RELAY) {
         /* Retains nothing, creates no stream; the sender still hears the
          * key's retained length, as after any push in the reference. */
@@ -790,7 +700,7 @@ static int apply_push(struct relay_state *s, const struct relay_cmd *cmd,
     if (cmd->value_len > 0)
         memcpy(val, cmd->value, cmd->value_len);
     if (st == NULL) {
-        fresh = stream_new(cmd->key, cmd->key_len, h);
+        fresh = stream_new(cmd->key, cmd->key_len);
         if (fresh == NULL || !room_key_reserve(r))
             goto nomem;
         st = fresh;
@@ -945,7 +855,7 @@ int relay_stream_read(const struct relay_state *s, const char *room,
     *n = 0;
     if (r == NULL)
         return RELAY_ENOROOM;
-    st = room_find_key(r, key, key_len, hash_bytes(key, key_len, HASH_SEED));
+    st = room_find_key(r, key, key_len);
     if (st == NULL)
         return RELAY_OK;
     i = stream_upper(st, after);
@@ -1130,16 +1040,20 @@ static int restore_stream(struct rd *rd, struct relay_state *s, struct room *r)
     const char *key;
     size_t key_len;
     uint32_t n;
-    uint64_t h, prev = 0;
+    uint64_t prev = 0;
 
     if (rd_array(rd, &n) != RELAY_OK || n % 2 != 1 ||
         rd_bytes(rd, RELAY__MP_BIN, &key, &key_len) != RELAY_OK ||
         key_len > s->lim.max_key_len)
         return RELAY_EINVAL;
-    h = hash_bytes(key, key_len, HASH_SEED);
-    if (room_find_key(r, key, key_len, h) != NULL || n < 3)
+    if (room_find_key(r, key, key_len) != NULL || n < 3)
         return RELAY_EINVAL; /* duplicate key or empty stream */
-    st = stream_new(key, key_len, h);
+    /* Each entry takes at least two bytes (seq, value): a count the rest of
+     * the input cannot hold is refused before it sizes an allocation (a
+     * few corrupt bytes asked for 48 GB). */
+    if (n / 2 > (rd->len - rd->pos) / 2)
+        return RELAY_EINVAL;
+    st = stream_new(key, key_len);
     if (st == NULL)
         return RELAY_ENOMEM;
     if (!room_key_reserve(r) || !stream_reserve(st, n / 2)) {
@@ -1157,7 +1071,9 @@ static int restore_stream(struct rd *rd, struct relay_state *s, struct room *r)
             (i > 0 && seq <= prev))
             return RELAY_EINVAL;
         start = rd->pos;
-        if (relay__mp_skip(rd->p, rd->len, &rd->pos) != RELAY__MP_OK)
+        /* Depth-checked as the log's values are: a corrupt snapshot must
+         * not leave values that no client format can carry. */
+        if (relay__mp_skip_value(rd->p, rd->len, &rd->pos) != RELAY__MP_OK)
             return RELAY_EINVAL;
         vlen = rd->pos - start;
         v = malloc(vlen);
@@ -1277,7 +1193,7 @@ int relay_state_restore(struct relay_state *s, const uint8_t *buf, size_t len)
     uint64_t version;
     int rv;
 
-    rv = relay_state_create(&s->lim, &tmp);
+    rv = relay_state_create_seeded(&s->lim, s->seed, &tmp);
     if (rv != RELAY_OK)
         return rv;
     if (rd_array(&rd, &five) != RELAY_OK || five != 5 ||

@@ -55,6 +55,14 @@ const WS_CASES = [
   ['CBOR: an integer instead of a map', 'cbor', { binary: cbor.encode(12) }],
   ['CBOR: type is a number', 'cbor', { binary: cbor.encode({ type: 5 }) }],
   ['CBOR: nonce is a string', 'cbor', { binary: cbor.encode({ type: 'ping', nonce: 'abc' }) }],
+  // {"type":"push","key":"k","value":<text "\xc3(">,"action":{"type":"append"}}
+  ['CBOR: a text string that is not UTF-8', 'cbor', {
+    binary: Buffer.concat([Buffer.from([0xa4, 0x64]), Buffer.from('type'), Buffer.from([0x64]), Buffer.from('push'),
+      Buffer.from([0x63]), Buffer.from('key'), Buffer.from([0x61]), Buffer.from('k'),
+      Buffer.from([0x65]), Buffer.from('value'), Buffer.from([0x62, 0xc3, 0x28]),
+      Buffer.from([0x66]), Buffer.from('action'), Buffer.from([0xa1, 0x64]), Buffer.from('type'),
+      Buffer.from([0x66]), Buffer.from('append')]),
+  }],
   ['CBOR: indefinite-length map never closed', 'cbor', { binary: Buffer.from([0xbf, 0x64, 0x74, 0x79, 0x70, 0x65]) }],
   ['CBOR: byte string length beyond the frame', 'cbor', { binary: Buffer.from([0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00]) }],
   ['CBOR: array count 2^64-1 in a tiny frame', 'cbor', { binary: Buffer.from([0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]) }],
@@ -136,6 +144,19 @@ describe('bad input', () => {
       assert.equal(c.closeInfo, null, 'offender connection closed');
     });
   }
+
+  // RFC 6455 section 5.4: a message may start with an empty fragment
+  // (the server once did NULL + 0 pointer arithmetic on it; UBSan caught it).
+  test('a message split into fragments, the first one empty, is one message', async () => {
+    const c = await RawClient.connect(url);
+    for (const first of ['', '{"type":"ping",']) {
+      c.ws.send(first, { binary: false, fin: false });
+      c.ws.send('', { binary: false, fin: false });
+      c.ws.send(first === '' ? '{"type":"ping","nonce":5}' : '"nonce":5}', { binary: false, fin: true });
+      assert.deepEqual(await c.next(), { type: 'pong', nonce: 5 });
+    }
+    assert.equal(c.closeInfo, null);
+  });
 
   test('a nested value within reason (depth 16) is accepted', async () => {
     const c = await RawClient.connect(url);
