@@ -6,6 +6,7 @@
 #   RUNS=5 scripts/bench.sh             # runs per scenario (default 3)
 #   QUICK=1 scripts/bench.sh            # 1 short run each, small counts
 #   SCENARIOS="ingest fanout" scripts/bench.sh
+#   SECURITY=tls scripts/bench.sh       # the same over TLS (see below)
 #
 # Every run gets a fresh cluster (empty data dirs under $OUT/NAME-N/data;
 # node i: HTTP 127.0.0.1:$((BASE_PORT+i)), raft 127.0.0.1:$((BASE_PORT+100+i)),
@@ -20,15 +21,28 @@
 # results.md: median, min and max over the runs (driftd-bench report).
 # Exit status: 0 when every run passed its loss/order check, 1 otherwise.
 #
-# Environment: BUILD, DRIFTD, BENCH (binaries), OUT, RUNS, QUICK, DURATION,
-# WARMUP, SCENARIOS, BASE_PORT (18180), DRIFTD_ARGS (extra node flags),
-# BENCH_ARGS (extra driftd-bench flags, e.g. --msgpack), LATENCY_RATE (the
-# latency scenario's rate instead of 10% of the ingest median).
+# SECURITY selects what protects the cluster (the material is made here,
+# in $OUT/security, with driftctl keygen and the openssl command line: a
+# throwaway CA and one certificate for 127.0.0.1, used by every node):
+#   open  no cluster key, plain HTTP/WebSocket and raft (the default)
+#   key   a cluster key on every node (--cluster-key-file): raft links and
+#         forward links authenticate with it
+#   tls   key + TLS on the client port (--tls-cert/--tls-key: the tool
+#         speaks https and wss, --cacert) and on forward links (--peer-ca)
+#   mtls  tls + mutual TLS on raft links (--peer-cert/--peer-key/--peer-ca)
+#
+# Environment: BUILD, DRIFTD, DRIFTCTL, BENCH (binaries), OUT, RUNS, QUICK,
+# DURATION, WARMUP, SCENARIOS, SECURITY, BASE_PORT (18180), DRIFTD_ARGS
+# (extra node flags), BENCH_ARGS (extra driftd-bench flags, e.g.
+# --msgpack), LATENCY_RATE (the latency scenario's rate instead of 10% of
+# the ingest median), CONNS (connections per node in that scenario).
 set -uo pipefail
 
 BUILD=${1:-${BUILD:-build}}
 DRIFTD=${DRIFTD:-$BUILD/driftd}
 BENCH=${BENCH:-$BUILD/driftd-bench}
+DRIFTCTL=${DRIFTCTL:-$BUILD/driftctl}
+SECURITY=${SECURITY:-open}
 QUICK=${QUICK:-0}
 BASE_PORT=${BASE_PORT:-18180}
 if [[ $QUICK == 1 ]]; then
@@ -47,26 +61,82 @@ read -r -a EXTRA_BENCH <<< "${BENCH_ARGS:-}"
 
 log() { echo "bench.sh: $*" >&2; }
 
-for bin in "$DRIFTD" "$BENCH"; do
+case $SECURITY in
+open | key | tls | mtls) ;;
+*)
+    log "unknown SECURITY=$SECURITY (open key tls mtls)"
+    exit 2
+    ;;
+esac
+bins=("$DRIFTD" "$BENCH")
+[[ $SECURITY != open ]] && bins+=("$DRIFTCTL")
+for bin in "${bins[@]}"; do
     if [[ ! -x $bin ]]; then
-        log "$bin is missing: build first (make build, or cmake --build $BUILD --target driftd driftd-bench)"
+        log "$bin is missing: build first (make build, or cmake --build $BUILD --target driftd driftctl driftd-bench)"
         exit 2
     fi
 done
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 
+# The cluster key and certificates of this invocation, and the flags they
+# give the nodes (SEC_NODE) and the tool (SEC_BENCH).
+SCHEME=http
+SEC_DIR="$OUT/security"
+CA=
+declare -a SEC_NODE=() SEC_BENCH=()
+make_security() {
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    mkdir -p "$SEC_DIR" || return 1
+    "$DRIFTCTL" keygen "$SEC_DIR/cluster.key" > /dev/null || return 1
+    SEC_NODE=(--cluster-key-file "$SEC_DIR/cluster.key")
+    [[ $SECURITY == key ]] && return 0
+    (
+        cd "$SEC_DIR" &&
+            openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 \
+                -subj "/CN=driftd bench CA" &&
+            openssl req "${ec[@]}" -keyout node.key -out node.csr \
+                -subj "/CN=127.0.0.1" &&
+            printf 'subjectAltName=IP:127.0.0.1\n' > node.ext &&
+            openssl x509 -req -in node.csr -CA ca.pem -CAkey ca.key \
+                -CAcreateserial -out node.pem -days 2 -extfile node.ext &&
+            chmod 600 ca.key node.key
+    ) > "$SEC_DIR/openssl.log" 2>&1 || {
+        log "making certificates failed; see $SEC_DIR/openssl.log"
+        return 1
+    }
+    CA="$SEC_DIR/ca.pem"
+    SCHEME=https
+    SEC_NODE+=(--tls-cert "$SEC_DIR/node.pem" --tls-key "$SEC_DIR/node.key"
+        --peer-ca "$CA")
+    [[ $SECURITY == mtls ]] &&
+        SEC_NODE+=(--peer-cert "$SEC_DIR/node.pem" --peer-key "$SEC_DIR/node.key")
+    SEC_BENCH=(--cacert "$CA")
+}
+if [[ $SECURITY != open ]]; then
+    make_security || exit 2
+fi
+
 # 10,000 connections per node, and the tool holds all 30,000 of them.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-URLS="http://127.0.0.1:$((BASE_PORT + 1)),http://127.0.0.1:$((BASE_PORT + 2)),http://127.0.0.1:$((BASE_PORT + 3))"
+URLS="$SCHEME://127.0.0.1:$((BASE_PORT + 1)),$SCHEME://127.0.0.1:$((BASE_PORT + 2)),$SCHEME://127.0.0.1:$((BASE_PORT + 3))"
 BOOTSTRAP="1=127.0.0.1:$((BASE_PORT + 101)),2=127.0.0.1:$((BASE_PORT + 102)),3=127.0.0.1:$((BASE_PORT + 103))"
 declare -a PIDS=()
 CLUSTER_DIR=
 
-# GET /healthz answered 200? (bash's /dev/tcp: no curl needed)
+# GET /healthz answered 200? (bash's /dev/tcp, or openssl s_client over
+# TLS, verifying the node against our CA: no curl needed)
 healthy() { # PORT
     local line=
+    if [[ $SCHEME == https ]]; then
+        line=$(printf 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$1" |
+            timeout 3 openssl s_client -quiet -connect "127.0.0.1:$1" \
+                -CAfile "$CA" -verify_return_error -verify_ip 127.0.0.1 2> /dev/null |
+            head -1)
+        [[ $line == "HTTP/1."?" 200"* ]]
+        return
+    fi
     { exec 3<> "/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
     printf 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$1" >&3
     read -r -t 2 line <&3
@@ -84,7 +154,7 @@ start_cluster() { # NAME
         "$DRIFTD" --id "$i" --http "127.0.0.1:$((BASE_PORT + i))" \
             --raft "127.0.0.1:$((BASE_PORT + 100 + i))" \
             --data "$CLUSTER_DIR/data/node$i" --bootstrap "$BOOTSTRAP" \
-            --max-connections 10100 "${EXTRA_NODE[@]}" \
+            --max-connections 10100 "${SEC_NODE[@]}" "${EXTRA_NODE[@]}" \
             >> "$CLUSTER_DIR/node$i.log" 2>&1 &
         PIDS[i]=$!
     done
@@ -102,7 +172,7 @@ start_cluster() { # NAME
             sleep 0.1
         done
     done
-    log "cluster up for $name: pids ${PIDS[*]} ($URLS)"
+    log "cluster up for $name: pids ${PIDS[*]} ($URLS, security $SECURITY)"
 }
 
 stop_cluster() {
@@ -142,17 +212,17 @@ run() {
     local json="$OUT/$name-$n.json" urls=$URLS pids=() i
     if [[ -n ${NODE:-} ]]; then
         json="$OUT/$name-$n-node$NODE.json"
-        urls="http://127.0.0.1:$((BASE_PORT + NODE))"
+        urls="$SCHEME://127.0.0.1:$((BASE_PORT + NODE))"
         pids=(--pid "${PIDS[NODE]}")
     else
         for i in "${!PIDS[@]}"; do pids+=(--pid "${PIDS[i]}"); done
     fi
     log "$name run $n/$RUNS${NODE:+ node $NODE}: $(basename "$BENCH") $* --url $urls"
-    echo "$(basename "$BENCH") $* --url $urls --duration $DURATION --warmup $WARMUP ${EXTRA_BENCH[*]}" \
+    echo "$(basename "$BENCH") $* --url $urls --duration $DURATION --warmup $WARMUP ${SEC_BENCH[*]} ${EXTRA_BENCH[*]}" \
         >> "$OUT/commands.txt"
     "$BENCH" "$@" --url "$urls" "${pids[@]}" --duration "$DURATION" \
-        --warmup "$WARMUP" --label "$name" --json "${EXTRA_BENCH[@]}" \
-        > "$json"
+        --warmup "$WARMUP" --label "$name" --json "${SEC_BENCH[@]}" \
+        "${EXTRA_BENCH[@]}" > "$json"
     local rc=$?
     if ((rc != 0)); then
         log "$name run $n${NODE:+ node $NODE} FAILED (exit $rc): $json"
@@ -167,9 +237,9 @@ median_of() { # NAME FIGURE
 }
 
 if [[ $QUICK == 1 ]]; then
-    PUBS=8 SUBS=200 ROOMS=100 CONNS=1000
+    PUBS=8 SUBS=200 ROOMS=100 CONNS=${CONNS:-1000}
 else
-    PUBS=16 SUBS=1000 ROOMS=1000 CONNS=10000
+    PUBS=16 SUBS=1000 ROOMS=1000 CONNS=${CONNS:-10000}
 fi
 PEAK=
 
@@ -245,6 +315,7 @@ done
     echo
     echo "Machine: $(nproc) CPU ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)."
     echo "3 driftd nodes and the tool on this machine, loopback. $RUNS run(s) per scenario, $DURATION s measured after $WARMUP s warm-up."
+    echo "Security: $SECURITY${SEC_NODE[*]:+ (node flags: ${SEC_NODE[*]//$SEC_DIR\//})}."
     echo
     echo "Commands:"
     echo

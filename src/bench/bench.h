@@ -15,9 +15,15 @@
  * msgpack), hist.c (latency histograms), sys.c (HTTP, /proc, rlimits),
  * report.c (the table, --json, and the `report` aggregation command).
  *
- * Deliberately not here: TLS, CBOR, HTTP /send pushes, replay (`get` with a
- * seq from the past) and reconnects after the set-up phase: a connection
- * lost while measuring is a failure of the run, not something to hide.
+ * TLS: https:// (or wss://) node URLs mean wss for the WebSockets (lws
+ * with OpenSSL) and TLS for the HTTP helpers (OpenSSL in sys.c), both
+ * verifying the node against --cacert. Plain URLs take the plain path,
+ * with nothing of TLS on it.
+ *
+ * Deliberately not here: client certificates, CBOR, HTTP /send pushes, replay
+ * (`get` with a seq from the past) and reconnects after the set-up phase: a
+ * connection lost while measuring is a failure of the run, not something to
+ * hide.
  */
 #ifndef DRIFTD_BENCH_H
 #define DRIFTD_BENCH_H
@@ -68,6 +74,7 @@ struct bench_url {
     char host[64];
     int port;
     char hostport[80];  /* "host:port", the Host header */
+    bool tls;           /* https:// or wss:// */
     int pid;            /* the node's pid for RSS/CPU, 0 when unknown */
     bool pid_from_port; /* found through /proc by its listening port */
 };
@@ -82,6 +89,8 @@ struct bench_opts {
     bool quiet;
     bool verbose;
     bool allow_errors;
+    bool tls;           /* some URL is https:// */
+    const char *cacert; /* CA bundle for TLS nodes; NULL: the system's */
     const char *label;
 
     double duration_s;
@@ -221,8 +230,16 @@ size_t bench_wire_get(uint8_t *out, size_t cap, bool msgpack, const char *key);
 
 /* ---- system helpers (sys.c) ---------------------------------------------- */
 
-/* "http://h:p", "ws://h:p", "h:p" (path ignored). Returns 0 or -1. */
+/* "http://h:p", "ws://h:p", "h:p", "https://h:p", "wss://h:p" (path
+ * ignored; the last two set u->tls). Returns 0 or -1. */
 int bench_url_parse(const char *s, struct bench_url *u);
+
+/* TLS for the HTTP helpers on https:// URLs: certificates must chain to
+ * cafile (copied by OpenSSL; NULL: the system's CAs). Call once before
+ * the first https request; bench_tls_close() releases it. Returns 0 or -1
+ * (message in err). */
+int bench_tls_init(const char *cafile, char *err, size_t errlen);
+void bench_tls_close(void);
 
 /* Creates n rooms with POST /new on u, up to `parallel` requests at once.
  * ids: n * BENCH_ROOM_ID_MAX bytes. Returns 0 or -1 (message in err). */

@@ -25,7 +25,8 @@ static void usage(FILE *f)
         "\n"
         "Load generator and checker for driftd (the DriftDB protocol over\n"
         "WebSocket). Connections are spread round-robin over the node URLs\n"
-        "(http://HOST:PORT; default http://127.0.0.1:8080). Every run checks\n"
+        "(http://HOST:PORT, or https://HOST:PORT for a TLS node: wss; default\n"
+        "http://127.0.0.1:8080). Every run checks\n"
         "that each subscriber got every acknowledged push exactly once, in "
         "seq\n"
         "order; exit status 1 when it did not, 2 on bad usage or set-up "
@@ -63,6 +64,9 @@ static void usage(FILE *f)
         "  --pid PID          the node's pid for RSS and CPU, one per URL in\n"
         "                     order (default: the process listening on the\n"
         "                     URL's port, found in /proc)\n"
+        "  --cacert PATH      CA bundle (PEM) that the certificates of\n"
+        "                     https:// nodes must chain to (default: the\n"
+        "                     system's CAs)\n"
         "  --msgpack          msgpack binary frames (default JSON text)\n"
         "  --duration S       measured seconds (10; connections: 5)\n"
         "  --warmup S         seconds of load before measuring (2)\n"
@@ -105,6 +109,7 @@ enum {
     OPT_CLIENTS,
     OPT_CONNECTIONS,
     OPT_NO_COALESCE,
+    OPT_CACERT,
 };
 
 static const struct option long_opts[] = {
@@ -131,6 +136,7 @@ static const struct option long_opts[] = {
     {"clients", required_argument, NULL, OPT_CLIENTS},
     {"connections", required_argument, NULL, OPT_CONNECTIONS},
     {"no-coalesce", no_argument, NULL, OPT_NO_COALESCE},
+    {"cacert", required_argument, NULL, OPT_CACERT},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -166,7 +172,9 @@ static int add_urls(struct bench_opts *o, const char *list)
             return -1;
         }
         if (bench_url_parse(tok, &o->urls[o->n_urls]) != 0) {
-            fprintf(stderr, "driftd-bench: bad URL \"%s\" (http://HOST:PORT)\n",
+            fprintf(stderr,
+                    "driftd-bench: bad URL \"%s\" (http://HOST:PORT or "
+                    "https://HOST:PORT)\n",
                     tok);
             return -1;
         }
@@ -187,6 +195,7 @@ int main(int argc, char **argv)
     int action = 0; /* 0 default, 1 relay, 2 append */
     const char *scn;
     unsigned long need_fds;
+    char err[256];
 
     if (argc >= 2 && strcmp(argv[1], "report") == 0)
         return bench_report_main(argc - 1, argv + 1);
@@ -253,6 +262,9 @@ int main(int argc, char **argv)
             break;
         case OPT_NO_COALESCE:
             o.coalesce = false;
+            break;
+        case OPT_CACERT:
+            o.cacert = optarg;
             break;
         case 'q':
             o.quiet = true;
@@ -336,6 +348,7 @@ int main(int argc, char **argv)
         return 2;
     }
     for (size_t i = 0; i < o.n_urls; i++) {
+        o.tls |= o.urls[i].tls;
         if (n_pids > 0) {
             o.urls[i].pid = pids[i];
         } else {
@@ -406,10 +419,18 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
 
-    res = calloc(1, sizeof(*res));
-    if (res == NULL)
+    if (o.tls && bench_tls_init(o.cacert, err, sizeof(err)) != 0) {
+        fprintf(stderr, "driftd-bench: --cacert: %s\n", err);
         return 2;
-    if (bench_run(&o, res) != 0) {
+    }
+    res = calloc(1, sizeof(*res));
+    if (res == NULL) {
+        bench_tls_close();
+        return 2;
+    }
+    rv = bench_run(&o, res);
+    bench_tls_close();
+    if (rv != 0) {
         free(res);
         return 2;
     }

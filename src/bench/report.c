@@ -74,6 +74,8 @@ void bench_report_table(const struct bench_result *r, bool allow_errors,
             o->scenario_name, o->label ? " " : "", o->label ? o->label : "",
             r->rooms, o->publishers, o->subscribers, action_name(o),
             o->value_size, o->msgpack ? "msgpack" : "json", o->n_urls);
+    if (o->tls)
+        fprintf(f, "  over TLS (wss, https)\n");
     if (o->scenario == BENCH_CONNECTIONS)
         fprintf(f, "  idle; one push per room once connected");
     else if (o->rate > 0)
@@ -235,6 +237,7 @@ void bench_report_json(const struct bench_result *r, bool allow_errors, FILE *f)
                   o->scenario_name, "format", o->msgpack ? "msgpack" : "json",
                   "ok", !bench_result_failed(r, allow_errors), "failure",
                   r->first_failure, "params", params, "measured_s", s);
+    json_object_set_new(root, "tls", json_boolean(o->tls));
     json_object_set_new(root, "connections",
                         json_pack("{s:i,s:i,s:f,s:f,s:o}", "target",
                                   (int)r->conns_target, "ready",
@@ -319,6 +322,8 @@ static const struct metric metrics[] = {
     {"push->deliver max ms", {"deliver_latency_ms", "max"}},
     {"connections", {"connections", "ready"}},
     {"connects/s", {"connections", "connect_rate"}},
+    {"connect p50 ms", {"connections", "connect_latency_ms", "p50"}},
+    {"connect p99 ms", {"connections", "connect_latency_ms", "p99"}},
     {"node bytes/conn (max node)", {"memory", "bytes_per_conn_max"}},
     {"bench CPU %", {"cpu", "bench_pct"}},
     {"nodes CPU % (sum)", {"cpu", "nodes_pct"}},

@@ -356,6 +356,9 @@ static void conn_start(struct run *r, struct conn *c)
     /* No subprotocol offered (DriftDB clients send none); the local
      * protocol only selects our callback and buffer sizes. */
     ci.local_protocol_name = c->is_pub ? "bench-pub" : "bench-sub";
+    /* wss: the node's certificate must chain to --cacert and name u->host */
+    if (u->tls)
+        ci.ssl_connection = LCCSCF_USE_SSL;
     ci.opaque_user_data = c;
     ci.pwsi = &c->wsi;
     c->state = CS_CONNECTING;
@@ -1295,6 +1298,11 @@ static int start_loop(struct run *r)
     memset(&info, 0, sizeof(info));
     loops[0] = &r->loop;
     info.options = LWS_SERVER_OPTION_LIBUV;
+    if (r->o->tls) {
+        /* the client SSL context of the default vhost, made here once */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.client_ssl_ca_filepath = r->o->cacert;
+    }
     info.foreign_loops = loops;
     info.pcontext = &r->ctx;
     info.port = CONTEXT_PORT_NO_LISTEN;

@@ -8,17 +8,25 @@
  * ("Connection: close"), multiplexed with poll(); a request that fails or
  * answers 5xx is retried a few times (a cluster may be electing).
  *
+ * TLS (https:// URLs): the same requests through OpenSSL on the same
+ * non-blocking sockets. Each slot polls for what its last SSL call asked
+ * for (SSL_ERROR_WANT_READ/WRITE); the handshake happens inside the first
+ * SSL_write. The node's certificate must chain to --cacert (else the
+ * system's CAs) and name the URL's host (an IP SAN for an address).
+ *
  * Node pids: when not given with --pid, the pid of the process that owns
  * the listening socket of the node's port, found by matching the socket
  * inode of /proc/net/tcp{,6} (state 0A, LISTEN) in /proc/PID/fd. That
  * needs the right to read the node's /proc/PID/fd (same user, or root).
  *
- * Not here: keep-alive, chunked bodies beyond what driftd sends, TLS.
+ * Not here: keep-alive, chunked bodies beyond what driftd sends, TLS
+ * session resumption, client certificates.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +38,9 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "bench.h"
 
@@ -49,10 +60,14 @@ int bench_url_parse(const char *s, struct bench_url *u)
     long port;
 
     memset(u, 0, sizeof(*u));
-    if (strncmp(p, "http://", 7) == 0 || strncmp(p, "ws://", 5) == 0)
+    if (strncmp(p, "http://", 7) == 0 || strncmp(p, "ws://", 5) == 0) {
         p = strstr(p, "//") + 2;
-    else if (strstr(p, "://") != NULL)
-        return -1; /* https, wss: not supported */
+    } else if (strncmp(p, "https://", 8) == 0 || strncmp(p, "wss://", 6) == 0) {
+        p = strstr(p, "//") + 2;
+        u->tls = true;
+    } else if (strstr(p, "://") != NULL) {
+        return -1;
+    }
     end = p + strcspn(p, "/?");
     colon = NULL;
     for (const char *q = p; q < end; q++)
@@ -60,7 +75,7 @@ int bench_url_parse(const char *s, struct bench_url *u)
             colon = q;
     if (colon == NULL) {
         hl = (size_t)(end - p);
-        port = 80;
+        port = u->tls ? 443 : 80;
     } else {
         hl = (size_t)(colon - p);
         port = strtol(colon + 1, &e, 10);
@@ -76,12 +91,50 @@ int bench_url_parse(const char *s, struct bench_url *u)
     return 0;
 }
 
+/* ---- TLS for the blocking HTTP client ------------------------------------ */
+
+/* One client context for every https:// request of the process. */
+static SSL_CTX *tls_ctx;
+
+int bench_tls_init(const char *cafile, char *err, size_t errlen)
+{
+    if (tls_ctx != NULL)
+        return 0;
+    tls_ctx = SSL_CTX_new(TLS_client_method());
+    if (tls_ctx == NULL) {
+        snprintf(err, errlen, "cannot create an OpenSSL context");
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
+    /* driftd answers "Connection: close" and may close without a
+     * close_notify: that is the end of the body, not an attack. */
+    SSL_CTX_set_options(tls_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+    if ((cafile != NULL ? SSL_CTX_load_verify_locations(tls_ctx, cafile, NULL)
+                        : SSL_CTX_set_default_verify_paths(tls_ctx)) != 1) {
+        snprintf(err, errlen, "cannot load CA certificates from %s: %s",
+                 cafile != NULL ? cafile : "the system's default paths",
+                 ERR_reason_error_string(ERR_get_error()));
+        bench_tls_close();
+        return -1;
+    }
+    return 0;
+}
+
+void bench_tls_close(void)
+{
+    SSL_CTX_free(tls_ctx);
+    tls_ctx = NULL;
+}
+
 /* ---- blocking HTTP ------------------------------------------------------- */
 
 #define HTTP_RETRIES 5
 
 struct hslot {
     int fd;       /* -1: free */
+    SSL *ssl;     /* https only */
+    short want;   /* https: what the last SSL call waits for */
     unsigned idx; /* request index */
     unsigned tries;
     char out[512];
@@ -104,7 +157,35 @@ struct hbatch {
     double timeout_s;
     char *err;
     size_t errlen;
+    char why[160]; /* the last TLS failure, for the final message */
 };
+
+/* An SSL object on fd that verifies the node's name: an IP SAN for an
+ * address, a DNS name (and SNI) otherwise. */
+static SSL *tls_new(struct hbatch *b, int fd)
+{
+    struct in6_addr a;
+    SSL *ssl;
+    bool ip = inet_pton(AF_INET, b->u->host, &a) == 1 ||
+              inet_pton(AF_INET6, b->u->host, &a) == 1;
+
+    if (tls_ctx == NULL) {
+        snprintf(b->why, sizeof(b->why), "TLS not initialised");
+        return NULL;
+    }
+    ssl = SSL_new(tls_ctx);
+    if (ssl == NULL)
+        return NULL;
+    if (SSL_set_fd(ssl, fd) != 1 ||
+        (ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), b->u->host)
+            : SSL_set1_host(ssl, b->u->host) &&
+                  SSL_set_tlsext_host_name(ssl, b->u->host)) != 1) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
 
 static int slot_start(struct hbatch *b, struct hslot *s)
 {
@@ -128,6 +209,15 @@ static int slot_start(struct hbatch *b, struct hslot *s)
     if (n < 0 || (size_t)n >= sizeof(s->out)) {
         close(fd);
         return -1;
+    }
+    if (b->u->tls) {
+        s->ssl = tls_new(b, fd);
+        if (s->ssl == NULL) {
+            close(fd);
+            errno = ENOMEM;
+            return -1;
+        }
+        s->want = POLLOUT; /* the TCP connect first */
     }
     s->fd = fd;
     s->out_len = (size_t)n;
@@ -222,9 +312,92 @@ static int parse_answer(struct hslot *s, bool eof, const char **body,
 
 static void slot_close(struct hslot *s)
 {
+    /* no close_notify: the node closes first ("Connection: close") */
+    SSL_free(s->ssl);
+    s->ssl = NULL;
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
+}
+
+/* Room for at least one more byte (and the NUL parse_answer adds). */
+static int slot_grow(struct hslot *s)
+{
+    char *g;
+
+    if (s->in_len < s->in_cap)
+        return 0;
+    g = realloc(s->in, s->in_cap * 2 + 1);
+    if (g == NULL)
+        return -1;
+    s->in = g;
+    s->in_cap *= 2;
+    return 0;
+}
+
+/* The outcome of an SSL call that returned r <= 0: 0 to wait (s->want
+ * says for what), 1 for a clean end of the stream, -1 for a failure
+ * (its reason in b->why). */
+static int tls_wait(struct hbatch *b, struct hslot *s, int r)
+{
+    unsigned long e;
+
+    switch (SSL_get_error(s->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        s->want = POLLIN;
+        return 0;
+    case SSL_ERROR_WANT_WRITE:
+        s->want = POLLOUT;
+        return 0;
+    case SSL_ERROR_ZERO_RETURN:
+        return 1;
+    default:
+        e = ERR_get_error();
+        if (SSL_get_verify_result(s->ssl) != X509_V_OK)
+            snprintf(
+                b->why, sizeof(b->why), "TLS: certificate: %s",
+                X509_verify_cert_error_string(SSL_get_verify_result(s->ssl)));
+        else if (e != 0)
+            snprintf(b->why, sizeof(b->why), "TLS: %s",
+                     ERR_reason_error_string(e));
+        else
+            snprintf(b->why, sizeof(b->why), "TLS: %s",
+                     errno != 0 ? strerror(errno) : "connection closed");
+        ERR_clear_error();
+        return -1;
+    }
+}
+
+/* One step of an https request: write what is left of the request (the
+ * first write also runs the handshake), then read all that is readable:
+ * SSL may hold a decrypted record that poll() would not report. Returns
+ * -1 on failure, else 0 with *eof set at the end of the answer. */
+static int tls_step(struct hbatch *b, struct hslot *s, bool *eof)
+{
+    int r, w;
+
+    while (s->out_off < s->out_len) {
+        ERR_clear_error();
+        r = SSL_write(s->ssl, s->out + s->out_off,
+                      (int)(s->out_len - s->out_off));
+        if (r <= 0)
+            return tls_wait(b, s, r) == 0 ? 0 : -1;
+        s->out_off += (size_t)r;
+    }
+    for (;;) {
+        if (slot_grow(s) != 0)
+            return -1;
+        ERR_clear_error();
+        r = SSL_read(s->ssl, s->in + s->in_len, (int)(s->in_cap - s->in_len));
+        if (r > 0) {
+            s->in_len += (size_t)r;
+            continue;
+        }
+        w = tls_wait(b, s, r);
+        if (w == 1)
+            *eof = true;
+        return w < 0 ? -1 : 0;
+    }
 }
 
 static int http_batch(struct hbatch *b, unsigned n, unsigned parallel)
@@ -293,8 +466,11 @@ static int http_batch(struct hbatch *b, unsigned n, unsigned parallel)
         }
         for (unsigned i = 0; i < parallel; i++) {
             pfd[i].fd = slots[i].fd;
-            pfd[i].events =
-                slots[i].out_off < slots[i].out_len ? POLLOUT : POLLIN;
+            if (slots[i].ssl != NULL)
+                pfd[i].events = slots[i].want;
+            else
+                pfd[i].events =
+                    slots[i].out_off < slots[i].out_len ? POLLOUT : POLLIN;
             pfd[i].revents = 0;
         }
         pr = poll(pfd, parallel, 100);
@@ -312,7 +488,11 @@ static int http_batch(struct hbatch *b, unsigned n, unsigned parallel)
 
             if (s->fd < 0)
                 continue;
-            if (pfd[i].revents & POLLOUT) {
+            if (s->ssl != NULL) {
+                if ((pfd[i].revents & (s->want | POLLHUP | POLLERR)) &&
+                    tls_step(b, s, &eof) != 0)
+                    failed = true;
+            } else if (pfd[i].revents & POLLOUT) {
                 ssize_t w = send(s->fd, s->out + s->out_off,
                                  s->out_len - s->out_off, MSG_NOSIGNAL);
 
@@ -323,15 +503,9 @@ static int http_batch(struct hbatch *b, unsigned n, unsigned parallel)
             } else if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) {
                 ssize_t r;
 
-                if (s->in_len == s->in_cap) {
-                    char *g = realloc(s->in, s->in_cap * 2 + 1);
-
-                    if (g == NULL) {
-                        snprintf(b->err, b->errlen, "out of memory");
-                        goto out;
-                    }
-                    s->in = g;
-                    s->in_cap *= 2;
+                if (slot_grow(s) != 0) {
+                    snprintf(b->err, b->errlen, "out of memory");
+                    goto out;
                 }
                 r = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len, 0);
                 if (r < 0 && errno != EAGAIN)
@@ -363,9 +537,10 @@ static int http_batch(struct hbatch *b, unsigned n, unsigned parallel)
             }
             if (d != 0) {
                 snprintf(b->err, b->errlen,
-                         "%s %s: %s (status %d) after %u tries", b->method,
+                         "%s %s: %s (status %d) after %u tries%s%s", b->method,
                          b->u->hostport, failed ? "no valid answer" : "refused",
-                         status, s->tries + 1);
+                         status, s->tries + 1, b->why[0] != '\0' ? "; " : "",
+                         b->why);
                 goto out;
             }
             finished++;
@@ -426,8 +601,14 @@ int bench_http_new_rooms(const struct bench_url *u, unsigned n,
                          char *err, size_t errlen)
 {
     struct new_rooms nr = {ids};
-    struct hbatch b = {u,   NULL,      "POST", new_path, new_done,
-                       &nr, timeout_s, err,    errlen};
+    struct hbatch b = {.u = u,
+                       .method = "POST",
+                       .path = new_path,
+                       .done = new_done,
+                       .arg = &nr,
+                       .timeout_s = timeout_s,
+                       .err = err,
+                       .errlen = errlen};
 
     if (n == 0)
         return 0;
@@ -464,8 +645,14 @@ int bench_http_status(const struct bench_url *u, const char *path,
 {
     struct one_get g = {path, -1};
     char err[256];
-    struct hbatch b = {u,  NULL,      "GET", get_path,   get_done,
-                       &g, timeout_s, err,   sizeof(err)};
+    struct hbatch b = {.u = u,
+                       .method = "GET",
+                       .path = get_path,
+                       .done = get_done,
+                       .arg = &g,
+                       .timeout_s = timeout_s,
+                       .err = err,
+                       .errlen = sizeof(err)};
 
     if (http_batch(&b, 1, 1) != 0)
         return g.status > 0 ? g.status : -1;

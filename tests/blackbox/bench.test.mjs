@@ -6,18 +6,23 @@
 // and that the figures it reports are consistent with the scale asked for.
 // The check itself is tested against a fake server that drops, repeats or
 // reorders one message, closes a subscriber (1008) or refuses a push: the
-// tool must say so and exit 1.
+// tool must say so and exit 1. Against TLS nodes (certificates made here
+// with the openssl command line) the tool speaks https and wss, verifying
+// the nodes against --cacert.
 //
 // The tool: $DRIFTD_BENCH_BIN (set by ctest), else driftd-bench next to
 // $DRIFTD_BIN.
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import { WebSocketServer } from 'ws';
-import { useDriftd, shutdownTest, requireBin } from './lib/harness.mjs';
+import {
+  useDriftd, shutdownTest, requireBin, trustCA,
+} from './lib/harness.mjs';
 import { useCluster } from './lib/cluster.mjs';
 
 const T = { timeout: 120000 };
@@ -168,7 +173,7 @@ describe('driftd-bench against one node', () => {
 
   test('bad usage exits 2', T, async () => {
     assert.equal((await runBench(['nosuchscenario'])).code, 2);
-    assert.equal((await runBench(['fanout', '--url', 'https://127.0.0.1:1'])).code, 2);
+    assert.equal((await runBench(['fanout', '--url', 'ftp://127.0.0.1:1'])).code, 2);
     assert.equal((await runBench(['fanout', '--rate', 'fast'])).code, 2);
   });
 
@@ -323,4 +328,64 @@ describe('driftd-bench against a 3-node cluster', () => {
   const ids = [1, 2, 3];
 
   scenarios(() => ids.map((id) => ctx.cluster.node(id).base), () => ids.map((id) => ctx.cluster.node(id).pid));
+});
+
+// ---- TLS nodes ----------------------------------------------------------------
+
+function openssl(args, cwd) {
+  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
+  if (r.error) throw new Error(`openssl ${args[0]}: ${r.error.message} (scripts/deps.sh installs openssl)`);
+  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
+}
+
+// A throwaway CA, a certificate for 127.0.0.1 signed by it, and a second
+// CA that signed nothing.
+function makeCerts() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'driftd-bench-tls-'));
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=bench test CA'], dir);
+  openssl(['req', '-x509', ...ec, '-keyout', 'other.key', '-out', 'other.pem', '-days', '2', '-subj', '/CN=another CA'], dir);
+  openssl(['req', ...ec, '-keyout', 'node.key', '-out', 'node.csr', '-subj', '/CN=127.0.0.1'], dir);
+  fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1\n');
+  openssl(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+    '-out', 'node.pem', '-days', '2', '-extfile', 'ext'], dir);
+  for (const f of ['ca.key', 'other.key', 'node.key']) fs.chmodSync(path.join(dir, f), 0o600);
+  const p = (f) => path.join(dir, f);
+  return { dir, ca: p('ca.pem'), other: p('other.pem'), cert: p('node.pem'), key: p('node.key') };
+}
+
+describe('driftd-bench against a 3-node TLS cluster (wss, https; mutual TLS on raft)', () => {
+  const certs = makeCerts();
+  trustCA(fs.readFileSync(certs.ca));
+  after(() => fs.rmSync(certs.dir, { recursive: true, force: true }));
+  const ctx = useCluster({
+    size: 3,
+    name: 'benchtls',
+    args: ['--tls-cert', certs.cert, '--tls-key', certs.key, '--peer-ca', certs.ca,
+      '--peer-cert', certs.cert, '--peer-key', certs.key],
+  });
+  const urls = () => [1, 2, 3].map((id) => ctx.cluster.node(id).base);
+
+  test('ingest with subscribers on other nodes: nothing lost', T, async () => {
+    await ctx.cluster.waitLeader();
+    for (const u of urls()) assert.match(u, /^https:/);
+    const j = assertPassed(await runBench(['ingest', '--url', urls().join(','), '--cacert', certs.ca, ...SHORT,
+      '--publishers', '3', '--subscribers', '3', '--window', '16', '--value-size', '64']), 'ingest');
+    assert.equal(j.tls, true);
+    assert.ok(j.pushes.acked > 0, JSON.stringify(j.pushes));
+    assert.equal(j.totals.deliveries, j.totals.acked, 'one subscriber per room gets each push once');
+  });
+
+  test('fanout at a fixed rate, msgpack, one write per push', T, async () => {
+    const j = assertPassed(await runBench(['fanout', '--url', urls().join(','), '--cacert', certs.ca, ...SHORT,
+      '--msgpack', '--no-coalesce', '--subscribers', '12', '--rate', '100']), 'fanout');
+    assert.equal(j.totals.deliveries, j.totals.acked * 12);
+  });
+
+  test('a node whose certificate does not chain to --cacert: set-up error, exit 2', T, async () => {
+    const r = await runBench(['ingest', '--url', urls()[0], '--cacert', certs.other, '--duration', '1',
+      '--publishers', '1']);
+    assert.equal(r.code, 2, `${r.stderr}\n${r.stdout}`);
+    assert.match(r.stderr, /TLS: certificate/);
+  });
 });
