@@ -25,6 +25,7 @@ enum {
     NET_ENOMEM = 1,
     NET_EINVAL = 2,
     NET_ELISTEN = 3, /* could not listen (see errmsg) */
+    NET_EBUSY = 4,   /* a per-client limit refused it */
 };
 
 /* Longest admin token (checked at start-up: a longer one would not fit the
@@ -43,6 +44,14 @@ struct net_config {
 #define NET_FD_RESERVE 512
     size_t max_out_bytes;      /* per-session outbound queue, 8 MiB */
     size_t max_http_body;      /* POST body, default = max_message */
+    /* Per client (limits.c); 0: no limit. */
+    size_t max_conns_per_ip;   /* connections per address, default 256 */
+    double room_rate;          /* POST /new per second per address, 10 */
+    size_t room_burst;         /* ... and at once, 100 */
+    size_t msg_rate;           /* WebSocket messages/s per session, 20000 */
+    size_t byte_rate;          /* and bytes/s, 64 MiB */
+    unsigned header_timeout_ms;  /* a whole first request, 10000 */
+    unsigned message_timeout_ms; /* a whole fragmented message, 30000 */
     const char *admin_token;   /* bearer token for the admin API; NULL: open */
     /* The cluster key: forward links prove they hold it (forward.c), and
      * the admin API is never open without a token while it is set. */

@@ -78,6 +78,15 @@ static void usage(FILE *f)
 "Bounds:\n"
 "  --max-message BYTES     largest client message / frame (1048576)\n"
 "  --max-connections N     WebSocket + HTTP connections (10000)\n"
+"  --max-connections-per-ip N  connections per client address (256; 0: no\n"
+"                          limit)\n"
+"  --max-room-rate N       POST /new per second per address, bursts of 10x\n"
+"                          (10; 0: no limit; past it: 429)\n"
+"  --max-msg-rate N        WebSocket messages per second per session\n"
+"                          (20000), --max-byte-rate BYTES their bytes\n"
+"                          (67108864); past either: error, close 1008\n"
+"  --header-timeout MS     a whole first request after accept (10000)\n"
+"  --message-timeout MS    a whole fragmented message (30000)\n"
 "  --max-out-bytes BYTES   per-connection outbound queue; a slower consumer\n"
 "                          is closed with 1008 (8388608)\n"
 "  --max-room-bytes BYTES  retained bytes per room (67108864)\n"
@@ -216,7 +225,9 @@ enum {
     OPT_QUEUE_TIMEOUT, OPT_ROOM_TTL, OPT_ELECTION, OPT_HEARTBEAT, OPT_SNAP_THRESHOLD,
     OPT_SNAP_TRAILING, OPT_SNAP_BYTES, OPT_MAX_BATCH, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
     OPT_ADMIN_TOKEN_FILE, OPT_CLUSTER_KEY_FILE, OPT_INSECURE, OPT_TLS_CERT,
-    OPT_TLS_KEY, OPT_PEER_CA, OPT_PEER_CERT, OPT_PEER_KEY,
+    OPT_TLS_KEY, OPT_PEER_CA, OPT_PEER_CERT, OPT_PEER_KEY, OPT_CONNS_PER_IP,
+    OPT_ROOM_RATE, OPT_MSG_RATE, OPT_BYTE_RATE, OPT_HEADER_TIMEOUT,
+    OPT_MESSAGE_TIMEOUT,
 };
 
 static const struct option long_opts[] = {
@@ -254,6 +265,12 @@ static const struct option long_opts[] = {
     {"peer-ca", required_argument, NULL, OPT_PEER_CA},
     {"peer-cert", required_argument, NULL, OPT_PEER_CERT},
     {"peer-key", required_argument, NULL, OPT_PEER_KEY},
+    {"max-connections-per-ip", required_argument, NULL, OPT_CONNS_PER_IP},
+    {"max-room-rate", required_argument, NULL, OPT_ROOM_RATE},
+    {"max-msg-rate", required_argument, NULL, OPT_MSG_RATE},
+    {"max-byte-rate", required_argument, NULL, OPT_BYTE_RATE},
+    {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
+    {"message-timeout", required_argument, NULL, OPT_MESSAGE_TIMEOUT},
     {NULL, 0, NULL, 0},
 };
 
@@ -452,6 +469,37 @@ static int parse_args(int argc, char **argv, struct options *o)
             break;
         case OPT_PEER_KEY:
             o->cons.peer_key = optarg;
+            break;
+        case OPT_CONNS_PER_IP:
+            if (parse_u64(optarg, 0, 1000000, &v) != 0)
+                return bad_value(name, optarg, "want 0..1000000 (0: none)");
+            o->net.max_conns_per_ip = v;
+            break;
+        case OPT_ROOM_RATE:
+            if (parse_u64(optarg, 0, 1000000, &v) != 0)
+                return bad_value(name, optarg, "want 0..1000000 (0: none)");
+            o->net.room_rate = (double)v;
+            o->net.room_burst = v > 0 ? 10 * v : 0;
+            break;
+        case OPT_MSG_RATE:
+            if (parse_u64(optarg, 0, 100000000, &v) != 0)
+                return bad_value(name, optarg, "want 0..100000000 (0: none)");
+            o->net.msg_rate = v;
+            break;
+        case OPT_BYTE_RATE:
+            if (parse_u64(optarg, 0, (uint64_t)1 << 40, &v) != 0)
+                return bad_value(name, optarg, "want >= 0 (0: none)");
+            o->net.byte_rate = v;
+            break;
+        case OPT_HEADER_TIMEOUT:
+            if (parse_u64(optarg, 100, 600000, &v) != 0)
+                return bad_value(name, optarg, "want 100..600000 ms");
+            o->net.header_timeout_ms = (unsigned)v;
+            break;
+        case OPT_MESSAGE_TIMEOUT:
+            if (parse_u64(optarg, 100, 3600000, &v) != 0)
+                return bad_value(name, optarg, "want 100..3600000 ms");
+            o->net.message_timeout_ms = (unsigned)v;
             break;
         case OPT_MAX_MESSAGE:
             if (parse_u64(optarg, 1024, 64u << 20, &v) != 0)

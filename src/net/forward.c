@@ -855,6 +855,8 @@ static int fwd_receive(struct net_conn *c, const void *in, size_t len)
         fwd_check_proof(c, in, len);
         return 0;
     }
+    if (!c->rx_active)
+        c->rx_started_ms = uv_now(c->srv->loop);
     switch (net__fwd_rx_feed(c, in, len, lws_frame_is_binary(c->wsi) != 0,
                              lws_is_final_fragment(c->wsi) != 0,
                              lws_remaining_packet_payload(c->wsi),

@@ -409,6 +409,14 @@ static void start_new(struct net_conn *c)
     size_t i, o = 0;
     int rv;
 
+    if (!net__ip_take_room(s, c)) {
+        respond_error(c, 429,
+                      "too many rooms created from this address: at most "
+                      "%g per second",
+                      s->cfg.room_rate);
+        h->retry_after = NET_RETRY_AFTER_S;
+        return;
+    }
     /* The room id is the bearer token of the room: CSPRNG only. */
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
         respond_error(c, 503, "no randomness available");

@@ -143,6 +143,8 @@ struct net_http {
 /* How long an HTTP request may wait for its read barrier (http.c). */
 #define NET_READ_WAIT_S 60
 
+/* How long a session that was sent its close frame may take to answer. */
+#define NET_CLOSE_ACK_S 5
 /* How long a session being closed may take to read its close frame. */
 #define NET_CLOSE_FLUSH_S 30
 
@@ -159,6 +161,19 @@ enum net_conn_kind {
 struct net_sub;
 struct net_room;
 struct net_deferred;
+struct net_ip;
+
+/* ---- per-client limits (limits.c) -------------------------------------- */
+
+#define NET_MAX_IPS 65536             /* addresses tracked at once */
+#define NET_SWEEP_MS 1000             /* how often deadlines are checked */
+#define NET_HEADER_TIMEOUT_MS 10000   /* a whole first request, from accept */
+#define NET_MESSAGE_TIMEOUT_MS 30000  /* a whole fragmented message */
+#define NET_RATE_BURST_S 2            /* session buckets hold 2 s of rate */
+/* lws header tables: one per connection until its request is whole. More
+ * than one address may hold (max_conns_per_ip), so trickling connections
+ * from one address cannot take them all. 8 KiB each, allocated on use. */
+#define NET_HEADER_POOL 1024
 
 struct net_conn {
     struct net_server *srv;
@@ -166,6 +181,13 @@ struct net_conn {
     struct net_conn *prev, *next; /* srv->conns */
     enum net_conn_kind kind;
     bool over_limit; /* accepted past cfg.max_connections: answer 503 */
+    struct net_ip *ip;  /* its address' entry (limits.c) */
+    uint64_t opened_ms; /* accepted, uv_now() */
+    bool requested;     /* a whole first request came (or an upgrade) */
+    bool cut;           /* the sweep cut it */
+    double msg_tokens, byte_tokens; /* rate buckets (WebSocket) */
+    uint64_t rate_ms;                /* their last update; 0: not yet */
+    uint64_t rx_started_ms;          /* when the message in rx began */
 
     /* Origin session: in srv->owners while registered. */
     struct htab_node owner_node;
@@ -220,6 +242,7 @@ struct net_conn {
 
     /* Set once we decided to close (see net__ws_close). */
     bool closing;
+    bool close_flush;   /* the queue goes out before the close frame */
     bool close_started; /* handed to lws */
     bool close_queued;  /* on srv->close_list */
     bool in_callback;   /* inside one of this wsi's WS callbacks */
@@ -276,6 +299,22 @@ struct net_key *net__key_find(struct net_room *r, const char *key,
  * past NET_MAX_SUBS / NET_MAX_SUB_KEY_BYTES, NET_ENOMEM. */
 int net__sub_add(struct net_server *s, struct net_conn *c, const char *key,
                  size_t key_len);
+
+/* limits.c */
+void net__limits_init(struct net_server *s);  /* the sweep timer: a handle */
+void net__limits_start(struct net_server *s);
+void net__limits_stop(struct net_server *s);
+void net__limits_release(struct net_server *s);
+/* Accounts c to its peer address: NET_OK, NET_EBUSY over the per-address
+ * bound, NET_ENOMEM (refuse the connection then). */
+int net__ip_attach(struct net_server *s, struct net_conn *c);
+void net__ip_detach(struct net_conn *c);
+const char *net__ip_of(const struct net_conn *c);
+/* One room creation from c's address: false when over its rate. */
+bool net__ip_take_room(struct net_server *s, struct net_conn *c);
+/* One message of `bytes` on session c: false over a rate, *which names it. */
+bool net__rate_take(struct net_server *s, struct net_conn *c, size_t bytes,
+                    const char **which);
 
 /* ---- the forward link (forward.c) --------------------------------------- */
 
@@ -411,6 +450,11 @@ struct net_server {
     size_t n_fwd; /* established forward links from followers */
 
     struct net_fwd_link fwd; /* ours, to the leader */
+
+    struct htab ips; /* peer address -> struct net_ip (limits.c) */
+    struct net_ip *ip_list;
+    size_t n_ips;
+    uv_timer_t sweep; /* deadlines and idle address entries */
     bool fwd_registered;     /* our forwarder is set in consensus */
 
     bool started;
@@ -507,6 +551,9 @@ void net__ws_on_failed(struct net_conn *c, const struct relay_origin *origin,
 /* Queues a reference to f; closes a slow consumer instead of growing. */
 void net__ws_queue(struct net_conn *c, struct net_frame *f);
 /* Decides to close c with code/reason; see ws.c for when it happens. */
+/* Like net__ws_close, but what is already queued is sent first. */
+void net__ws_close_after_queue(struct net_conn *c, uint16_t code,
+                               const char *reason);
 void net__ws_close(struct net_conn *c, uint16_t code, const char *reason);
 /* Closes every session of a room that was deleted (expired). */
 #define NET_CLOSE_ROOM_DELETED 4004

@@ -63,6 +63,13 @@ void net_config_default(struct net_config *cfg)
     cfg->max_connections = 10000;
     cfg->max_out_bytes = 8 * 1024 * 1024;
     cfg->max_http_body = 0; /* = max_message */
+    cfg->max_conns_per_ip = 256;
+    cfg->room_rate = 10;
+    cfg->room_burst = 100;
+    cfg->msg_rate = 20000;
+    cfg->byte_rate = 64u << 20;
+    cfg->header_timeout_ms = NET_HEADER_TIMEOUT_MS;
+    cfg->message_timeout_ms = NET_MESSAGE_TIMEOUT_MS;
 }
 
 const char *net_server_errmsg(const struct net_server *s)
@@ -252,6 +259,11 @@ static int conn_open(struct net_server *s, struct lws *wsi)
     }
     c->srv = s;
     c->wsi = wsi;
+    c->opened_ms = uv_now(s->loop);
+    if (net__ip_attach(s, c) != NET_OK) {
+        free(c);
+        return -1;
+    }
     /* Counted while it exists; past the bound the request is answered 503
      * and the socket closed (HTTP and WS alike). */
     c->over_limit = s->n_conns >= s->cfg.max_connections;
@@ -273,6 +285,7 @@ static void conn_free(struct net_conn *c)
     else if (c->kind == NET_CONN_FWD)
         net__fwd_on_closed(c);
     net__ws_unqueue_close(c);
+    net__ip_detach(c);
     net__http_reset(c);
     net__owner_unregister(s, c);
     net__room_detach(s, c);
@@ -329,6 +342,20 @@ static int ws_event(struct net_conn *c, enum lws_callback_reasons reason,
     else
         rv = net__ws_on_writeable(c);
     c->in_callback = false;
+    if (rv == 1)
+        return 0; /* a closing session still flushing its queue */
+    if (rv == 0 && c->close_flush && !c->close_started &&
+        reason != LWS_CALLBACK_SERVER_WRITEABLE)
+        return 0; /* its queue, then the close frame, from WRITEABLE */
+    if (rv == 0 && c->closing && !c->close_started &&
+        reason != LWS_CALLBACK_SERVER_WRITEABLE &&
+        lws_partial_buffered(c->wsi)) {
+        /* lws still holds part of a frame: the close frame follows it from
+         * the next WRITEABLE (below), within NET_CLOSE_FLUSH_S. */
+        lws_callback_on_writable(c->wsi);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_CLOSE_FLUSH_S);
+        return 0;
+    }
     if (rv == 0 && c->closing && !c->close_started) {
         c->close_started = true;
         lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
@@ -336,12 +363,19 @@ static int ws_event(struct net_conn *c, enum lws_callback_reasons reason,
                          strlen(c->close_reason));
         /* lws sends the stored close frame when it closes the wsi from
          * RECEIVE; from WRITEABLE (a session closed while lws still held a
-         * partly written frame, e.g. a slow consumer) it drops the socket
-         * without one, so the frame is written here, where the socket
-         * has room for it. */
-        if (reason == LWS_CALLBACK_SERVER_WRITEABLE)
-            write_close_frame(c);
-        return -1;
+         * partly written frame or our queue, e.g. a slow consumer) it drops
+         * the socket without one, so the frame is written here, where the
+         * socket has room for it. */
+        if (reason != LWS_CALLBACK_SERVER_WRITEABLE)
+            return -1;
+        /* And the socket stays open, read and discarded, until the client
+         * answers with its own close (lws then ends it) or NET_CLOSE_ACK_S
+         * passes: closing it with unread input would send a reset, and a
+         * reset makes the client's TCP drop what it had not read yet,
+         * our close frame included. */
+        write_close_frame(c);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_CLOSE_ACK_S);
+        return 0;
     }
     return rv;
 }
@@ -366,7 +400,10 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
             net__fwd_client_event(s, wsi, reason, in, len);
         return 0;
     case LWS_CALLBACK_HTTP:
-        return c == NULL ? -1 : net__http_on_request(c);
+        if (c == NULL)
+            return -1;
+        c->requested = true;
+        return net__http_on_request(c);
     case LWS_CALLBACK_HTTP_BODY:
         return c == NULL ? -1 : net__http_on_body(c, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
@@ -382,6 +419,7 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         if (c == NULL)
             return -1;
+        c->requested = true;
         if (in == NULL || strcasecmp(in, "websocket") != 0)
             return net__http_write_now(c, 400, "unsupported upgrade") == 0 ? 1
                                                                            : -1;
@@ -481,6 +519,10 @@ int net_server_init(struct net_server **out, uv_loop_t *loop,
         s->cfg.max_message = def.max_message;
     if (s->cfg.max_connections == 0)
         s->cfg.max_connections = def.max_connections;
+    if (s->cfg.header_timeout_ms == 0)
+        s->cfg.header_timeout_ms = def.header_timeout_ms;
+    if (s->cfg.message_timeout_ms == 0)
+        s->cfg.message_timeout_ms = def.message_timeout_ms;
     if (s->cfg.max_out_bytes == 0)
         s->cfg.max_out_bytes = def.max_out_bytes;
     if (s->cfg.max_http_body == 0)
@@ -529,7 +571,8 @@ int net_server_init(struct net_server **out, uv_loop_t *loop,
     }
     s->timer.data = s;
     net__fwd_init(s); /* its timer: nothing can fail after this */
-    s->open_handles = 2;
+    net__limits_init(s);
+    s->open_handles = 3;
     *out = s;
     return NET_OK;
 
@@ -577,7 +620,7 @@ int net_server_start(struct net_server *s)
     info.protocols = s->protocols;
     /* Deferred answers (POST /new, /send) hold a header table until the
      * command is applied; leave room for many at once. */
-    info.max_http_header_pool = 256;
+    info.max_http_header_pool = NET_HEADER_POOL;
     info.max_http_header_data = 8192;
     s->ctx = lws_create_context(&info);
     if (s->ctx == NULL) {
@@ -620,6 +663,7 @@ int net_server_start(struct net_server *s)
              lws_get_vhost_listen_port(s->vhost),
              s->cfg.tls_cert != NULL ? "yes" : "no");
     net__fwd_start(s);
+    net__limits_start(s);
     return NET_OK;
 }
 
@@ -630,6 +674,7 @@ void net_server_stop(struct net_server *s)
     if (s == NULL || s->stopping)
         return;
     s->stopping = true;
+    net__limits_stop(s);
     /* Consensus stops calling us before anything goes away; our link to
      * the leader closes (its queued batches are dropped: consensus keeps
      * and fails its commands itself). */
@@ -664,6 +709,7 @@ static void free_server(struct net_server *s)
         free(c);
     }
     net__fwd_release(s);
+    net__limits_release(s);
     htab_close(&s->owners);
     htab_close(&s->rooms);
     free(s->public_url);
@@ -684,6 +730,7 @@ static void on_timer_closed(uv_handle_t *h)
 static void close_handles(struct net_server *s)
 {
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&s->sweep, on_timer_closed);
     net__fwd_close(s, on_timer_closed);
 }
 

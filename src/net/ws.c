@@ -128,6 +128,21 @@ void net__ws_release(struct net_conn *c)
  * Returning -1 from SERVER_WRITEABLE is not used: lws 4.1 treats that as a
  * failed write and drops the socket without a close frame.
  */
+void net__ws_close_after_queue(struct net_conn *c, uint16_t code,
+                               const char *reason)
+{
+    if (c->closing || !c->established)
+        return;
+    /* What is queued (bounded by max_out_bytes) goes first, then the close
+     * frame: the client reads why (an error message) before the close. */
+    c->close_flush = true;
+    c->closing = true;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    lws_callback_on_writable(c->wsi);
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_CLOSE_FLUSH_S);
+}
+
 void net__ws_close(struct net_conn *c, uint16_t code, const char *reason)
 {
     struct net_server *s = c->srv;
@@ -326,7 +341,7 @@ int net__ws_on_writeable(struct net_conn *c)
 {
     size_t rounds = 0;
 
-    if (!c->established || c->closing)
+    if (!c->established || (c->closing && !c->close_flush))
         return 0;
     /* lws_partial_buffered() is true once the socket did not take a whole
      * write (lws keeps the rest): stop there. It costs no syscall, unlike
@@ -336,8 +351,10 @@ int net__ws_on_writeable(struct net_conn *c)
         if (write_some(c) != 0)
             return -1;
     }
-    if (c->q_len > 0)
+    if (c->q_len > 0 || (c->close_flush && lws_partial_buffered(c->wsi))) {
         lws_callback_on_writable(c->wsi);
+        return 1; /* not done: no close frame yet (ws_event) */
+    }
     return 0;
 }
 
@@ -648,10 +665,23 @@ static void handle_message(struct net_conn *c, const uint8_t *buf, size_t len,
     enum relay_fmt fmt = binary ? c->fmt_bin : RELAY_FMT_JSON;
     struct net_deferred *d;
     struct relay_msg m;
+    const char *which;
     bool needs_read;
     char err[256];
     int rv;
 
+    if (!net__rate_take(c->srv, c, len, &which)) {
+        LOG_INFO_RL("event=rate_limited conn=%016llx remote=%s limit=\"%s\"",
+                    (unsigned long long)c->session, net__ip_of(c), which);
+        send_error(c, "rate limit: over %zu %s; closing",
+                   strcmp(which, "messages per second") == 0
+                       ? c->srv->cfg.msg_rate
+                       : c->srv->cfg.byte_rate,
+                   which);
+        net__ws_close_after_queue(c, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                                  "rate limit");
+        return;
+    }
     err[0] = '\0';
     rv = relay_msg_decode(fmt, buf, len, c->srv->cfg.max_message, &m, err,
                           sizeof(err));
@@ -773,6 +803,7 @@ int net__ws_on_receive(struct net_conn *c, const void *in, size_t len)
     final = lws_is_final_fragment(c->wsi) != 0;
     if (!c->rx_active) {
         c->rx_active = true;
+        c->rx_started_ms = uv_now(c->srv->loop);
         c->rx_binary = lws_frame_is_binary(c->wsi) != 0;
         c->rx_len = 0;
         if (final) {
