@@ -154,7 +154,9 @@ start_cluster() { # NAME
         "$DRIFTD" --id "$i" --http "127.0.0.1:$((BASE_PORT + i))" \
             --raft "127.0.0.1:$((BASE_PORT + 100 + i))" \
             --data "$CLUSTER_DIR/data/node$i" --bootstrap "$BOOTSTRAP" \
-            --max-connections 10100 "${SEC_NODE[@]}" "${EXTRA_NODE[@]}" \
+            --max-connections 10100 --max-connections-per-ip 0 \
+            --max-room-rate 0 --max-msg-rate 0 --max-byte-rate 0 \
+            "${SEC_NODE[@]}" "${EXTRA_NODE[@]}" \
             >> "$CLUSTER_DIR/node$i.log" 2>&1 &
         PIDS[i]=$!
     done

@@ -169,8 +169,13 @@ export class Driftd {
   get running() { return !!this.proc && this.exitInfo === null; }
 
   argv() {
+    // Every test client comes from 127.0.0.1: the per-address limits
+    // (limits.test.mjs tests them) are lifted unless a test sets them.
+    const lift = [];
+    if (!this.args.includes('--max-connections-per-ip')) lift.push('--max-connections-per-ip', '0');
+    if (!this.args.includes('--max-room-rate')) lift.push('--max-room-rate', '0');
     return ['--id', String(this.id), '--http', `127.0.0.1:${this.httpPort}`,
-      '--raft', `127.0.0.1:${this.raftPort}`, '--data', this.dataDir, ...this.args];
+      '--raft', `127.0.0.1:${this.raftPort}`, '--data', this.dataDir, ...lift, ...this.args];
   }
 
   _append(prefix, data) {
