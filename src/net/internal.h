@@ -208,6 +208,10 @@ struct net_conn {
     uint64_t resolved; /* highest counter applied or failed */
     /* Reads asked of consensus (cons_read_index) and answered, in order. */
     uint64_t reads_asked, reads_done;
+    /* Upgraded to a room this node did not know: attached once read
+     * barrier room_check_seq is answered (ws.c). */
+    bool room_unconfirmed;
+    uint64_t room_check_seq;
     /* Decoded messages waiting for earlier pushes' results (FIFO). */
     struct net_deferred *defer_head, *defer_tail;
     size_t n_deferred;
@@ -557,6 +561,8 @@ void net__ws_close_after_queue(struct net_conn *c, uint16_t code,
 void net__ws_close(struct net_conn *c, uint16_t code, const char *reason);
 /* Closes every session of a room that was deleted (expired). */
 #define NET_CLOSE_ROOM_DELETED 4004
+/* 1013 "Try Again Later" (IANA WebSocket close code registry). */
+#define NET_CLOSE_TRY_LATER 1013
 void net__ws_close_room(struct net_server *s, const char *room, size_t len);
 /* Hands the connections on srv->close_list to lws. Call at the end of an
  * entry point, never while walking the subscription index. */

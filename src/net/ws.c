@@ -488,8 +488,13 @@ int net__ws_on_confirm(struct net_conn *c)
     if (why != NULL)
         return net__http_write_now_retry(c, 503, why, NET_RETRY_AFTER_S) ? -1
                                                                         : 1;
-    if (!relay_room_exists(cons_node_state(s->cons), c->room_id, c->room_len))
-        return net__http_write_now(c, 404, "room not found") ? -1 : 1;
+    /* A room this node does not know yet may have been created elsewhere
+     * a moment ago (reads are linearizable: "not found" only after a read
+     * barrier). The upgrade cannot wait for one, so it is accepted and the
+     * session attached once the barrier is answered; a room that is still
+     * unknown then closes it with 4004 (net__ws_on_read). */
+    c->room_unconfirmed =
+        !relay_room_exists(cons_node_state(s->cons), c->room_id, c->room_len);
 
     cbor = query_flag(wsi, "cbor=");
     msgpack = query_flag(wsi, "msgpack=");
@@ -514,14 +519,36 @@ static void on_debug_key(void *arg, const char *key, size_t key_len)
     send_init(w->c, key, key_len, 0, false);
 }
 
+static int attach(struct net_conn *c);
+
 int net__ws_on_established(struct net_conn *c)
 {
     struct net_server *s = c->srv;
-    struct debug_walk w = {c};
 
     c->kind = NET_CONN_WS;
     c->established = true;
     s->n_ws++;
+    if (c->room_unconfirmed) {
+        if (net__owner_register(s, c) != NET_OK ||
+            cons_read_index(s->cons, c->session) != CONS_OK) {
+            lws_close_reason(c->wsi, (enum lws_close_status)NET_CLOSE_TRY_LATER,
+                             (unsigned char *)"not ready, retry", 16);
+            return -1;
+        }
+        c->room_check_seq = ++c->reads_asked;
+        c->rx_paused = true;
+        lws_rx_flow_control(c->wsi, 0);
+        return 0;
+    }
+    return attach(c);
+}
+
+/* The session joins its room: subscriptions, debug replay. */
+static int attach(struct net_conn *c)
+{
+    struct net_server *s = c->srv;
+    struct debug_walk w = {c};
+
     if (net__owner_register(s, c) != NET_OK ||
         net__room_attach(s, c) != NET_OK) {
         lws_close_reason(c->wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
@@ -694,7 +721,7 @@ static void handle_message(struct net_conn *c, const uint8_t *buf, size_t len,
     /* A replaying get is a read: it waits for a read barrier (every push
      * acknowledged anywhere before it is then in its init). */
     needs_read = rv == RELAY_OK && m.type == RELAY_MSG_GET && m.has_seq;
-    if (c->defer_head == NULL && !needs_read &&
+    if (c->defer_head == NULL && !needs_read && !c->room_unconfirmed &&
         (!pushes_in_flight(c) ||
          (rv == RELAY_OK && m.type == RELAY_MSG_PUSH))) {
         if (rv != RELAY_OK)
@@ -743,6 +770,8 @@ static void drain_deferred(struct net_conn *c)
 {
     struct net_deferred *d;
 
+    if (c->room_unconfirmed)
+        return; /* nothing runs before the session has its room */
     while ((d = c->defer_head) != NULL && !c->closing) {
         if (pushes_in_flight(c) &&
             (d->is_error || d->msg.type != RELAY_MSG_PUSH))
@@ -777,6 +806,20 @@ void net__ws_on_read(struct net_conn *c, int status)
     struct net_deferred *d;
 
     c->reads_done++;
+    if (c->room_unconfirmed && c->reads_done == c->room_check_seq) {
+        c->room_unconfirmed = false;
+        if (status != CONS_OK)
+            net__ws_close(c, NET_CLOSE_TRY_LATER,
+                          "not ready, retry");
+        else if (!relay_room_exists(cons_node_state(c->srv->cons),
+                                    c->room_id, c->room_len))
+            net__ws_close(c, NET_CLOSE_ROOM_DELETED, "room not found");
+        else if (attach(c) != 0)
+            net__ws_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+                          "out of memory");
+        drain_deferred(c);
+        return;
+    }
     for (d = c->defer_head; d != NULL; d = d->next)
         if (d->read_seq == c->reads_done) {
             d->read_status = status;

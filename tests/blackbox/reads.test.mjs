@@ -56,6 +56,19 @@ describe('linearizable reads', () => {
     assert.deepEqual(stale.slice(0, 5), [], `${stale.length} stale reads of ${ROUNDS}`);
   });
 
+  test('a room created on one node is joined at once over WebSocket on another', T, async () => {
+    const c = ctx.cluster;
+    await c.waitLeader();
+    for (let i = 0; i < 50; i++) {
+      const { room } = await createRoom(c.base(c.ids[i % 3]));
+      const ws = await RawClient.connect(c.socketUrl(c.ids[(i + 1) % 3], room), { label: `joiner ${i}` });
+      const init = await ws.get('k', 0, 10000);
+      assert.deepEqual(init.data, [], `room ${i}: ${JSON.stringify(init)}`);
+      assert.equal(ws.closeInfo, null);
+      await ws.close();
+    }
+  });
+
   test('a room created on one node is found at once on the others', T, async () => {
     const c = ctx.cluster;
     await c.waitLeader();
