@@ -102,3 +102,41 @@ describe('per-client limits', () => {
     assert.match(limited[0].json().message ?? limited[0].text, /too many rooms/);
   });
 });
+
+describe('descriptor limit', () => {
+  test('max-connections is capped below the descriptor limit; a flood is refused without a log storm', T, async (t) => {
+    const { spawn } = await import('node:child_process');
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { freePort, requireBin, sleep } = await import('./lib/harness.mjs');
+    const port = await freePort();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'driftd-fd-'));
+    // prlimit (util-linux) sets the limits of the process it runs.
+    const p = spawn('prlimit', ['--nofile=600:600', requireBin(), '--http', `127.0.0.1:${port}`, '--raft', `127.0.0.1:${await freePort()}`,
+      '--data', path.join(dir, 'd'), '--max-connections-per-ip', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { out += d; });
+    const exited = new Promise((r) => p.on('exit', r));
+    try {
+      await waitFor(async () => (await httpRequest(`http://127.0.0.1:${port}/healthz`, { timeoutMs: 1000 }).catch(() => null))?.status === 200, 20000, 'the node');
+      assert.match(out, /event=max_connections_capped from=10000 to=88 /);
+      const socks = [];
+      for (let i = 0; i < 700; i++) socks.push(await connectFrom(port, '127.0.0.2'));
+      await sleep(1500); // a flood holds for a while: the log must not grow with it
+      const len = out.length;
+      await sleep(1500);
+      t.diagnostic(`log ${out.length} bytes after the flood; grew ${out.length - len} in 1.5 s`);
+      assert.ok(out.length < 200000, `log ${out.length} bytes`);
+      assert.ok(out.length - len < 20000, `log grew ${out.length - len} bytes in 1.5 s of a held flood`);
+      for (const s of socks) s.destroy();
+      await waitFor(async () => (await httpRequest(`http://127.0.0.1:${port}/healthz`, { timeoutMs: 1000 }).catch(() => null))?.status === 200, 10000, 'served again');
+    } finally {
+      p.kill('SIGTERM');
+      const code = await exited;
+      fs.rmSync(dir, { recursive: true, force: true });
+      assert.equal(code, 0, out.slice(-2000));
+    }
+  });
+});
