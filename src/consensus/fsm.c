@@ -61,13 +61,43 @@ static int apply_one(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
  * threshold then keeps snapshots (and the segment switch each one causes,
  * see node.c) rare at low rates, where they would cost latency most.
  */
+/*
+ * The entries kept after a snapshot (for followers slightly behind) are
+ * bounded by bytes too: snapshot_trailing entries of up to max_batch_bytes
+ * each would be 2 GiB at the defaults (1 MiB relay pushes did that). Before
+ * each snapshot the trailing count becomes what CONS_TRAILING_BYTES holds
+ * at the mean entry size since the last one, at least CONS_TRAILING_MIN.
+ */
+static void fit_trailing(struct cons_node *n)
+{
+    uint64_t mean, fit;
+    unsigned want;
+
+    if (n->snap_entries == 0)
+        return;
+    mean = n->snap_bytes / n->snap_entries;
+    fit = mean > 0 ? CONS_TRAILING_BYTES / mean : n->cfg.snapshot_trailing;
+    want = fit < n->cfg.snapshot_trailing ? (unsigned)fit
+                                          : n->cfg.snapshot_trailing;
+    if (want < CONS_TRAILING_MIN && n->cfg.snapshot_trailing >= CONS_TRAILING_MIN)
+        want = CONS_TRAILING_MIN;
+    if (want != n->snap_trailing) {
+        n->snap_trailing = want;
+        raft_set_snapshot_trailing(&n->raft, want);
+    }
+}
+
 static void count_for_snapshot(struct cons_node *n, size_t len)
 {
     n->snap_bytes += len;
     n->snap_entries++;
+    /* Checked as the count approaches either snapshot trigger. */
+    if ((n->snap_entries & 63) == 0)
+        fit_trailing(n);
     if (n->snap_forced || n->cfg.snapshot_bytes == 0 ||
         n->snap_bytes < n->cfg.snapshot_bytes)
         return;
+    fit_trailing(n);
     raft_set_snapshot_threshold(&n->raft, n->snap_entries);
     n->snap_forced = true;
 }

@@ -82,6 +82,11 @@ int cons__tls_start(struct cons__tp *tp, uv_tcp_t *tcp, bool server,
 /* Closes every pump (transport closing). */
 void cons__tls_close_all(struct cons__tp *tp);
 
+/* Log kept after a snapshot: at most this many bytes (by the mean entry
+ * size), and never fewer than CONS_TRAILING_MIN entries (fsm.c). */
+#define CONS_TRAILING_BYTES ((uint64_t)64 << 20)
+#define CONS_TRAILING_MIN 16
+
 /* Raft log segment size (node.c). */
 #define CONS_SEGMENT_SIZE ((size_t)16 << 20)
 
@@ -116,6 +121,7 @@ struct cons_node {
      * the raft threshold is lowered to force one, then restored. */
     uint64_t snap_bytes;
     unsigned snap_entries;
+    unsigned snap_trailing; /* what raft was last told (fit_trailing) */
     bool snap_forced;
     /* The leader this follower has followed since snap_guard_since (fsm.c:
      * snapshots wait until it has for a while). */

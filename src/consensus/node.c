@@ -344,6 +344,7 @@ int cons_node_start(struct cons_node *n)
     raft_set_heartbeat_timeout(&n->raft, n->cfg.heartbeat_timeout_ms);
     raft_set_snapshot_threshold(&n->raft, n->cfg.snapshot_threshold);
     raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_trailing);
+    n->snap_trailing = n->cfg.snapshot_trailing;
     raft_set_pre_vote(&n->raft, true);
     if (getrandom(&seed, sizeof(seed), 0) == (ssize_t)sizeof(seed))
         raft_seed(&n->raft, seed);

@@ -140,3 +140,26 @@ describe('descriptor limit', () => {
     }
   });
 });
+
+describe('log kept after a snapshot', () => {
+  const ctx = useDriftd({ name: 'trailing', args: ['--snapshot-bytes', '32'] });
+
+  test('1 MB relay pushes: the entries kept after each snapshot are bounded by bytes, and so is RSS', T, async (t) => {
+    const { socket_url: url } = await createRoom(ctx.srv.base);
+    const c = await RawClient.connect(url, { label: 'big relays' });
+    await c.get('big');
+    const value = 'x'.repeat(900 * 1024);
+    let peak = 0;
+    for (let i = 0; i < 400; i++) {
+      c.push('big', `${i}:${value}`, 'relay');
+      await c.next('push', 20000);
+      if (i % 20 === 0) peak = Math.max(peak, ctx.srv.rssKiB());
+    }
+    peak = Math.max(peak, ctx.srv.rssKiB());
+    t.diagnostic(`peak RSS ${(peak / 1024).toFixed(0)} MiB after 400 relay pushes of 900 KiB (352 MiB through the log)`);
+    // 32 MiB between snapshots + 64 MiB kept after one, plus buffers; the
+    // entry count alone (2048) would keep all 352 MiB.
+    assert.ok(peak < 250 * 1024, `peak RSS ${peak} KiB`);
+    await c.close();
+  });
+});
