@@ -453,6 +453,8 @@ static void start_new(struct net_conn *c)
     }
     h->pending = NET_PENDING_NEW;
     h->acted = true;
+    /* The answer may wait up to the queue timeout (lws would cut it). */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_READ_WAIT_S);
 }
 
 static void send_push(struct net_conn *c, const struct relay_msg *m)
@@ -487,6 +489,7 @@ static void send_push(struct net_conn *c, const struct relay_msg *m)
     }
     h->pending = NET_PENDING_SEND;
     h->acted = true;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_READ_WAIT_S);
 }
 
 static void send_get(struct net_conn *c, const struct relay_msg *m)

@@ -140,7 +140,8 @@ struct net_http {
     size_t resp_len;
 };
 
-/* How long an HTTP request may wait for its read barrier (http.c). */
+/* How long an HTTP request may wait for its answer from the log (a read
+ * barrier, a push, a room creation; http.c). */
 #define NET_READ_WAIT_S 60
 
 /* How long a session that was sent its close frame may take to answer. */

@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { useCluster } from './lib/cluster.mjs';
 import {
-  RawClient, createRoom, httpSend, safeJson, waitFor,
+  RawClient, createRoom, httpRequest, httpSend, safeJson, waitFor,
 } from './lib/harness.mjs';
 
 const T = { timeout: 120000 };
@@ -79,6 +79,23 @@ describe('error texts name the cause', () => {
       for (const id of others) c.sigcont(id);
     }
     await ws.close();
+    await c.waitLeader();
+  });
+
+  test('POST /new during a write outage longer than the queue timeout answers 503 with the cause', T, async () => {
+    const c = ctx.cluster;
+    const leader = await c.waitLeader();
+    const others = c.ids.filter((id) => id !== leader);
+    for (const id of others) c.sigstop(id);
+    try {
+      const t0 = Date.now();
+      const r = await httpRequest(`${c.base(leader)}/new`, { method: 'POST', timeoutMs: 30000 });
+      assert.equal(r.status, 503, `${r.status} ${r.text}`);
+      assert.match(r.json().message, /^room (not created|creation outcome unknown): /);
+      assert.ok(Date.now() - t0 >= 4000, 'answered after the queue timeout, not cut before');
+    } finally {
+      for (const id of others) c.sigcont(id);
+    }
     await c.waitLeader();
   });
 });
