@@ -23,6 +23,7 @@ import { WebSocketServer } from 'ws';
 import {
   useDriftd, shutdownTest, requireBin, trustCA,
 } from './lib/harness.mjs';
+import { makeCerts } from './lib/certs.mjs';
 import { useCluster } from './lib/cluster.mjs';
 
 const T = { timeout: 120000 };
@@ -332,30 +333,8 @@ describe('driftd-bench against a 3-node cluster', () => {
 
 // ---- TLS nodes ----------------------------------------------------------------
 
-function openssl(args, cwd) {
-  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
-  if (r.error) throw new Error(`openssl ${args[0]}: ${r.error.message} (scripts/deps.sh installs openssl)`);
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-}
-
-// A throwaway CA, a certificate for 127.0.0.1 signed by it, and a second
-// CA that signed nothing.
-function makeCerts() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'driftd-bench-tls-'));
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-  openssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=bench test CA'], dir);
-  openssl(['req', '-x509', ...ec, '-keyout', 'other.key', '-out', 'other.pem', '-days', '2', '-subj', '/CN=another CA'], dir);
-  openssl(['req', ...ec, '-keyout', 'node.key', '-out', 'node.csr', '-subj', '/CN=127.0.0.1'], dir);
-  fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1\n');
-  openssl(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
-    '-out', 'node.pem', '-days', '2', '-extfile', 'ext'], dir);
-  for (const f of ['ca.key', 'other.key', 'node.key']) fs.chmodSync(path.join(dir, f), 0o600);
-  const p = (f) => path.join(dir, f);
-  return { dir, ca: p('ca.pem'), other: p('other.pem'), cert: p('node.pem'), key: p('node.key') };
-}
-
 describe('driftd-bench against a 3-node TLS cluster (wss, https; mutual TLS on raft)', () => {
-  const certs = makeCerts();
+  const certs = makeCerts('driftd-bench-tls-');
   trustCA(fs.readFileSync(certs.ca));
   after(() => fs.rmSync(certs.dir, { recursive: true, force: true }));
   const ctx = useCluster({

@@ -7,45 +7,15 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import tls from 'node:tls';
-import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 
 import {
   createRoom, httpRequest, httpSend, trustCA, dbConnect, recordDb, waitFor, StateListener, RawClient,
 } from './lib/harness.mjs';
 import { useCluster, waitRoomEverywhere, waitSameReplay } from './lib/cluster.mjs';
+import { makeCerts } from './lib/certs.mjs';
 
 const T = { timeout: 120000 };
-
-function openssl(args, cwd) {
-  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
-  if (r.error) throw new Error(`openssl ${args[0]}: ${r.error.message} (scripts/deps.sh installs openssl)`);
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-}
-
-// A throwaway CA and a certificate for 127.0.0.1 signed by it; a second CA
-// that signed nothing, for the negative case.
-function makeCerts() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'driftd-tls-'));
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-  openssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=driftd test CA'], dir);
-  openssl(['req', '-x509', ...ec, '-keyout', 'other.key', '-out', 'other.pem', '-days', '2', '-subj', '/CN=another CA'], dir);
-  openssl(['req', ...ec, '-keyout', 'node.key', '-out', 'node.csr', '-subj', '/CN=127.0.0.1'], dir);
-  fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  openssl(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
-    '-out', 'node.pem', '-days', '2', '-extfile', 'ext'], dir);
-  // A client certificate from the other CA: right shape, wrong issuer.
-  openssl(['req', ...ec, '-keyout', 'rogue.key', '-out', 'rogue.csr', '-subj', '/CN=127.0.0.1'], dir);
-  openssl(['x509', '-req', '-in', 'rogue.csr', '-CA', 'other.pem', '-CAkey', 'other.key', '-CAcreateserial',
-    '-out', 'rogue.pem', '-days', '2', '-extfile', 'ext'], dir);
-  for (const f of ['ca.key', 'other.key', 'node.key', 'rogue.key']) fs.chmodSync(path.join(dir, f), 0o600);
-  const p = (f) => path.join(dir, f);
-  return {
-    dir, ca: p('ca.pem'), other: p('other.pem'), cert: p('node.pem'), key: p('node.key'), rogueCert: p('rogue.pem'), rogueKey: p('rogue.key'),
-  };
-}
 
 async function fetchStatus(c, id) {
   return (await httpRequest(`${c.base(id)}/cluster/status`)).json();
