@@ -58,6 +58,29 @@ struct relay_limits {
 
 void relay_limits_default(struct relay_limits *lim);
 
+/*
+ * Cluster settings: the limits that decide whether a command applies are
+ * part of the replicated state, changed only by RELAY_CMD_CONFIG through
+ * the log, so every node applies the log alike whatever its own flags. A
+ * state starts with relay_limits_default() values (or the ones given to
+ * relay_state_create, for tests) and no setting marked set.
+ * Settings are numbered 0 .. RELAY_SETTINGS_N - 1.
+ */
+#define RELAY_SETTINGS_N 6
+struct relay_state;
+const char *relay_setting_name(size_t i);
+/* The index of the setting called (name, len), or -1. */
+int relay_setting_find(const char *name, size_t len);
+/* Its current value, and whether a RELAY_CMD_CONFIG set it. */
+uint64_t relay_setting_value(const struct relay_state *s, size_t i, bool *set);
+/* The value of setting i in lim (what a node's flags would propose). */
+uint64_t relay_limits_setting(const struct relay_limits *lim, size_t i);
+/* Valid range of setting i. */
+void relay_setting_range(size_t i, uint64_t *min, uint64_t *max);
+/* The settings a new cluster takes from its first leader's flags
+ * (max_value_len, max_room_bytes, max_rooms) are all set. */
+bool relay_state_configured(const struct relay_state *s);
+
 /* ---- commands ------------------------------------------------------------- */
 
 enum relay_action {
@@ -77,6 +100,10 @@ enum relay_cmd_type {
     RELAY_CMD_NOOP = 4,        /* nothing; used to learn the commit point */
     RELAY_CMD_NODE_SET = 5,    /* node directory: node_id, raft/http addr */
     RELAY_CMD_NODE_FORGET = 6, /* node directory: node_id */
+    /* A cluster setting (relay_setting_*): key = its name, compact_seq =
+     * its value. Refused (RELAY_EINVAL) for an unknown name or a value out
+     * of its range. */
+    RELAY_CMD_CONFIG = 7,
 };
 
 #define RELAY_ADDR_MAX 255 /* bytes of a directory address */

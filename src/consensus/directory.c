@@ -79,6 +79,7 @@ static void on_tick(uv_timer_t *t)
 
     cons__proposer_check_leader(n);
     cons__dir_check(n);
+    cons__settings_check(n);
     cons__expiry_check(n);
 }
 

@@ -37,6 +37,8 @@ static int apply_one(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
         n->last_entry_ms = now_ms;
     if (cmd->origin.node == n->cfg.id)
         pending_here = cons__proposer_on_applied(n, &cmd->origin);
+    if (cmd->type == RELAY_CMD_CONFIG && eff.status != RELAY_EDUP)
+        cons__settings_applied(n, cmd, eff.status);
     /* A re-sent copy of a command applied before: its sender was answered
      * then, and subscribers saw it then. Unless this node never applied the
      * original itself because it arrived folded into a snapshot: then the

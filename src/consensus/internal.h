@@ -162,6 +162,11 @@ struct cons_node {
     struct cons__change *change; /* the membership change in flight */
     uint64_t next_expiry_scan;   /* uv_now() of the next idle-room scan */
 
+    /* Cluster settings proposed by this node as leader (settings.c). */
+    uint64_t cfg_session;
+    uint64_t cfg_counter;
+    unsigned cfg_inflight;
+
     /* Linearizable reads (read.c): markers under a session of their own;
      * a ring of waiting tokens, the first reads_covered of which the
      * marker in flight answers. */
@@ -183,6 +188,13 @@ struct cons_node {
     cons_close_cb close_cb;
     void *close_arg;
 };
+
+/* settings.c: the leader proposes the bootstrap settings while unset;
+ * one of its proposals completed; a CONFIG command was applied here. */
+void cons__settings_check(struct cons_node *n);
+void cons__settings_done(struct cons_node *n);
+void cons__settings_applied(struct cons_node *n, const struct relay_cmd *cmd,
+                            int status);
 
 /* read.c: a marker of the read session was applied (CONS_OK) or failed;
  * fail every waiting read; release. */

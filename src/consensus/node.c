@@ -152,6 +152,14 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
     n->read_session |= (uint64_t)1 << 63;
     if (n->read_session == n->sys_session)
         n->read_session ^= (uint64_t)1 << 32;
+    /* And the settings' session (settings.c). */
+    if (cons_random(&n->cfg_session, sizeof(n->cfg_session)) != CONS_OK)
+        n->cfg_session = (uint64_t)uv_hrtime() * 40503u;
+    n->cfg_session &= ~(uint64_t)0xffffffffu;
+    n->cfg_session |= (uint64_t)1 << 63;
+    while (n->cfg_session == n->sys_session ||
+           n->cfg_session == n->read_session)
+        n->cfg_session += (uint64_t)1 << 32;
     snprintf(n->data_dir, sizeof(n->data_dir), "%s", cfg->data_dir);
     n->cfg.raft_addr = n->raft_addr;
     n->cfg.data_dir = n->data_dir;
@@ -163,7 +171,10 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
         memcpy(seed, &t, sizeof(t));
         memcpy(seed + sizeof(t), &n->sys_session, sizeof(n->sys_session));
     }
-    rv = relay_state_create_seeded(&cfg->limits, seed, &n->state);
+    /* Compiled-in limits, the same on every node, until the cluster
+     * settings come through the log (settings.c); cfg->limits are only what
+     * this node proposes if it is the first leader. */
+    rv = relay_state_create_seeded(NULL, seed, &n->state);
     if (rv != RELAY_OK) {
         free(n);
         return CONS_ENOMEM;

@@ -156,6 +156,10 @@ static void report_failed(struct cons_node *n, const struct relay_origin *o,
         cons__reads_on_marker(n, o->counter, code);
         return;
     }
+    if (o->session == n->cfg_session) {
+        cons__settings_done(n);
+        return;
+    }
     if (n->on_failed != NULL)
         n->on_failed(n->cb_arg, o, code);
 }
@@ -208,7 +212,8 @@ bool cons__cmd_forwardable(const struct relay_cmd *cmd, uint32_t node)
     switch (cmd->type) {
     case RELAY_CMD_CREATE_ROOM:
     case RELAY_CMD_PUSH:
-    case RELAY_CMD_NOOP: /* its read markers (read.c) */
+    case RELAY_CMD_NOOP:   /* its read markers (read.c) */
+    case RELAY_CMD_CONFIG: /* an operator's change through its admin API */
         return true;
     case RELAY_CMD_NODE_SET:
         return cmd->node_id == node; /* its own directory entry only */
@@ -336,6 +341,8 @@ bool cons__proposer_on_applied(struct cons_node *n,
         cons__dir_done(n);
     else if (o->session == n->read_session)
         cons__reads_on_marker(n, o->counter, CONS_OK);
+    else if (o->session == n->cfg_session)
+        cons__settings_done(n);
     return true;
 }
 
@@ -360,7 +367,7 @@ void cons__proposer_on_restored(struct cons_node *n)
             continue;
         o = p->cmd.origin;
         if (n->on_applied != NULL && o.session != n->sys_session &&
-            o.session != n->read_session) {
+            o.session != n->read_session && o.session != n->cfg_session) {
             struct cons_applied ev = {
                 .cmd = &p->cmd,
                 .eff = &eff,

@@ -135,6 +135,8 @@ const char *cons_node_not_ready(struct cons_node *n)
         return "waiting to hear from the leader";
     if (raft_last_applied(&n->raft) < n->sync_index)
         return "catching up with the leader";
+    if (!relay_state_configured(n->state))
+        return "cluster settings not applied yet";
     return NULL;
 }
 

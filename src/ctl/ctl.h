@@ -124,6 +124,8 @@ void ctl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int ctl_cmd_status(struct ctl *c);
 int ctl_cmd_rooms(struct ctl *c);
 int ctl_cmd_room(struct ctl *c, const char *room);
+/* name NULL: show the settings; else set name to value (decimal). */
+int ctl_cmd_config(struct ctl *c, const char *name, const char *value);
 
 /* members.c */
 int ctl_cmd_add(struct ctl *c, uint32_t id, const char *raft, bool standby);

@@ -53,6 +53,11 @@ static void usage(FILE *f)
 "                                last seq\n"
 "  room ID                       one room: its keys, stream sizes, last\n"
 "                                seq, subscribers on this node\n"
+"  config                        the cluster settings (limits decided by\n"
+"                                the log: max_value_len, max_room_bytes,\n"
+"                                max_rooms, max_key_len, max_dedupe,\n"
+"                                dedupe_ttl_ms)\n"
+"  config set NAME VALUE         change one, on every node, through the log\n"
 "  keygen [FILE]                 a new cluster key for --cluster-key-file:\n"
 "                                to FILE (created, mode 600) or stdout\n"
 "\n"
@@ -281,6 +286,9 @@ static int run(struct ctl *c, const struct args *a)
         return ctl_cmd_rooms(c);
     if (strcmp(cmd, "room") == 0)
         return ctl_cmd_room(c, a->pos[1]);
+    if (strcmp(cmd, "config") == 0)
+        return a->npos == 1 ? ctl_cmd_config(c, NULL, NULL)
+                            : ctl_cmd_config(c, a->pos[2], a->pos[3]);
     if (a->npos > 1)
         parse_id(a->pos[1], &id); /* checked in check_args */
     if (strcmp(cmd, "add") == 0)
@@ -312,6 +320,7 @@ static int check_args(const struct args *a)
         {"remove", 1, 1, false, true, true, "remove ID [--force]"},
         {"transfer", 0, 1, false, false, true, "transfer [ID]"},
         {"keygen", 0, 1, false, false, false, "keygen [FILE]"},
+        {"config", 0, 3, false, false, false, "config [set NAME VALUE]"},
     };
     uint32_t id;
     int rv;
@@ -336,6 +345,9 @@ static int check_args(const struct args *a)
                                a->pos[2]);
         if (strcmp(a->pos[0], "room") == 0 && a->pos[1][0] == '\0')
             return usage_error("room: empty room id");
+        if (strcmp(a->pos[0], "config") == 0 && a->npos != 1 &&
+            (a->npos != 4 || strcmp(a->pos[1], "set") != 0))
+            return usage_error("usage: driftctl config [set NAME VALUE]");
         return CTL_OK;
     }
     return usage_error("unknown command '%s'", a->pos[0]);

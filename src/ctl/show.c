@@ -394,3 +394,62 @@ out:
     ctl_resp_close(&r);
     return rv;
 }
+
+/* driftctl config: the cluster settings; config set NAME VALUE changes one
+ * through the log (any node takes it). */
+int ctl_cmd_config(struct ctl *c, const char *name, const char *value)
+{
+    struct ctl_resp r;
+    struct table t;
+    json_t *s;
+    size_t i;
+    int rv;
+
+    if (name != NULL) {
+        char body[256], *end;
+        unsigned long long v = strtoull(value, &end, 10);
+
+        if (*value == '\0' || *end != '\0' || value[0] == '-') {
+            ctl_fail("config set: bad value '%s': want an integer", value);
+            return CTL_EUSAGE;
+        }
+        snprintf(body, sizeof(body), "{\"name\":\"%.100s\",\"value\":%llu}",
+                 name, v);
+        if (ctl_post_leader(c, c->server, "/admin/config", body, &r, NULL, 0) !=
+            CTL_OK)
+            return CTL_EFAIL;
+        if (r.status != 200) {
+            ctl_report(c, "config set", &r);
+            ctl_resp_close(&r);
+            return CTL_EFAIL;
+        }
+        rv = c->json ? ctl_print_json(r.json) : CTL_OK;
+        if (!c->json)
+            printf("%s = %llu\n", name, v);
+        ctl_resp_close(&r);
+        return rv;
+    }
+    if (ctl_get(c, c->server, "/admin/config", &r) != CTL_OK)
+        return CTL_EFAIL;
+    if (c->json) {
+        rv = ctl_print_json(r.json);
+        ctl_resp_close(&r);
+        return rv;
+    }
+    table_init(&t, 3);
+    table_cell(&t, "SETTING");
+    table_cell(&t, "VALUE");
+    table_cell(&t, "SOURCE");
+    json_array_foreach(json_object_get(r.json, "settings"), i, s)
+    {
+        table_cell(&t, "%s", str_or(ctl_jstr(s, "name"), "?"));
+        num_cell(&t, s, "value");
+        table_cell(&t, "%s",
+                   json_is_true(json_object_get(s, "set")) ? "cluster"
+                                                           : "default");
+    }
+    rv = table_print(&t);
+    table_close(&t);
+    ctl_resp_close(&r);
+    return rv;
+}

@@ -394,6 +394,58 @@ static void do_room(struct net_conn *c, const char *id, size_t id_len)
 
 /* ---- dispatch ------------------------------------------------------------- */
 
+/* ---- cluster settings ----------------------------------------------------- */
+
+/* {"settings": [{"name", "value", "set"}...]}: "set" false means the
+ * compiled-in default (the cluster was not configured yet). */
+static void do_config_get(struct net_conn *c)
+{
+    const struct relay_state *st = cons_node_state(c->srv->cons);
+    json_t *root = json_object(), *arr = json_array();
+
+    for (size_t i = 0; i < RELAY_SETTINGS_N; i++) {
+        bool set;
+        uint64_t v = relay_setting_value(st, i, &set);
+        json_t *o = json_object();
+
+        json_object_set_new(o, "name", json_string(relay_setting_name(i)));
+        json_object_set_new(o, "value", json_integer((json_int_t)v));
+        json_object_set_new(o, "set", json_boolean(set));
+        json_array_append_new(arr, o);
+    }
+    json_object_set_new(root, "settings", arr);
+    respond_json(c, 200, root);
+}
+
+/* {"name", "value"}: proposed through the log (any node; a follower
+ * forwards it); answered once applied here, 400 for an unknown name or a
+ * value out of range. */
+static void do_config_set(struct net_conn *c, json_t *body)
+{
+    const char *name = json_string_value(json_object_get(body, "name"));
+    json_t *jv = json_object_get(body, "value");
+    uint64_t min, max;
+    int i;
+
+    i = name != NULL ? relay_setting_find(name, strlen(name)) : -1;
+    if (i < 0) {
+        respond_err(c, 400, "invalid", "unknown setting name");
+        return;
+    }
+    relay_setting_range((size_t)i, &min, &max);
+    if (!json_is_integer(jv) || json_integer_value(jv) < 0 ||
+        (uint64_t)json_integer_value(jv) < min ||
+        (uint64_t)json_integer_value(jv) > max) {
+        char msg[128];
+
+        snprintf(msg, sizeof(msg), "%s: want an integer %llu..%llu", name,
+                 (unsigned long long)min, (unsigned long long)max);
+        respond_err(c, 400, "invalid", msg);
+        return;
+    }
+    net__http_propose_config(c, (size_t)i, (uint64_t)json_integer_value(jv));
+}
+
 void net__admin_decide(struct net_conn *c)
 {
     struct net_http *h = &c->http;
@@ -432,6 +484,10 @@ void net__admin_decide(struct net_conn *c)
         do_rooms(c);
         return;
     }
+    if (get && n == 6 && memcmp(p, "config", 6) == 0) {
+        do_config_get(c);
+        return;
+    }
     if (get && n > 6 && memcmp(p, "rooms/", 6) == 0) {
         do_room(c, p + 6, n - 6);
         return;
@@ -447,7 +503,9 @@ void net__admin_decide(struct net_conn *c)
         respond_err(c, 400, "invalid", "body must be a JSON object");
         return;
     }
-    if (n == 7 && memcmp(p, "members", 7) == 0) {
+    if (n == 6 && memcmp(p, "config", 6) == 0) {
+        do_config_set(c, body);
+    } else if (n == 7 && memcmp(p, "members", 7) == 0) {
         do_add(c, body);
     } else if (n == 8 && memcmp(p, "transfer", 8) == 0) {
         do_transfer(c, body);

@@ -492,6 +492,37 @@ static void send_push(struct net_conn *c, const struct relay_msg *m)
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_READ_WAIT_S);
 }
 
+void net__http_propose_config(struct net_conn *c, size_t setting,
+                              uint64_t value)
+{
+    struct net_server *s = c->srv;
+    struct net_http *h = &c->http;
+    struct relay_cmd cmd;
+    int rv;
+
+    if (net__owner_register(s, c) != NET_OK) {
+        respond_error(c, 503, "out of memory");
+        return;
+    }
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = RELAY_CMD_CONFIG;
+    cmd.origin.node = cons_node_id(s->cons);
+    cmd.origin.session = c->session;
+    cmd.origin.counter = 1;
+    cmd.key = relay_setting_name(setting);
+    cmd.key_len = strlen(cmd.key);
+    cmd.compact_seq = value;
+    rv = cons_propose(s->cons, &cmd);
+    if (rv != CONS_OK) {
+        net__owner_unregister(s, c);
+        respond_error(c, 503, "setting not applied: %s", cons_strerror(rv));
+        return;
+    }
+    h->pending = NET_PENDING_CONFIG;
+    h->acted = true;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_READ_WAIT_S);
+}
+
 static void send_get(struct net_conn *c, const struct relay_msg *m)
 {
     struct net_server *s = c->srv;
@@ -778,6 +809,21 @@ void net__http_on_applied(struct net_conn *c, const struct cons_applied *ev)
         return;
     h->pending = NET_PENDING_NONE;
     net__owner_unregister(c->srv, c);
+    if (pending == NET_PENDING_CONFIG) {
+        char body[160];
+        int n;
+
+        if (eff->status != RELAY_OK && eff->status != RELAY_EDUP) {
+            respond_error(c, 400, "setting refused: %s",
+                          relay_strerror(eff->status));
+            return;
+        }
+        n = snprintf(body, sizeof(body), "{\"name\":\"%.*s\",\"value\":%llu}",
+                     (int)ev->cmd->key_len, ev->cmd->key,
+                     (unsigned long long)ev->cmd->compact_seq);
+        respond(c, 200, CT_JSON, body, (size_t)n);
+        return;
+    }
     if (pending == NET_PENDING_NEW) {
         /* EDUP: created, inside a snapshot this node installed. */
         if (eff->status == RELAY_OK || eff->status == RELAY_EDUP)
@@ -836,11 +882,13 @@ void net__http_on_failed(struct net_conn *c, int code)
     h->pending = NET_PENDING_NONE;
     net__owner_unregister(c->srv, c);
     if (cons_outcome_unknown(code))
-        what = pending == NET_PENDING_NEW ? "room creation outcome unknown"
-                                          : "push outcome unknown";
+        what = pending == NET_PENDING_NEW      ? "room creation outcome unknown"
+               : pending == NET_PENDING_CONFIG ? "setting outcome unknown"
+                                               : "push outcome unknown";
     else
-        what = pending == NET_PENDING_NEW ? "room not created"
-                                          : "push not applied";
+        what = pending == NET_PENDING_NEW      ? "room not created"
+               : pending == NET_PENDING_CONFIG ? "setting not applied"
+                                               : "push not applied";
     respond_error(c, 503, "%s: %s", what, cons_strerror(code));
 }
 

@@ -107,6 +107,7 @@ enum net_pending {
     NET_PENDING_SEND,  /* POST /room/ID/send waits for its PUSH */
     NET_PENDING_ADMIN, /* a membership change waits for raft */
     NET_PENDING_READ,  /* a read waits for its barrier (cons_read_index) */
+    NET_PENDING_CONFIG, /* POST /admin/config waits for its RELAY_CMD_CONFIG */
 };
 
 struct net_admin_op;
@@ -550,6 +551,10 @@ void net__ws_on_applied(struct net_conn *c, const struct cons_applied *ev);
 /* The read barrier asked by c (cons_read_index with c's session) was
  * answered with status: the waiting get runs, or answers "retry". */
 void net__ws_on_read(struct net_conn *c, int status);
+/* Proposes cluster setting `setting` = value for an admin request; the
+ * answer follows when it is applied here (http.c). */
+void net__http_propose_config(struct net_conn *c, size_t setting,
+                              uint64_t value);
 void net__http_on_read(struct net_conn *c, int status);
 void net__ws_on_failed(struct net_conn *c, const struct relay_origin *origin,
                        int code);

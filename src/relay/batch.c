@@ -98,7 +98,7 @@ int relay_batch_add(struct relay_batch_enc *b, const struct relay_cmd *cmd)
     msgpack_packer *pk = &b->pk;
     size_t mark = b->body.len;
 
-    if (cmd->type < RELAY_CMD_CREATE_ROOM || cmd->type > RELAY_CMD_NODE_FORGET)
+    if (cmd->type < RELAY_CMD_CREATE_ROOM || cmd->type > RELAY_CMD_CONFIG)
         return RELAY_EINVAL;
     if (cmd->type == RELAY_CMD_PUSH && !value_ok(cmd->value, cmd->value_len))
         return RELAY_EINVAL;
@@ -224,7 +224,7 @@ static bool rd_cmd(struct rd *rd, struct relay_cmd *cmd)
 
     memset(cmd, 0, sizeof(*cmd));
     if (!rd_kind(rd, RELAY__MP_ARRAY, &t) ||
-        !rd_uint(rd, RELAY_CMD_NODE_FORGET, &type) ||
+        !rd_uint(rd, RELAY_CMD_CONFIG, &type) ||
         type < RELAY_CMD_CREATE_ROOM || !rd_uint(rd, UINT32_MAX, &node) ||
         !rd_uint(rd, UINT64_MAX, &cmd->origin.session) ||
         !rd_uint(rd, UINT64_MAX, &cmd->origin.counter))

@@ -83,6 +83,7 @@ struct dnode {
 
 struct relay_state {
     struct relay_limits lim;
+    uint32_t set_mask; /* settings set through the log (bit = index) */
     uint8_t seed[RELAY_SEED_LEN]; /* of every hash table */
     struct htab rooms;            /* id -> struct room */
     size_t n_rooms;
@@ -136,6 +137,111 @@ void relay_limits_default(struct relay_limits *lim)
     lim->max_rooms = 100000;
     lim->max_dedupe = 65536;
     lim->dedupe_ttl_ms = 3600 * 1000;
+}
+
+/* ---- cluster settings ------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    uint64_t min, max;
+} settings[RELAY_SETTINGS_N] = {
+    {"max_value_len", 1024, (uint64_t)64 << 20},
+    {"max_room_bytes", 1024, (uint64_t)1 << 40},
+    {"max_rooms", 1, 100000000},
+    {"max_key_len", 1, 65536},
+    {"max_dedupe", 16, 100000000},
+    {"dedupe_ttl_ms", 1000, (uint64_t)30 * 24 * 3600 * 1000},
+};
+/* Set at bootstrap from the first leader's flags. */
+#define SETTINGS_BOOTSTRAP 0x7u
+
+const char *relay_setting_name(size_t i)
+{
+    return i < RELAY_SETTINGS_N ? settings[i].name : NULL;
+}
+
+int relay_setting_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < RELAY_SETTINGS_N; i++)
+        if (strlen(settings[i].name) == len &&
+            memcmp(settings[i].name, name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+void relay_setting_range(size_t i, uint64_t *min, uint64_t *max)
+{
+    *min = settings[i].min;
+    *max = settings[i].max;
+}
+
+static uint64_t *u64_slot(struct relay_limits *l, size_t i, size_t **sz)
+{
+    *sz = NULL;
+    switch (i) {
+    case 0:
+        *sz = &l->max_value_len;
+        return NULL;
+    case 1:
+        *sz = &l->max_room_bytes;
+        return NULL;
+    case 2:
+        *sz = &l->max_rooms;
+        return NULL;
+    case 3:
+        *sz = &l->max_key_len;
+        return NULL;
+    case 4:
+        *sz = &l->max_dedupe;
+        return NULL;
+    default:
+        return &l->dedupe_ttl_ms;
+    }
+}
+
+uint64_t relay_limits_setting(const struct relay_limits *lim, size_t i)
+{
+    size_t *sz;
+    uint64_t *u = u64_slot((struct relay_limits *)lim, i, &sz);
+
+    return sz != NULL ? (uint64_t)*sz : *u;
+}
+
+static void limits_set(struct relay_limits *lim, size_t i, uint64_t v)
+{
+    size_t *sz;
+    uint64_t *u = u64_slot(lim, i, &sz);
+
+    if (sz != NULL)
+        *sz = (size_t)v;
+    else
+        *u = v;
+}
+
+uint64_t relay_setting_value(const struct relay_state *s, size_t i, bool *set)
+{
+    *set = (s->set_mask >> i & 1u) != 0;
+    return relay_limits_setting(&s->lim, i);
+}
+
+bool relay_state_configured(const struct relay_state *s)
+{
+    return (s->set_mask & SETTINGS_BOOTSTRAP) == SETTINGS_BOOTSTRAP;
+}
+
+static int apply_config(struct relay_state *s, const struct relay_cmd *cmd,
+                        struct relay_effects *eff)
+{
+    int i = relay_setting_find(cmd->key, cmd->key_len);
+
+    if (i < 0 || cmd->compact_seq < settings[i].min ||
+        cmd->compact_seq > settings[i].max) {
+        eff->status = RELAY_EINVAL;
+        return RELAY_OK;
+    }
+    limits_set(&s->lim, (size_t)i, cmd->compact_seq);
+    s->set_mask |= 1u << i;
+    return RELAY_OK;
 }
 
 static void limits_fill(struct relay_limits *dst, const struct relay_limits *src)
@@ -806,6 +912,9 @@ int relay_state_apply(struct relay_state *s, const struct relay_cmd *cmd,
     case RELAY_CMD_NOOP:
         rv = RELAY_OK;
         break;
+    case RELAY_CMD_CONFIG:
+        rv = apply_config(s, cmd, eff);
+        break;
     case RELAY_CMD_NODE_SET:
     case RELAY_CMD_NODE_FORGET:
         rv = apply_node(s, cmd, eff);
@@ -915,12 +1024,13 @@ int relay_room_info(const struct relay_state *s, const char *room,
  *   ["driftd-relay", 1,
  *    [[room_id(bin), last_seq, last_ms, [[key(bin), [seq, value]...]...]]...],
  *    [[node, session, counter, last_ms]...],   dedupe, least recent first
- *    [[id, raft(str), http(str)]...]]          directory, by id
+ *    [[id, raft(str), http(str)]...],          directory, by id
+ *    [set_mask, value0 .. value5]]             cluster settings (v2)
  * Each stream is [key, seq1, value1, seq2, value2, ...] to avoid one array
  * header per entry. Values are embedded as the msgpack items they are.
  */
 #define SNAP_MAGIC "driftd-relay"
-#define SNAP_VERSION 1
+#define SNAP_VERSION 2
 
 int relay_state_snapshot(const struct relay_state *s, uint8_t **buf,
                          size_t *len)
@@ -933,7 +1043,7 @@ int relay_state_snapshot(const struct relay_state *s, uint8_t **buf,
     if (relay__buf_init(&b, 0, 4096) != RELAY_OK)
         return RELAY_ENOMEM;
     relay__buf_packer(&b, &pk);
-    msgpack_pack_array(&pk, 5);
+    msgpack_pack_array(&pk, 6);
     msgpack_pack_str(&pk, sizeof(SNAP_MAGIC) - 1);
     msgpack_pack_str_body(&pk, SNAP_MAGIC, sizeof(SNAP_MAGIC) - 1);
     msgpack_pack_uint32(&pk, SNAP_VERSION);
@@ -977,6 +1087,11 @@ int relay_state_snapshot(const struct relay_state *s, uint8_t **buf,
         msgpack_pack_str(&pk, hl);
         msgpack_pack_str_body(&pk, s->nodes[i].http, hl);
     }
+
+    msgpack_pack_array(&pk, 1 + RELAY_SETTINGS_N);
+    msgpack_pack_uint32(&pk, s->set_mask);
+    for (size_t i = 0; i < RELAY_SETTINGS_N; i++)
+        msgpack_pack_uint64(&pk, relay_limits_setting(&s->lim, i));
 
     if (b.failed) {
         relay__buf_free(&b);
@@ -1156,6 +1271,25 @@ static int restore_dedupe(struct rd *rd, struct relay_state *s)
     return RELAY_OK;
 }
 
+static int restore_settings(struct rd *rd, struct relay_state *s)
+{
+    uint32_t n;
+    uint64_t mask, v;
+
+    if (rd_array(rd, &n) != RELAY_OK || n != 1 + RELAY_SETTINGS_N ||
+        rd_uint(rd, &mask) != RELAY_OK || mask >> RELAY_SETTINGS_N != 0)
+        return RELAY_EINVAL;
+    for (size_t i = 0; i < RELAY_SETTINGS_N; i++) {
+        /* Any positive value: states made for tests go below the ranges
+         * a RELAY_CMD_CONFIG may set. */
+        if (rd_uint(rd, &v) != RELAY_OK || v == 0 || v > SIZE_MAX)
+            return RELAY_EINVAL;
+        limits_set(&s->lim, i, v);
+    }
+    s->set_mask = (uint32_t)mask;
+    return RELAY_OK;
+}
+
 static int restore_nodes(struct rd *rd, struct relay_state *s)
 {
     uint32_t n;
@@ -1196,11 +1330,14 @@ int relay_state_restore(struct relay_state *s, const uint8_t *buf, size_t len)
     rv = relay_state_create_seeded(&s->lim, s->seed, &tmp);
     if (rv != RELAY_OK)
         return rv;
-    if (rd_array(&rd, &five) != RELAY_OK || five != 5 ||
+    /* Version 1 (no settings) is still read: its state keeps the limits
+     * it had, with no setting marked set. */
+    if (rd_array(&rd, &five) != RELAY_OK || (five != 5 && five != 6) ||
         rd_bytes(&rd, RELAY__MP_STR, &magic, &magic_len) != RELAY_OK ||
         magic_len != sizeof(SNAP_MAGIC) - 1 ||
         memcmp(magic, SNAP_MAGIC, magic_len) != 0 ||
-        rd_uint(&rd, &version) != RELAY_OK || version != SNAP_VERSION) {
+        rd_uint(&rd, &version) != RELAY_OK ||
+        version != (five == 5 ? 1u : SNAP_VERSION)) {
         rv = RELAY_EINVAL;
         goto out;
     }
@@ -1209,6 +1346,8 @@ int relay_state_restore(struct relay_state *s, const uint8_t *buf, size_t len)
         rv = restore_dedupe(&rd, tmp);
     if (rv == RELAY_OK)
         rv = restore_nodes(&rd, tmp);
+    if (rv == RELAY_OK && five == 6)
+        rv = restore_settings(&rd, tmp);
     if (rv == RELAY_OK && rd.pos != len)
         rv = RELAY_EINVAL; /* trailing bytes */
     if (rv == RELAY_OK) {
@@ -1216,7 +1355,10 @@ int relay_state_restore(struct relay_state *s, const uint8_t *buf, size_t len)
         swap = *s;
         *s = *tmp;
         *tmp = swap;
-        s->lim = tmp->lim;
+        if (five == 5) {
+            s->lim = tmp->lim;
+            s->set_mask = 0;
+        }
     }
 out:
     relay_state_destroy(tmp);

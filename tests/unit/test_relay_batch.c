@@ -289,6 +289,12 @@ static const char *cmd_diff(const struct relay_cmd *want,
         return NULL;
     case RELAY_CMD_NOOP:
         return NULL;
+    case RELAY_CMD_CONFIG:
+        if (!same_bytes(got->key, got->key_len, want->key, want->key_len))
+            return "key";
+        if (got->compact_seq != want->compact_seq)
+            return "value";
+        return NULL;
     case RELAY_CMD_NODE_SET:
         if (got->node_id != want->node_id)
             return "node_id";

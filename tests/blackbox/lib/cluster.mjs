@@ -70,9 +70,10 @@ export class Cluster {
   static async start({
     size = 3, args = [], name = 'cluster', electionTimeoutMs = ELECTION_TIMEOUT_MS,
     heartbeatMs = HEARTBEAT_MS, startTimeoutMs = 30000, key = true, token = true, prepare = null,
+    nodeArgs = null,
   } = {}) {
     const c = new Cluster(name, size);
-    await c._init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, key, token, prepare });
+    await c._init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, key, token, prepare, nodeArgs });
     return c;
   }
 
@@ -85,7 +86,7 @@ export class Cluster {
     this.root = null;
   }
 
-  async _init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, key, token, prepare }) {
+  async _init({ args, electionTimeoutMs, heartbeatMs, startTimeoutMs, key, token, prepare, nodeArgs }) {
     this.root = await fsp.mkdtemp(path.join(os.tmpdir(), `driftd-${this.name}-`));
     this.keyFile = null;
     this.adminToken = null;
@@ -126,7 +127,7 @@ export class Cluster {
         httpPort: this.httpPorts[id - 1],
         raftPort: this.raftPorts[id - 1],
         dataDir: this.dataDir(id),
-        args: common,
+        args: nodeArgs ? [...common, ...nodeArgs(id)] : common,
         startTimeoutMs,
       });
       this.nodes.set(id, d);
