@@ -9,7 +9,7 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config libuv1-dev libwebsockets-dev
       libmsgpack-dev libjansson-dev libcbor-dev libcmocka-dev
       libcurl4-openssl-dev libssl-dev openssl nodejs npm haproxy clang-14
-      libclang-rt-14-dev)
+      libclang-rt-14-dev iproute2 nftables util-linux)
 BACKPORTS_PKGS=(libraft-dev)
 
 missing=()
