@@ -18,6 +18,9 @@
 //                      logs (default: a new folder under /tmp, kept when
 //                      the run fails or CHAOS_KEEP=1)
 //   CHAOS_PAUSE_MS     writer pause range "LO,HI" (20,120)
+//   CHAOS_SNAPSHOT     --snapshot-threshold of the nodes (2000: snapshots,
+//                      log compaction and snapshot installs happen under
+//                      faults too; --snapshot-trailing is a quarter of it)
 //   DRIFTD_BIN, DRIFTCTL_BIN  (default build/driftd, build/driftctl)
 //
 // Runs as root (ip netns, nft, tc). Re-executes itself under `unshare --net`
@@ -100,6 +103,7 @@ async function inner() {
   const duration = Number(process.env.CHAOS_DURATION ?? 60) * 1000;
   const n = Number(process.env.CHAOS_NODES ?? 3);
   const checkStale = process.env.CHAOS_CHECK_STALE === '1';
+  const snapshot = Number(process.env.CHAOS_SNAPSHOT ?? 2000);
   const pause = (process.env.CHAOS_PAUSE_MS ?? '20,120').split(',').map(Number);
   const bin = path.resolve(process.env.DRIFTD_BIN ?? path.join(repo, 'build', 'driftd'));
   const ctlBin = path.resolve(process.env.DRIFTCTL_BIN ?? path.join(repo, 'build', 'driftctl'));
@@ -127,7 +131,8 @@ async function inner() {
     fs.writeFileSync(tokenFile, `${seed.toString(16)}chaos${process.pid}\n`, { mode: 0o600 });
     const bootstrap = Array.from({ length: n }, (_, i) => `${i + 1}=${net.addr(i + 1)}:9080`).join(',');
     const common = ['--bootstrap', bootstrap, '--cluster-key-file', keyFile, '--admin-token-file', tokenFile,
-      '--election-timeout', '500', '--heartbeat', '50', '--log-level', 'info'];
+      '--election-timeout', '500', '--heartbeat', '50', '--log-level', 'info',
+      '--snapshot-threshold', String(snapshot), '--snapshot-trailing', String(Math.max(1, Math.floor(snapshot / 4)))];
     nodes = Array.from({ length: n }, (_, i) => new ChaosNode({ net, slot: i + 1, id: i + 1, bin, root: out, common }));
     for (const x of nodes) x.launch();
     await Promise.all(nodes.map((x) => x.waitHealthy(30000)));
