@@ -76,6 +76,30 @@ function unavailability(sends, faults, tStart, tEnd) {
   return best;
 }
 
+// Per fault kind, the longest interval without an acknowledged push that
+// overlaps a fault of that kind (from the fault's start to its heal).
+function gapsByKind(sends, faults, tEnd) {
+  const acks = sends.filter((s) => s.outcome === 'ok').map((s) => s.t1).sort((a, b) => a - b);
+  const out = {};
+  for (const f of faults) {
+    const t1 = f.t1 ?? tEnd;
+    // the last ack before t0, every ack inside, the first after t1
+    let lo = 0;
+    let hi = acks.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (acks[mid] < f.t0) lo = mid + 1; else hi = mid; }
+    let prev = lo > 0 ? acks[lo - 1] : f.t0;
+    let best = 0;
+    for (let i = lo; i < acks.length; i++) {
+      best = Math.max(best, acks[i] - prev);
+      prev = acks[i];
+      if (acks[i] > t1) break;
+    }
+    if (prev <= t1) best = Math.max(best, tEnd - prev);
+    out[f.kind] = Math.max(out[f.kind] ?? 0, best);
+  }
+  return out;
+}
+
 async function waitConverged(nodes, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   let last = null;
@@ -250,6 +274,7 @@ async function inner() {
       unknownButApplied: res.stats.unknownApplied,
       faults: nemesis.faults.length, faultsByKind, membership,
       longestUnavailabilityMs: unavail.ms, longestUnavailability: unavail,
+      longestGapByFaultKindMs: gapsByKind(work.sends, nemesis.faults, tEnd),
       reads: res.stats.reads, staleByFault, checkStale,
       converged: conv.ok, subscribersCaughtUp: caught,
       violations: res.counts, selfTest: st, errorTexts,
@@ -259,6 +284,7 @@ async function inner() {
     log(`pushes sent ${res.stats.sends}: acknowledged ${res.stats.outcomes.ok}, not applied ${res.stats.outcomes.not_applied}, outcome unknown ${res.stats.outcomes.unknown}, no answer ${res.stats.outcomes.no_answer}, connection refused ${res.stats.outcomes.refused} (${res.stats.unknownApplied} of the unknown/no-answer ones were applied); retained ${res.stats.retained}`);
     log(`faults ${nemesis.faults.length}: ${JSON.stringify(faultsByKind)}; membership ${JSON.stringify(membership)}`);
     log(`longest unavailability ${unavail.ms} ms (+${unavail.from}..+${unavail.to} ms; faults: ${unavail.faults.join(', ') || 'none'})`);
+    log(`longest gap between acks per fault kind (ms): ${JSON.stringify(summary.longestGapByFaultKindMs)}`);
     log(`reads after an ack elsewhere: ${JSON.stringify(res.stats.reads)}; stale by fault ${JSON.stringify(staleByFault)}${checkStale ? '' : ' (CHAOS_CHECK_STALE=1 to fail on them)'}`);
     log(`error texts: ${JSON.stringify(errorTexts)}`);
     for (const v of res.violations) log(`VIOLATION ${v.check}: ${v.msg}`);

@@ -43,6 +43,24 @@ function openWs(url, onMessage, timeoutMs = 5000) {
   });
 }
 
+// One `get` over a fresh WebSocket: its init message.
+async function wsGet(url, key, seq, timeoutMs) {
+  let done;
+  const got = new Promise((resolve) => { done = resolve; });
+  const ws = await openWs(url, (m) => { if (m.type === 'init' && m.key === key) done(m); }, timeoutMs);
+  try {
+    ws.send(JSON.stringify({ type: 'get', key, seq }));
+    let timer;
+    const t = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`no init within ${timeoutMs} ms`)), timeoutMs); });
+    ws.on('close', () => done({ closed: true }));
+    const m = await Promise.race([got, t]).finally(() => clearTimeout(timer));
+    if (m.closed) throw new Error('socket closed before init');
+    return m;
+  } finally {
+    ws.terminate();
+  }
+}
+
 export class Workload {
   // nodes(): the current [ChaosNode] clients may use (initial voters);
   // rooms: [room ids]; keys: key names (every room has them all).
@@ -253,19 +271,22 @@ export class Workload {
       const node = this.rng.pick(others);
       const rec = { value: ack.value, room: ack.room, key: ack.key, seq: ack.seq, ackNode: ack.node, ackAt: ack.at, node: node.id, t0: Date.now(), t1: null, outcome: null, detail: null, fault: this.faultNow() };
       this.reads.push(rec);
+      // Alternately an HTTP get and a WebSocket get on a fresh connection.
+      rec.via = this.reads.length % 2 ? 'ws' : 'http';
       try {
-        const r = await httpGet(`${node.base}/room/${ack.room}/send`, {
-          method: 'POST', body: { type: 'get', key: ack.key, seq: ack.seq - 1 }, timeoutMs: 3000,
-        });
-        rec.t1 = Date.now();
-        if (r.status !== 200) {
-          rec.outcome = 'error';
-          rec.detail = `HTTP ${r.status} ${r.text.slice(0, 200)}`;
+        let init;
+        if (rec.via === 'http') {
+          const r = await httpGet(`${node.base}/room/${ack.room}/send`, {
+            method: 'POST', body: { type: 'get', key: ack.key, seq: ack.seq - 1 }, timeoutMs: 3000,
+          });
+          if (r.status !== 200) throw new Error(`HTTP ${r.status} ${r.text.slice(0, 200)}`);
+          init = JSON.parse(r.text);
         } else {
-          const init = JSON.parse(r.text);
-          rec.outcome = (init.data ?? []).some((e) => e.value === ack.value && e.seq === ack.seq) ? 'fresh' : 'stale';
-          if (rec.outcome === 'stale') rec.detail = `init had ${init.data?.length ?? 0} entries after seq ${ack.seq - 1}`;
+          init = await wsGet(`${node.wsBase}/room/${ack.room}/connect`, ack.key, ack.seq - 1, 3000);
         }
+        rec.t1 = Date.now();
+        rec.outcome = (init.data ?? []).some((e) => e.value === ack.value && e.seq === ack.seq) ? 'fresh' : 'stale';
+        if (rec.outcome === 'stale') rec.detail = `${rec.via} init had ${init.data?.length ?? 0} entries after seq ${ack.seq - 1}`;
       } catch (e) {
         rec.t1 = Date.now();
         rec.outcome = 'error';

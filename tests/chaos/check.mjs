@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+// Re-runs the checker (and its self-test) over a saved run:
+//   node tests/chaos/check.mjs /tmp/driftd-chaos-XXXX/records.json [--stale]
+// Prints every violation; exit 1 when there is one or the self-test misses.
+import fs from 'node:fs';
+
+import { check, selfTest, CHECKS } from './lib/checker.mjs';
+
+const file = process.argv[2];
+if (!file) {
+  process.stderr.write('usage: node tests/chaos/check.mjs RECORDS.json [--stale]\n');
+  process.exit(2);
+}
+const records = JSON.parse(fs.readFileSync(file, 'utf8'));
+const res = check(records, { checkStale: process.argv.includes('--stale') });
+process.stdout.write(`seed ${records.seed}: ${JSON.stringify(res.stats)}\n`);
+for (const v of res.violations) process.stdout.write(`VIOLATION ${v.check}: ${v.msg}\n`);
+for (const c of CHECKS) if (res.counts[c]) process.stdout.write(`check ${c}: ${res.counts[c]} violations\n`);
+const st = selfTest(records);
+for (const s of st) process.stdout.write(`self-test ${s.check}: ${s.caught ? 'caught' : 'NOT CAUGHT'} (${s.planted})\n`);
+process.exit(res.ok && st.every((s) => s.caught) ? 0 : 1);
