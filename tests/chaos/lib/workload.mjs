@@ -1,6 +1,7 @@
 // The chaos workload: writers on every node (one WebSocket, one HTTP), each
 // push a unique value; subscribers on every node (one per room) that record
-// every broadcast and resume with `get` after a disconnect; a reader that
+// every broadcast and resume with `get` after a disconnect (theirs or one
+// they make every 5-20 s, half the time on another node); a reader that
 // checks "push acked on node A, then get on node B" (stale reads). Every
 // outcome goes into plain records (see checker.mjs for their shape).
 import { createRequire } from 'node:module';
@@ -215,11 +216,12 @@ export class Workload {
     this.subLast ??= [];
     this.subLast.push({ room, last });
     let connN = 0;
+    let at = node;
     while (!stopped) {
-      const conn = `${name}#${++connN}`;
+      const conn = `${name}#${++connN}@${at.id}`;
       let ws;
       try {
-        ws = await openWs(`${node.wsBase}/room/${room}/connect`, (m) => {
+        ws = await openWs(`${at.wsBase}/room/${room}/connect`, (m) => {
           const rec = perKey.get(m.key);
           if (!rec) return;
           if (m.type === 'push') rec.events.push({ seq: m.seq, value: m.value, src: 'push', conn });
@@ -227,6 +229,7 @@ export class Workload {
         });
       } catch {
         await sleep(300);
+        at = node;
         continue;
       }
       current = ws;
@@ -234,8 +237,14 @@ export class Workload {
         if (connN > 1) perKey.get(key).reconnects += 1;
         ws.send(JSON.stringify({ type: 'get', key, seq: last(key) }));
       }
+      // While writers run, also leave on our own every 5-20 s, and resume
+      // on another node half the time.
+      const leave = this.running ? setTimeout(() => ws.terminate(), this.rng.int(5000, 20000)) : null;
       await new Promise((resolve) => ws.on('close', resolve));
+      clearTimeout(leave);
       current = null;
+      const others = this.nodes().filter((x) => x.live);
+      at = this.running && others.length && this.rng.chance(0.5) ? this.rng.pick(others) : node;
       if (!stopped) await sleep(200);
     }
   }
