@@ -18,6 +18,7 @@
 //                      logs (default: a new folder under /tmp, kept when
 //                      the run fails or CHAOS_KEEP=1)
 //   CHAOS_PAUSE_MS     writer pause range "LO,HI" (20,120)
+//   CHAOS_HOLD_MS      how long each fault holds, range "LO,HI" (1500,5000)
 //   CHAOS_SNAPSHOT     --snapshot-threshold of the nodes (2000: snapshots,
 //                      log compaction and snapshot installs happen under
 //                      faults too; --snapshot-trailing is a quarter of it)
@@ -191,7 +192,8 @@ async function inner() {
       },
       ctl: (args) => run([ctlBin, '--token-file', tokenFile, ...args], { check: false, timeoutMs: 60000 }),
     };
-    const nemesis = new Nemesis({ cluster, rng: new Rng(seed, 'nemesis'), log });
+    const holdMs = (process.env.CHAOS_HOLD_MS ?? '1500,5000').split(',').map(Number);
+    const nemesis = new Nemesis({ cluster, rng: new Rng(seed, 'nemesis'), log, holdMs });
     const work = new Workload({ nodes: () => nodes, rooms, keys, rng: new Rng(seed, 'workload'), runTag: seed.toString(36), pauseMs: pause });
     work.faultNow = () => nemesis.now();
 
@@ -244,11 +246,13 @@ async function inner() {
     const res = check(records, { checkStale });
     const st = selfTest(records);
     const faultsByKind = Object.fromEntries(KINDS.map((k) => [k, nemesis.faults.filter((f) => f.kind === k).length]));
+    const ch = nemesis.changes;
     const membership = {
-      adds: nemesis.changes.filter((c) => c.op === 'add').length,
-      addsOk: nemesis.changes.filter((c) => c.op === 'add' && c.ok).length,
-      removes: nemesis.changes.filter((c) => c.op === 'remove').length,
-      removesOk: nemesis.changes.filter((c) => c.op === 'remove' && c.ok).length,
+      cycles: new Set(ch.map((c) => c.id)).size,
+      addAttempts: ch.filter((c) => c.op === 'add').length,
+      added: new Set(ch.filter((c) => c.op === 'add' && c.ok).map((c) => c.id)).size,
+      removeAttempts: ch.filter((c) => c.op === 'remove').length,
+      removed: new Set(ch.filter((c) => c.op === 'remove' && c.ok).map((c) => c.id)).size,
     };
     const unavail = unavailability(work.sends, nemesis.faults, tStart, tEnd);
     const byVia = {};

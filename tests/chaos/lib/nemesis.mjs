@@ -228,9 +228,15 @@ export class Nemesis {
       const j = this.c.makeJoiner(id);
       this.joiner = j;
       j.launch();
-      const add = await this.ctl(['add', String(id), j.raftAddr]);
-      this.changes.push({ op: 'add', id, ...add });
-      this.log(`membership: add ${id}: ${add.ok ? 'ok' : 'FAILED'} in ${add.ms} ms ${add.out}`);
+      // Retried while the node asked cannot be reached or knows no leader
+      // (another fault is running); any other refusal stands.
+      for (let attempt = 1; attempt <= 5 && !this.stopping; attempt++) {
+        const add = await this.ctl(['add', String(id), j.raftAddr]);
+        this.changes.push({ op: 'add', id, attempt, ...add });
+        this.log(`membership: add ${id} (attempt ${attempt}): ${add.ok ? 'ok' : 'FAILED'} in ${add.ms} ms ${add.out}`);
+        if (add.ok || !/cannot reach|no leader|quorum|busy/i.test(add.out)) break;
+        await sleep(1000);
+      }
       await this.msleep(hold);
       await this.removeJoiner();
       await this.msleep(gap);
