@@ -236,8 +236,13 @@ async function inner() {
     const finals = {};
     for (const x of readNodes) finals[x.id] = await finalRead(x, rooms, keys);
 
+    // Every added node was removed: the configuration is the initial voters.
+    const configs = {};
+    for (const x of readNodes) {
+      try { configs[x.id] = (await x.status(3000)).nodes.map((m) => ({ id: m.id, role: m.role })); } catch (e) { configs[x.id] = [{ error: e.message }]; }
+    }
     const records = {
-      seed, nodes: n, duration, rooms, keys,
+      seed, nodes: n, duration, rooms, keys, members: readNodes.map((x) => x.id), configs,
       sends: work.sends, subs: work.subs, reads: work.reads, finals,
       faults: nemesis.faults, changes: nemesis.changes, tStart, tEnd,
     };

@@ -10,6 +10,8 @@
 //   reads: [{value, room, key, seq, ackNode, ackAt, node, t0, t1,
 //            outcome: 'fresh'|'stale'|'error', detail}],
 //   finals: {nodeId: {room: {key: [{seq, value}]}}},   // after healing
+//   members: [ids expected in the configuration at the end],
+//   configs: {nodeId: [{id, role}]},   // /cluster/status nodes at the end
 // }
 //
 // Checks (a violation names one of them):
@@ -31,9 +33,12 @@
 //                      the order it sent them
 //   stale_read         a get on node B after a push was acked on node A
 //                      includes it (only with opts.checkStale)
+//   membership         at the end every node's configuration holds exactly
+//                      the expected members (the initial voters, as voters:
+//                      every added node was removed again)
 
 export const CHECKS = ['ack_present', 'identical', 'seq_gapfree', 'no_phantom', 'no_duplicate',
-  'not_applied_absent', 'subscriber', 'conn_order', 'stale_read'];
+  'not_applied_absent', 'subscriber', 'conn_order', 'stale_read', 'membership'];
 
 const MAX_MSGS = 20;
 
@@ -182,6 +187,18 @@ export function check(records, opts = {}) {
     }
   }
 
+  // membership
+  if (records.members && records.configs) {
+    const want = [...records.members].sort((a, b) => a - b);
+    for (const [id, cfg] of Object.entries(records.configs)) {
+      const got = cfg.map((x) => x.id).sort((a, b) => a - b);
+      const notVoter = cfg.filter((x) => want.includes(x.id) && x.role !== 'voter');
+      if (JSON.stringify(got) !== JSON.stringify(want) || notVoter.length) {
+        fail('membership', `node ${id}'s configuration is ${JSON.stringify(cfg)}, expected voters ${JSON.stringify(want)}`);
+      }
+    }
+  }
+
   const outcomes = { ok: 0, not_applied: 0, unknown: 0, no_answer: 0, refused: 0 };
   for (const s of records.sends) outcomes[s.outcome] = (outcomes[s.outcome] ?? 0) + 1;
   let retained = 0;
@@ -308,6 +325,13 @@ const PLANTERS = {
     const s = r.sends.find((x) => x.outcome === 'ok' && x.seq != null) ?? r.sends[0];
     r.reads.push({ value: s.value, room: s.room, key: s.key, seq: s.seq, ackNode: s.node, ackAt: s.t1 ?? 0, node: 99, t0: (s.t1 ?? 0) + 1, t1: (s.t1 ?? 0) + 2, outcome: 'stale', detail: 'planted' });
     return 'added a read that missed an acknowledged push';
+  },
+  membership(r) {
+    r.members = r.members ?? Object.keys(r.finals).map(Number);
+    r.configs = r.configs ?? Object.fromEntries(r.members.map((id) => [id, r.members.map((m) => ({ id: m, role: 'voter' }))]));
+    const id = Object.keys(r.configs)[0];
+    r.configs[id].push({ id: 99, role: 'spare' });
+    return `added a removed node 99 to node ${id}'s configuration`;
   },
 };
 

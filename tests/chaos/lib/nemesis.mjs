@@ -263,6 +263,17 @@ export class Nemesis {
       else await sleep(1000);
     }
     if (done) {
+      // Evidence for the records: does any live node still list it?
+      await sleep(1000);
+      for (const x of this.c.nodes.filter((y) => y.live)) {
+        try {
+          const st = await x.status(1000);
+          if (st.nodes.some((m) => m.id === j.id)) {
+            this.changes.push({ op: 'lingering', id: j.id, node: x.id, t0: Date.now(), nodes: st.nodes });
+            this.log(`membership: node ${x.id} still lists removed node ${j.id}: ${JSON.stringify(st.nodes.map((m) => [m.id, m.role]))}`);
+          }
+        } catch { /* unreachable now */ }
+      }
       await j.stop();
       fs.rmSync(j.dataDir, { recursive: true, force: true });
       this.joiner = null;
