@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 
 import { check, selfTest, CHECKS } from './lib/checker.mjs';
+import { gapsByKind, recoveryByKind, unavailability } from './lib/stats.mjs';
 
 const file = process.argv[2];
 if (!file) {
@@ -14,6 +15,14 @@ if (!file) {
 const records = JSON.parse(fs.readFileSync(file, 'utf8'));
 const res = check(records, { checkStale: process.argv.includes('--stale') });
 process.stdout.write(`seed ${records.seed}: ${JSON.stringify(res.stats)}\n`);
+if (records.faults && records.tStart) {
+  const kinds = {};
+  for (const f of records.faults) kinds[f.kind] = (kinds[f.kind] ?? 0) + 1;
+  process.stdout.write(`faults ${records.faults.length}: ${JSON.stringify(kinds)}\n`);
+  process.stdout.write(`longest unavailability: ${JSON.stringify(unavailability(records.sends, records.faults, records.tStart, records.tEnd))}\n`);
+  process.stdout.write(`longest gap between acks per fault kind (ms): ${JSON.stringify(gapsByKind(records.sends, records.faults, records.tEnd))}\n`);
+  process.stdout.write(`longest time from a heal to the next ack per fault kind (ms): ${JSON.stringify(recoveryByKind(records.sends, records.faults))}\n`);
+}
 for (const v of res.violations) process.stdout.write(`VIOLATION ${v.check}: ${v.msg}\n`);
 for (const c of CHECKS) if (res.counts[c]) process.stdout.write(`check ${c}: ${res.counts[c]} violations\n`);
 const st = selfTest(records);

@@ -39,6 +39,7 @@ import { ChaosNet, ChaosNode, httpGet, killAllSync, run, sleep, unexpectedExits,
 import { Nemesis, KINDS } from './lib/nemesis.mjs';
 import { Rng, newSeed } from './lib/rng.mjs';
 import { Workload, finalRead } from './lib/workload.mjs';
+import { gapsByKind, recoveryByKind, unavailability } from './lib/stats.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
@@ -59,46 +60,6 @@ function outer() {
   const child = spawn('unshare', ['--net', '--', process.execPath, fileURLToPath(import.meta.url)], { stdio: 'inherit', env });
   for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
   child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-}
-
-// Longest interval without any acknowledged push while writers ran, and the
-// faults overlapping it.
-function unavailability(sends, faults, tStart, tEnd) {
-  const acks = sends.filter((s) => s.outcome === 'ok').map((s) => s.t1).sort((a, b) => a - b);
-  let prev = tStart;
-  let best = { ms: 0, from: tStart, to: tStart };
-  for (const t of [...acks, tEnd]) {
-    if (t - prev > best.ms) best = { ms: t - prev, from: prev, to: t };
-    prev = Math.max(prev, t);
-  }
-  best.faults = faults.filter((f) => f.t0 <= best.to && (f.t1 ?? tEnd) >= best.from).map((f) => `${f.kind}[${f.targets}]${f.detail ? ` ${f.detail}` : ''}`);
-  best.from -= tStart;
-  best.to -= tStart;
-  return best;
-}
-
-// Per fault kind, the longest interval without an acknowledged push that
-// overlaps a fault of that kind (from the fault's start to its heal).
-function gapsByKind(sends, faults, tEnd) {
-  const acks = sends.filter((s) => s.outcome === 'ok').map((s) => s.t1).sort((a, b) => a - b);
-  const out = {};
-  for (const f of faults) {
-    const t1 = f.t1 ?? tEnd;
-    // the last ack before t0, every ack inside, the first after t1
-    let lo = 0;
-    let hi = acks.length;
-    while (lo < hi) { const mid = (lo + hi) >> 1; if (acks[mid] < f.t0) lo = mid + 1; else hi = mid; }
-    let prev = lo > 0 ? acks[lo - 1] : f.t0;
-    let best = 0;
-    for (let i = lo; i < acks.length; i++) {
-      best = Math.max(best, acks[i] - prev);
-      prev = acks[i];
-      if (acks[i] > t1) break;
-    }
-    if (prev <= t1) best = Math.max(best, tEnd - prev);
-    out[f.kind] = Math.max(out[f.kind] ?? 0, best);
-  }
-  return out;
 }
 
 async function waitConverged(nodes, timeoutMs) {
@@ -284,6 +245,7 @@ async function inner() {
       faults: nemesis.faults.length, faultsByKind, membership,
       longestUnavailabilityMs: unavail.ms, longestUnavailability: unavail,
       longestGapByFaultKindMs: gapsByKind(work.sends, nemesis.faults, tEnd),
+      longestRecoveryAfterHealMs: recoveryByKind(work.sends, nemesis.faults),
       reads: res.stats.reads, staleByFault, checkStale,
       converged: conv.ok, subscribersCaughtUp: caught,
       violations: res.counts, selfTest: st, errorTexts,
@@ -294,6 +256,7 @@ async function inner() {
     log(`faults ${nemesis.faults.length}: ${JSON.stringify(faultsByKind)}; membership ${JSON.stringify(membership)}`);
     log(`longest unavailability ${unavail.ms} ms (+${unavail.from}..+${unavail.to} ms; faults: ${unavail.faults.join(', ') || 'none'})`);
     log(`longest gap between acks per fault kind (ms): ${JSON.stringify(summary.longestGapByFaultKindMs)}`);
+    log(`longest time from a heal to the next ack per fault kind (ms): ${JSON.stringify(summary.longestRecoveryAfterHealMs)}`);
     log(`reads after an ack elsewhere: ${JSON.stringify(res.stats.reads)}; stale by fault ${JSON.stringify(staleByFault)}${checkStale ? '' : ' (CHAOS_CHECK_STALE=1 to fail on them)'}`);
     log(`error texts: ${JSON.stringify(errorTexts)}`);
     for (const v of res.violations) log(`VIOLATION ${v.check}: ${v.msg}`);
