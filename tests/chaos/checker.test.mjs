@@ -55,7 +55,7 @@ describe('chaos checker', () => {
 
   test('self-test: one planted violation per check, each caught', () => {
     const st = selfTest(history());
-    assert.deepEqual(st.map((s) => s.check), CHECKS);
+    assert.deepEqual([...new Set(st.map((s) => s.check))].sort(), [...CHECKS].sort());
     for (const s of st) assert.ok(s.caught, `${s.check} not caught: ${s.planted}`);
   });
 

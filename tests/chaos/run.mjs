@@ -162,6 +162,7 @@ async function inner() {
     work.start();
     const nemTask = nemesis.run();
     const memTask = nemesis.runMembership();
+    const probeTask = nemesis.probeMembers();
     const ticker = setInterval(() => {
       const o = { ok: 0, not_applied: 0, unknown: 0, no_answer: 0, refused: 0 };
       for (const s of work.sends) if (s.outcome) o[s.outcome] += 1;
@@ -171,6 +172,7 @@ async function inner() {
     nemesis.stop();
     await nemTask;
     await memTask;
+    await probeTask;
     await work.stopWriters();
     const tEnd = Date.now();
     clearInterval(ticker);
@@ -205,7 +207,7 @@ async function inner() {
     const records = {
       seed, nodes: n, duration, rooms, keys, members: readNodes.map((x) => x.id), configs,
       sends: work.sends, subs: work.subs, reads: work.reads, finals,
-      faults: nemesis.faults, changes: nemesis.changes, tStart, tEnd,
+      faults: nemesis.faults, changes: nemesis.changes, probes: nemesis.probes, tStart, tEnd,
     };
     fs.writeFileSync(path.join(out, 'records.json'), JSON.stringify(records));
 

@@ -12,6 +12,8 @@
 //   finals: {nodeId: {room: {key: [{seq, value}]}}},   // after healing
 //   members: [ids expected in the configuration at the end],
 //   configs: {nodeId: [{id, role}]},   // /cluster/status nodes at the end
+//   changes: [{op: 'add'|'remove', id, ok, t0, ms}],   // driftctl runs
+//   probes: [{t, node, ids}],   // configurations seen during the run
 // }
 //
 // Checks (a violation names one of them):
@@ -35,12 +37,15 @@
 //                      includes it (only with opts.checkStale)
 //   membership         at the end every node's configuration holds exactly
 //                      the expected members (the initial voters, as voters:
-//                      every added node was removed again)
+//                      every added node was removed again); and during the
+//                      run no node lists a node more than SETTLE_MS after
+//                      its removal succeeded (ids are never reused)
 
 export const CHECKS = ['ack_present', 'identical', 'seq_gapfree', 'no_phantom', 'no_duplicate',
   'not_applied_absent', 'subscriber', 'conn_order', 'stale_read', 'membership'];
 
 const MAX_MSGS = 20;
+export const SETTLE_MS = 10000;
 
 export function check(records, opts = {}) {
   const { checkStale = false } = opts;
@@ -199,6 +204,23 @@ export function check(records, opts = {}) {
     }
   }
 
+  if (records.probes && records.changes) {
+    const removedAt = new Map();
+    for (const c of records.changes) {
+      if (c.op === 'remove' && c.ok) removedAt.set(c.id, Math.min(removedAt.get(c.id) ?? Infinity, c.t0 + c.ms));
+    }
+    const reported = new Set();
+    for (const p of records.probes) {
+      for (const id of p.ids) {
+        const at = removedAt.get(id);
+        if (at !== undefined && p.t > at + SETTLE_MS && !reported.has(`${p.node}/${id}`)) {
+          reported.add(`${p.node}/${id}`);
+          fail('membership', `node ${p.node} lists node ${id} at +${p.t - (records.tStart ?? 0)} ms (term ${p.term}, commit ${p.commit}, configuration ${JSON.stringify(p.ids)}), ${p.t - at} ms after its removal succeeded`);
+        }
+      }
+    }
+  }
+
   const outcomes = { ok: 0, not_applied: 0, unknown: 0, no_answer: 0, refused: 0 };
   for (const s of records.sends) outcomes[s.outcome] = (outcomes[s.outcome] ?? 0) + 1;
   let retained = 0;
@@ -326,6 +348,12 @@ const PLANTERS = {
     r.reads.push({ value: s.value, room: s.room, key: s.key, seq: s.seq, ackNode: s.node, ackAt: s.t1 ?? 0, node: 99, t0: (s.t1 ?? 0) + 1, t1: (s.t1 ?? 0) + 2, outcome: 'stale', detail: 'planted' });
     return 'added a read that missed an acknowledged push';
   },
+  membership_probe(r) {
+    const t = (r.tStart ?? 0) + 1000;
+    r.changes = [...(r.changes ?? []), { op: 'remove', id: 98, ok: true, t0: t, ms: 10 }];
+    r.probes = [...(r.probes ?? []), { t: t + 60000, node: 1, term: 1, commit: 1, ids: [1, 98] }];
+    return 'added a probe where node 1 lists node 98 a minute after its removal';
+  },
   membership(r) {
     r.members = r.members ?? Object.keys(r.finals).map(Number);
     r.configs = r.configs ?? Object.fromEntries(r.members.map((id) => [id, r.members.map((m) => ({ id: m, role: 'voter' }))]));
@@ -342,9 +370,10 @@ const PLANTERS = {
 export function selfTest(records) {
   const out = [];
   const base = check(records, { checkStale: true }).counts;
-  for (const chk of CHECKS) {
+  for (const [name, plant] of Object.entries(PLANTERS)) {
+    const chk = name.replace(/_probe$/, '');
     const r = clone(records);
-    const planted = PLANTERS[chk](r);
+    const planted = plant(r);
     const res = check(r, { checkStale: true });
     const others = Object.entries(res.counts).filter(([c, n]) => n > base[c] && c !== chk).map(([c]) => c);
     out.push({ check: chk, planted, caught: res.counts[chk] > base[chk], others });

@@ -214,6 +214,22 @@ export class Nemesis {
     while (!this.stopping && Date.now() < end) await sleep(Math.min(100, end - Date.now()));
   }
 
+  // Every 2 s, the configuration every live initial voter reports
+  // (/cluster/status nodes): [{t, node, ids}]. The checker holds them
+  // against the membership changes that succeeded.
+  async probeMembers(everyMs = 2000) {
+    this.probes = [];
+    while (!this.stopping) {
+      await Promise.all(this.c.nodes.filter((x) => x.live).map(async (x) => {
+        try {
+          const st = await x.status(1000);
+          this.probes.push({ t: Date.now(), node: x.id, term: st.term, commit: st.commit_index, ids: st.nodes.map((m) => m.id) });
+        } catch { /* unreachable now */ }
+      }));
+      await this.msleep(everyMs);
+    }
+  }
+
   // Membership: add a fresh node (new id each time, the spare namespace),
   // hold it while faults run, remove it, stop it. Until stop().
   async runMembership() {
