@@ -179,7 +179,8 @@ export class Nemesis {
     await this.c.net.healAll();
     for (const x of this.all()) if (x.frozen) x.sigcont();
     if (f.kind === 'kill9') for (const id of f.targets) { const x = this.byId(id); if (x && !x.running) x.launch(); }
-    if (f.kind === 'restart-all') for (const x of f.restart) if (!x.running) x.launch();
+    // Not a joiner removed meanwhile (removeJoiner retires it).
+    if (f.kind === 'restart-all') for (const x of f.restart) if (!x.running && !x.retired) x.launch();
     delete f.restart;
     f.t1 = Date.now();
   }
@@ -279,6 +280,7 @@ export class Nemesis {
       else await sleep(1000);
     }
     if (done) {
+      j.retired = true;
       // Evidence for the records: does any live node still list it?
       await sleep(1000);
       for (const x of this.c.nodes.filter((y) => y.live)) {
