@@ -38,14 +38,15 @@
 //   membership         at the end every node's configuration holds exactly
 //                      the expected members (the initial voters, as voters:
 //                      every added node was removed again); and during the
-//                      run no node lists a node more than SETTLE_MS after
-//                      its removal succeeded (ids are never reused)
+//                      run no node that has committed past a successful
+//                      removal still lists the removed node (ids are never
+//                      reused)
 
 export const CHECKS = ['ack_present', 'identical', 'seq_gapfree', 'no_phantom', 'no_duplicate',
   'not_applied_absent', 'subscriber', 'conn_order', 'stale_read', 'membership'];
 
 const MAX_MSGS = 20;
-export const SETTLE_MS = 10000;
+export const PROBE_ROUND_MS = 3000;
 
 export function check(records, opts = {}) {
   const { checkStale = false } = opts;
@@ -204,19 +205,21 @@ export function check(records, opts = {}) {
     }
   }
 
+  // A node may lag behind a removal (cut off, frozen): it is held to it
+  // only once it reports a commit index at least that of the first probe
+  // round after the removal succeeded (by then the removal is committed).
   if (records.probes && records.changes) {
-    const removedAt = new Map();
-    for (const c of records.changes) {
-      if (c.op === 'remove' && c.ok) removedAt.set(c.id, Math.min(removedAt.get(c.id) ?? Infinity, c.t0 + c.ms));
-    }
     const reported = new Set();
-    for (const p of records.probes) {
-      for (const id of p.ids) {
-        const at = removedAt.get(id);
-        if (at !== undefined && p.t > at + SETTLE_MS && !reported.has(`${p.node}/${id}`)) {
-          reported.add(`${p.node}/${id}`);
-          fail('membership', `node ${p.node} lists node ${id} at +${p.t - (records.tStart ?? 0)} ms (term ${p.term}, commit ${p.commit}, configuration ${JSON.stringify(p.ids)}), ${p.t - at} ms after its removal succeeded`);
-        }
+    for (const c of records.changes) {
+      if (c.op !== 'remove' || !c.ok) continue;
+      const at = c.t0 + c.ms;
+      const round = records.probes.filter((p) => p.t >= at && p.t <= at + PROBE_ROUND_MS);
+      if (round.length === 0) continue;
+      const bound = Math.max(...round.map((p) => p.commit));
+      for (const p of records.probes) {
+        if (p.t <= at || p.commit < bound || !p.ids.includes(c.id) || reported.has(`${p.node}/${c.id}`)) continue;
+        reported.add(`${p.node}/${c.id}`);
+        fail('membership', `node ${p.node} lists node ${c.id} at +${p.t - (records.tStart ?? 0)} ms (term ${p.term}, commit ${p.commit}, configuration ${JSON.stringify(p.ids)}), ${p.t - at} ms after its removal succeeded and at a commit index past it (>= ${bound})`);
       }
     }
   }
@@ -351,8 +354,10 @@ const PLANTERS = {
   membership_probe(r) {
     const t = (r.tStart ?? 0) + 1000;
     r.changes = [...(r.changes ?? []), { op: 'remove', id: 98, ok: true, t0: t, ms: 10 }];
-    r.probes = [...(r.probes ?? []), { t: t + 60000, node: 1, term: 1, commit: 1, ids: [1, 98] }];
-    return 'added a probe where node 1 lists node 98 a minute after its removal';
+    r.probes = [...(r.probes ?? []),
+      { t: t + 1000, node: 2, term: 1, commit: 100, ids: [1, 2] },
+      { t: t + 60000, node: 1, term: 1, commit: 1e12, ids: [1, 98] }];
+    return 'added probes where node 1, past the commit index of node 98\'s removal, still lists node 98';
   },
   membership(r) {
     r.members = r.members ?? Object.keys(r.finals).map(Number);
