@@ -68,6 +68,35 @@ static const struct raft_server *find_server(const struct cons_node *n,
     return NULL;
 }
 
+static const struct raft_server *find_address(const struct cons_node *n,
+                                              const char *addr)
+{
+    const struct raft_configuration *c = &n->raft.configuration;
+
+    for (unsigned i = 0; i < c->n; i++)
+        if (strcmp(c->servers[i].address, addr) == 0)
+            return &c->servers[i];
+    return NULL;
+}
+
+/*
+ * libraft fills its errmsg on some refusals only (raft_add's duplicate id or
+ * address leaves it as it was: often a stale line from loading the log at
+ * start). Cleared before each call, so that raft_reason() can fall back on
+ * raft_strerror() when the call left it empty.
+ */
+static void raft_reason_clear(struct cons_node *n)
+{
+    n->raft.errmsg[0] = '\0';
+}
+
+static const char *raft_reason(struct cons_node *n, int rv)
+{
+    const char *m = raft_errmsg(&n->raft);
+
+    return m != NULL && m[0] != '\0' ? m : raft_strerror(rv);
+}
+
 /* Common preconditions of every change. */
 static int check_leader(struct cons_node *n)
 {
@@ -215,10 +244,11 @@ static void on_change(struct raft_change *req, int status)
         /* Added as a spare; now the role, which for a voter waits for
          * the new node to catch up. */
         ch->kind = CH_ADD_ROLE;
+        raft_reason_clear(n);
         rv = raft_assign(&n->raft, &ch->req, ch->id, ch->raft_role, on_change);
         if (rv != 0) {
             snprintf(msg, sizeof(msg), "node %u added as spare, role not set: %s",
-                     ch->id, raft_errmsg(&n->raft));
+                     ch->id, raft_reason(n, rv));
             change_finish(ch, map_raft_err(rv), msg);
         }
         return;
@@ -248,7 +278,7 @@ static int change_begin(struct cons_node *n, struct cons__change *ch, int rv,
     if (rv != 0) {
         free(ch);
         return refuse(n, map_raft_err(rv), "%s: %s", what,
-                      raft_errmsg(&n->raft));
+                      raft_reason(n, rv));
     }
     n->change = ch;
     LOG_INFO("event=membership_start %s", what);
@@ -258,6 +288,7 @@ static int change_begin(struct cons_node *n, struct cons__change *ch, int rv,
 int cons_member_add(struct cons_node *n, uint32_t id, const char *raft_addr,
                     enum cons_role role, cons_change_cb cb, void *arg)
 {
+    const struct raft_server *srv;
     struct cons__change *ch;
     char what[160];
     int rv;
@@ -270,10 +301,16 @@ int cons_member_add(struct cons_node *n, uint32_t id, const char *raft_addr,
         return refuse(n, CONS_EINVAL, "need an id >= 1 and a raft address");
     if (find_server(n, id) != NULL)
         return refuse(n, CONS_EINVAL, "node %u is already a member", id);
+    srv = find_address(n, raft_addr);
+    if (srv != NULL)
+        return refuse(n, CONS_EINVAL,
+                      "raft address %.100s is already member node %llu's",
+                      raft_addr, (unsigned long long)srv->id);
     ch = change_new(n, CH_ADD, id, cb, arg);
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
     ch->raft_role = role == CONS_ROLE_VOTER ? RAFT_VOTER : RAFT_STANDBY;
+    raft_reason_clear(n);
     rv = raft_add(&n->raft, &ch->req, id, raft_addr, on_change);
     snprintf(what, sizeof(what), "add node %u at %.100s as %s", id, raft_addr,
              role == CONS_ROLE_VOTER ? "voter" : "standby");
@@ -311,6 +348,7 @@ int cons_member_assign(struct cons_node *n, uint32_t id, enum cons_role role,
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
     ch->raft_role = raft_role;
+    raft_reason_clear(n);
     rv = raft_assign(&n->raft, &ch->req, id, raft_role, on_change);
     snprintf(what, sizeof(what), "make node %u %s", id,
              role == CONS_ROLE_VOTER ? "a voter" : "a standby");
@@ -342,6 +380,7 @@ int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
     ch = change_new(n, CH_REMOVE, id, cb, arg);
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
+    raft_reason_clear(n);
     rv = raft_remove(&n->raft, &ch->req, id, on_change);
     snprintf(what, sizeof(what), "remove node %u", id);
     return change_begin(n, ch, rv, what);
@@ -392,6 +431,7 @@ int cons_leader_transfer(struct cons_node *n, uint32_t id, cons_change_cb cb,
     ch = change_new(n, CH_TRANSFER, id, cb, arg);
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
+    raft_reason_clear(n);
     rv = raft_transfer(&n->raft, &ch->treq, id, on_transfer);
     snprintf(what, sizeof(what), "transfer leadership to node %u", id);
     return change_begin(n, ch, rv, what);

@@ -261,6 +261,23 @@ static struct raft_tracer tracer = {
     .emit = raft_trace,
 };
 
+
+/*
+ * Why raft_start failed. libraft does not carry the transport's or the
+ * I/O backend's message into its own (a raft port in use left "raft start: "
+ * with nothing after it): the first non-empty of the three, else the code.
+ */
+static const char *start_reason(struct cons_node *n, int rv)
+{
+    if (raft_errmsg(&n->raft)[0] != '\0')
+        return raft_errmsg(&n->raft);
+    if (n->transport.errmsg[0] != '\0')
+        return n->transport.errmsg;
+    if (n->io.errmsg[0] != '\0')
+        return n->io.errmsg;
+    return raft_strerror(rv);
+}
+
 static int bootstrap(struct cons_node *n)
 {
     struct raft_configuration conf;
@@ -366,8 +383,8 @@ int cons_node_start(struct cons_node *n)
     }
     rv = raft_start(&n->raft);
     if (rv != 0) {
-        snprintf(n->errmsg, sizeof(n->errmsg), "raft start: %s",
-                 raft_errmsg(&n->raft));
+        snprintf(n->errmsg, sizeof(n->errmsg), "raft start: %.200s",
+                 start_reason(n, rv));
         return CONS_EIO;
     }
     n->raft_started = true;

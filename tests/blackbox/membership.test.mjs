@@ -390,6 +390,9 @@ describe('membership changes with driftctl', () => {
       await ctlFails(['remove', '1'], { server: c.base(1) }, { match: /last voter/ });
       await ctlFails(['remove', '1', '--force'], { server: c.base(1) }, { match: /last voter/ });
       await ctlFails(['demote', '1', '--force'], { server: c.base(1) }, { match: /last voter/ });
+      // A new id at a member's raft address: refused, naming the member
+      // (libraft's own refusal left no reason: "add node 2 at ADDR as voter: ").
+      await ctlFails(['add', '2', c.raftAddr(1)], { server: c.base(1) }, { match: /already member node 1/ });
       const st = await ctlStatus(c.base(1));
       assert.deepEqual(idsWithRole(st, 'voter'), [1]);
       assert.equal(st.leader.id, 1);
