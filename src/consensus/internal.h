@@ -173,6 +173,8 @@ struct cons_node {
     bool read_local; /* the covered reads are answered locally (read.c) */
     cons_read_cb on_read;
 
+    struct cons_stats stats; /* cons_node_stats() */
+
     cons_applied_cb on_applied;
     cons_failed_cb on_failed;
     cons_restored_cb on_restored;

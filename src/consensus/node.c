@@ -446,6 +446,11 @@ void cons_node_close(struct cons_node *n, cons_close_cb cb, void *arg)
     close_own_handles(n);
 }
 
+const struct cons_stats *cons_node_stats(const struct cons_node *n)
+{
+    return &n->stats;
+}
+
 void cons_node_status(const struct cons_node *n, struct cons_status *st)
 {
     struct raft *r = (struct raft *)&n->raft;

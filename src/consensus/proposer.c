@@ -733,6 +733,10 @@ void cons__proposer_check_leader(struct cons_node *n)
     if (leader != n->seen_leader)
         LOG_INFO("event=leader_changed leader=%u term=%llu", leader,
                  (unsigned long long)term);
+    if (term > n->seen_term && n->seen_term != 0)
+        n->stats.terms_seen++;
+    if (leader != n->seen_leader && leader != 0)
+        n->stats.leader_changes++;
     n->seen_leader = leader;
     n->seen_term = term;
     n->leader_since = uv_now(n->loop);
