@@ -68,7 +68,7 @@
 
 /* Proposal times kept per WebSocket session (ring by origin counter): a
  * push further behind than this when applied is not timed. */
-#define NET_PUSH_TIMES 8
+#define NET_PUSH_TIMES 16
 
 /* Largest Host header we echo back into room URLs. */
 #define NET_HOST_MAX 256
