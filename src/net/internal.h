@@ -541,8 +541,7 @@ struct net_server {
 };
 
 /* One client-visible error of kind k (see enum net_err_kind). */
-static inline void net__count_error(struct net_server *s,
-                                    enum net_err_kind k)
+static inline void net__count_error(struct net_server *s, enum net_err_kind k)
 {
     s->metrics.errors[k]++;
 }

@@ -824,14 +824,14 @@ void net__ws_on_read(struct net_conn *c, int status)
             net__count_error(c->srv, NET_ERR_NOT_READY);
             net__ws_close(c, NET_CLOSE_TRY_LATER,
                           "not ready, retry");
-        } else if (!relay_room_exists(cons_node_state(c->srv->cons),
-                                      c->room_id, c->room_len)) {
+        } else if (!relay_room_exists(cons_node_state(c->srv->cons), c->room_id,
+                                      c->room_len)) {
             net__count_error(c->srv, NET_ERR_ROOM_NOT_FOUND);
             net__ws_close(c, NET_CLOSE_ROOM_DELETED, "room not found");
-        }
-        else if (attach(c) != 0)
+        } else if (attach(c) != 0) {
             net__ws_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
                           "out of memory");
+        }
         drain_deferred(c);
         return;
     }
@@ -930,9 +930,8 @@ void net__ws_on_applied(struct net_conn *c, const struct cons_applied *ev)
     /* Its proposal time is still in the ring unless more than
      * NET_PUSH_TIMES later pushes were proposed meanwhile. */
     if (c->counter - ev->cmd->origin.counter < NET_PUSH_TIMES)
-        net__metrics_latency(c->srv,
-                             c->push_ns[ev->cmd->origin.counter %
-                                        NET_PUSH_TIMES]);
+        net__metrics_latency(
+            c->srv, c->push_ns[ev->cmd->origin.counter % NET_PUSH_TIMES]);
     if (eff->status == RELAY_EDUP) {
         /* Applied before (a retried forward): it was answered then. */
     } else if (eff->status != RELAY_OK) {
