@@ -35,6 +35,7 @@ struct cons__inflight {
     struct raft_apply req;
     struct cons_node *node;
     bool carrier; /* an empty entry sent only to carry the commit index */
+    uint64_t start_ns; /* uv_hrtime() at raft_apply (commit time metric) */
 };
 
 /* Starts the thread that runs libraft's io_destroy() calls off the loop

@@ -444,8 +444,8 @@ enum net_transport {
     NET_TR_COUNT,
 };
 
-/* Upper bounds (ms) of the push -> ack latency histogram's buckets. */
-#define NET_LAT_BUCKETS 11
+/* Buckets of the push -> ack latency histogram: cons_lat_bounds_ms. */
+#define NET_LAT_BUCKETS CONS_LAT_BUCKETS
 
 /*
  * Counters net keeps as events happen: plain increments on the loop

@@ -14,7 +14,8 @@
  *   buffer. docs/benchmarks.md has what a scrape costs.
  *
  * Not here: per-room or per-session series (their label sets would be
- * unbounded), latency other than push -> ack on the origin node.
+ * unbounded); latency histograms other than push -> ack (origin node) and
+ * entry commit (leader).
  */
 #include <dirent.h>
 #include <stdarg.h>
@@ -25,10 +26,6 @@
 
 #include "internal.h"
 
-/* Bucket upper bounds of the push -> ack histogram, in milliseconds. */
-static const double lat_bounds_ms[NET_LAT_BUCKETS] = {
-    0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
-
 void net__metrics_latency(struct net_server *s, uint64_t start_ns)
 {
     struct net_metrics *m = &s->metrics;
@@ -36,7 +33,7 @@ void net__metrics_latency(struct net_server *s, uint64_t start_ns)
     double ms = now > start_ns ? (double)(now - start_ns) / 1e6 : 0;
     size_t i;
 
-    for (i = 0; i < NET_LAT_BUCKETS && ms > lat_bounds_ms[i]; i++)
+    for (i = 0; i < NET_LAT_BUCKETS && ms > cons_lat_bounds_ms[i]; i++)
         ;
     m->lat_buckets[i]++;
     m->lat_count++;
@@ -98,6 +95,26 @@ static void one(struct out *o, const char *name, const char *type,
 {
     head(o, name, type, help);
     put(o, "%s %llu\n", name, v);
+}
+
+/* A histogram from non-cumulative buckets by cons_lat_bounds_ms (the last
+ * one over them), in seconds. */
+static void histogram(struct out *o, const char *name, const char *help,
+                      const uint64_t *buckets, uint64_t count, double sum)
+{
+    uint64_t cum = 0;
+    size_t i;
+
+    head(o, name, "histogram", help);
+    for (i = 0; i < CONS_LAT_BUCKETS; i++) {
+        cum += buckets[i];
+        put(o, "%s_bucket{le=\"%g\"} %llu\n", name, cons_lat_bounds_ms[i] / 1e3,
+            (unsigned long long)cum);
+    }
+    cum += buckets[CONS_LAT_BUCKETS];
+    put(o, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    put(o, "%s_sum %.9g\n", name, sum);
+    put(o, "%s_count %llu\n", name, (unsigned long long)count);
 }
 
 /* ---- families -------------------------------------------------------------
@@ -200,24 +217,10 @@ static void put_traffic(struct out *o, struct net_server *s)
         "Sessions closed because their outbound queue was over budget.",
         m->slow_closes);
 
-    head(o, "driftd_push_ack_seconds", "histogram",
-         "Push proposal to its apply on the origin node (the client's "
-         "ack).");
-    {
-        uint64_t cum = 0;
-
-        for (t = 0; t < NET_LAT_BUCKETS; t++) {
-            cum += m->lat_buckets[t];
-            put(o, "driftd_push_ack_seconds_bucket{le=\"%g\"} %llu\n",
-                lat_bounds_ms[t] / 1e3, (unsigned long long)cum);
-        }
-        cum += m->lat_buckets[NET_LAT_BUCKETS];
-        put(o, "driftd_push_ack_seconds_bucket{le=\"+Inf\"} %llu\n",
-            (unsigned long long)cum);
-        put(o, "driftd_push_ack_seconds_sum %.9g\n", m->lat_sum);
-        put(o, "driftd_push_ack_seconds_count %llu\n",
-            (unsigned long long)m->lat_count);
-    }
+    histogram(o, "driftd_push_ack_seconds",
+              "Push proposal to its apply on the origin node (the client's "
+              "ack).",
+              m->lat_buckets, m->lat_count, m->lat_sum);
 }
 
 static void put_forward(struct out *o, struct net_server *s)
@@ -293,6 +296,10 @@ static void put_raft(struct out *o, struct net_server *s)
         cs->restores);
     one(o, "driftd_snapshot_last_bytes", "gauge", "Size of the last snapshot.",
         cs->snapshot_bytes);
+    histogram(o, "driftd_raft_entry_commit_seconds",
+              "Leader: an entry from raft_apply to its apply here (local "
+              "append, replication to a majority, commit).",
+              cs->commit_buckets, cs->commit_count, cs->commit_seconds);
     head(o, "driftd_snapshot_last_seconds", "gauge",
          "How long taking the last snapshot held the loop.");
     put(o, "driftd_snapshot_last_seconds %.6f\n", cs->snapshot_seconds);

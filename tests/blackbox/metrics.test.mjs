@@ -225,6 +225,8 @@ describe('GET /metrics', () => {
       if (id !== leader) assert.equal(val(m, 'driftd_forward_link_up{}'), 1, `node ${id}: forward link up`);
     }
     const lm = after.get(leader);
+    const commits = (m) => val(m, 'driftd_raft_entry_commit_seconds_count{}');
+    assert.ok(commits(lm) > commits(before.get(leader)), 'the leader timed the commit of its entries');
     for (const id of c.ids) {
       assert.ok(lm.series.has(`driftd_raft_peer_match_index{peer="${id}"}`), `leader: match index of ${id}`);
     }
