@@ -305,6 +305,34 @@ struct cons_status {
 };
 void cons_node_status(const struct cons_node *n, struct cons_status *st);
 
+/* Upper bounds, in milliseconds, of the latency histograms' buckets (the
+ * entry commit time below; net uses the same for push -> ack). */
+#define CONS_LAT_BUCKETS 11
+extern const double cons_lat_bounds_ms[CONS_LAT_BUCKETS];
+
+/*
+ * Running counts for metrics (net's GET /metrics), kept by consensus as
+ * events happen; read-only, never reset while the node lives. Borrowed:
+ * valid until cons_node_close, read on the loop thread.
+ */
+struct cons_stats {
+    uint64_t terms_seen;       /* term changes seen: one per election */
+    uint64_t leader_changes;   /* a different node (not "none") leads */
+    uint64_t snapshots;        /* snapshots this node took */
+    uint64_t snapshot_bytes;   /* size of the last one */
+    double snapshot_seconds;   /* how long the last one held the loop */
+    uint64_t restores;         /* snapshots installed (start-up included) */
+    uint64_t entries_applied;  /* log entries applied by the FSM */
+    uint64_t commands_applied; /* commands inside them */
+    /* Leader: an entry from raft_apply to its apply here (append to the
+     * local log, replication to a majority, commit). Buckets by
+     * cons_lat_bounds_ms, not cumulative; the last one is over them. */
+    uint64_t commit_buckets[CONS_LAT_BUCKETS + 1];
+    uint64_t commit_count;
+    double commit_seconds; /* sum */
+};
+const struct cons_stats *cons_node_stats(const struct cons_node *n);
+
 /* One member of the raft configuration, for status reports. */
 struct cons_member {
     uint32_t id;

@@ -33,6 +33,7 @@ static int apply_one(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
     rv = relay_state_apply(n->state, cmd, now_ms, &eff);
     if (rv != RELAY_OK)
         return rv;
+    n->stats.commands_applied++;
     if (now_ms > n->last_entry_ms)
         n->last_entry_ms = now_ms;
     if (cmd->origin.node == n->cfg.id)
@@ -123,6 +124,7 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
 
     *result = NULL;
     count_for_snapshot(n, buf->len);
+    n->stats.entries_applied++;
     rv = relay_batch_decode(buf->base, buf->len, apply_one, &ctx);
     if (rv == RELAY_EINVAL) {
         /* Every node sees the same bytes, so skipping is deterministic;
@@ -195,10 +197,13 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     *n_bufs = 1;
     free(snap);
     snapshot_taken(n);
+    n->stats.snapshots++;
+    n->stats.snapshot_bytes = len;
+    n->stats.snapshot_seconds = (double)(uv_hrtime() - t0) / 1e9;
     /* The encoding runs on the loop: ms is how long this node stalled. */
     LOG_INFO("event=snapshot bytes=%zu applied=%llu ms=%.1f", len,
              (unsigned long long)raft_last_applied(&n->raft),
-             (double)(uv_hrtime() - t0) / 1e6);
+             n->stats.snapshot_seconds * 1e3);
     return 0;
 err_free_bufs:
     raft_free(*bufs);
@@ -223,6 +228,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
              relay_state_room_count(n->state));
     raft_free(buf->base); /* ours after a successful restore only */
     snapshot_taken(n);
+    n->stats.restores++;
     /* At start-up (raft_start loading the snapshot) nothing is pending and
      * nobody is connected yet: both are no-ops then. */
     cons__proposer_on_restored(n);

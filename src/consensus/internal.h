@@ -35,6 +35,7 @@ struct cons__inflight {
     struct raft_apply req;
     struct cons_node *node;
     bool carrier; /* an empty entry sent only to carry the commit index */
+    uint64_t start_ns; /* uv_hrtime() at raft_apply (commit time metric) */
 };
 
 /* Starts the thread that runs libraft's io_destroy() calls off the loop
@@ -177,6 +178,8 @@ struct cons_node {
     bool read_marker_out;
     bool read_local; /* the covered reads are answered locally (read.c) */
     cons_read_cb on_read;
+
+    struct cons_stats stats; /* cons_node_stats() */
 
     cons_applied_cb on_applied;
     cons_failed_cb on_failed;

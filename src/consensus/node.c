@@ -474,6 +474,14 @@ void cons_node_close(struct cons_node *n, cons_close_cb cb, void *arg)
     close_own_handles(n);
 }
 
+const double cons_lat_bounds_ms[CONS_LAT_BUCKETS] = {
+    0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
+
+const struct cons_stats *cons_node_stats(const struct cons_node *n)
+{
+    return &n->stats;
+}
+
 void cons_node_status(const struct cons_node *n, struct cons_status *st)
 {
     struct raft *r = (struct raft *)&n->raft;

@@ -391,6 +391,21 @@ static void mark_lost_lead(struct cons_node *n)
             p->lost_lead = true;
 }
 
+/* One entry's raft_apply -> applied time into the commit histogram. */
+static void count_commit(struct cons_node *n, uint64_t start_ns)
+{
+    struct cons_stats *st = &n->stats;
+    uint64_t now = uv_hrtime();
+    double ms = now > start_ns ? (double)(now - start_ns) / 1e6 : 0;
+    size_t i;
+
+    for (i = 0; i < CONS_LAT_BUCKETS && ms > cons_lat_bounds_ms[i]; i++)
+        ;
+    st->commit_buckets[i]++;
+    st->commit_count++;
+    st->commit_seconds += ms / 1e3;
+}
+
 static void on_applied_entry(struct raft_apply *req, int status, void *result)
 {
     struct cons__inflight *f = req->data;
@@ -399,6 +414,8 @@ static void on_applied_entry(struct raft_apply *req, int status, void *result)
 
     (void)result;
     n->n_inflight--;
+    if (status == 0)
+        count_commit(n, f->start_ns);
     free(f);
     if (status != 0 && !n->closing) {
         /* Leadership lost or I/O failed with the entry in our log: a later
@@ -602,6 +619,7 @@ static bool flush_to_log(struct cons_node *n)
     buf.base = base;
     f->node = n;
     f->req.data = f;
+    f->start_ns = uv_hrtime();
     rv = raft_apply(&n->raft, &f->req, &buf, 1, on_applied_entry);
     if (rv != 0) {
         /* raft.h: the buffer becomes raft's only when raft_apply returns
@@ -645,6 +663,7 @@ static void send_carrier(struct cons_node *n)
     f->node = n;
     f->carrier = true;
     f->req.data = f;
+    f->start_ns = uv_hrtime();
     rv = raft_apply(&n->raft, &f->req, &buf, 1, on_applied_entry);
     if (rv != 0) {
         raft_free(buf.base); /* still ours on any error (raft.h) */
@@ -740,6 +759,10 @@ void cons__proposer_check_leader(struct cons_node *n)
     if (leader != n->seen_leader)
         LOG_INFO("event=leader_changed leader=%u term=%llu", leader,
                  (unsigned long long)term);
+    if (term > n->seen_term && n->seen_term != 0)
+        n->stats.terms_seen++;
+    if (leader != n->seen_leader && leader != 0)
+        n->stats.leader_changes++;
     n->seen_leader = leader;
     n->seen_term = term;
     n->leader_since = uv_now(n->loop);

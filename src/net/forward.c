@@ -238,6 +238,7 @@ static void link_down(struct net_server *s, const char *why)
         l->state = NET_FWD_IDLE;
     }
     /* Batches queued or in flight on the dead link may be lost. */
+    s->metrics.fwd_resets++;
     cons_forward_reset(s->cons);
 }
 
@@ -485,6 +486,7 @@ static int link_writeable(struct net_server *s, struct lws *wsi)
         if (n < 0)
             return -1; /* lws closes it: CLIENT_CLOSED resets */
         l->sent_batches++;
+        s->metrics.fwd_batches++;
         if (lws_send_pipe_choked(wsi))
             break;
     }

@@ -35,6 +35,8 @@
 
 #define CT_JSON "application/json"
 #define CT_TEXT "text/plain; charset=utf-8"
+/* Prometheus text exposition format. */
+#define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
 /* 24 random bytes: 192 bits, 32 base64url characters without padding. */
 #define ROOM_ID_RANDOM_BYTES 24
@@ -64,6 +66,10 @@ bool net__route_parse(const char *path, size_t len, enum net_route *route,
     }
     if (len == 8 && memcmp(path, "/healthz", 8) == 0) {
         *route = NET_ROUTE_HEALTHZ;
+        return true;
+    }
+    if (len == 8 && memcmp(path, "/metrics", 8) == 0) {
+        *route = NET_ROUTE_METRICS;
         return true;
     }
     if (len == 15 && memcmp(path, "/cluster/status", 15) == 0) {
@@ -180,6 +186,35 @@ static size_t error_json(char *out, size_t cap, const char *msg)
 static void respond_error(struct net_conn *c, unsigned status, const char *fmt,
                           ...) __attribute__((format(printf, 3, 4)));
 
+/* The kind of an error answer for driftd_errors_total, from its status
+ * and the start of its message. */
+static enum net_err_kind error_kind(const struct net_conn *c, unsigned status,
+                                    const char *msg)
+{
+    switch (status) {
+    case 400:
+        return NET_ERR_DECODE;
+    case 404:
+        return c->http.route == NET_ROUTE_ROOM ||
+                       c->http.route == NET_ROUTE_CONNECT ||
+                       c->http.route == NET_ROUTE_SEND
+                   ? NET_ERR_ROOM_NOT_FOUND
+                   : NET_ERR_OTHER;
+    case 413:
+        return NET_ERR_TOO_BIG;
+    case 429:
+        return NET_ERR_RATE_LIMIT;
+    case 503:
+        if (strncmp(msg, "not ready", 9) == 0)
+            return NET_ERR_NOT_READY;
+        if (strncmp(msg, "push ", 5) == 0 || strncmp(msg, "room ", 5) == 0)
+            return NET_ERR_NOT_APPLIED;
+        return NET_ERR_OTHER;
+    default:
+        return NET_ERR_OTHER;
+    }
+}
+
 static void respond_error(struct net_conn *c, unsigned status, const char *fmt,
                           ...)
 {
@@ -189,6 +224,9 @@ static void respond_error(struct net_conn *c, unsigned status, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    if (!c->http.err_counted)
+        net__count_error(c->srv, error_kind(c, status, msg));
+    c->http.err_counted = false;
     respond(c, status, CT_JSON, body, error_json(body, sizeof(body), msg));
 }
 
@@ -481,6 +519,9 @@ static void send_push(struct net_conn *c, const struct relay_msg *m)
     cmd.compact_seq = m->compact_seq;
     cmd.value = m->value;
     cmd.value_len = m->value_len;
+    if ((unsigned)m->action < 4)
+        s->metrics.pushes[NET_TR_HTTP][m->action]++;
+    h->push_ns = uv_hrtime();
     rv = cons_propose(s->cons, &cmd);
     if (rv != CONS_OK) {
         net__owner_unregister(s, c);
@@ -641,6 +682,23 @@ static void decide(struct net_conn *c)
         h->retry_after = NET_RETRY_AFTER_S;
         return;
     }
+    case NET_ROUTE_METRICS: {
+        size_t len;
+        char *body;
+
+        /* Open like /healthz and /cluster/status: aggregates only, no
+         * room ids or payloads (docs/operations.md, "Metrics"). */
+        if (!get)
+            break;
+        body = net__metrics_text(s, &len);
+        if (body == NULL) {
+            respond_error(c, 503, "out of memory");
+            return;
+        }
+        respond(c, 200, CT_METRICS, body, len);
+        free(body);
+        return;
+    }
     case NET_ROUTE_CLUSTER_STATUS: {
         size_t len;
         char *body;
@@ -707,6 +765,7 @@ int net__http_on_request(struct net_conn *c)
 
     net__http_reset(c);
     c->kind = NET_CONN_HTTP;
+    s->metrics.http_requests++;
     h->method = lws_http_get_uri_and_method(wsi, &uri, &ulen);
     if (lws_hdr_copy(wsi, h->host, sizeof(h->host), WSI_TOKEN_HOST) < 0)
         h->host[0] = '\0';
@@ -833,11 +892,18 @@ void net__http_on_applied(struct net_conn *c, const struct cons_applied *ev)
                           relay_strerror(eff->status));
         return;
     }
+    net__metrics_latency(c->srv, h->push_ns);
     if (eff->status != RELAY_OK && eff->status != RELAY_EDUP) {
+        if (eff->status != RELAY_ENOROOM) {
+            net__count_error(c->srv, NET_ERR_REFUSED);
+            h->err_counted = true;
+        }
         respond_error(c, eff->status == RELAY_ENOROOM ? 404 : 400, "%s",
                       relay_strerror(eff->status));
         return;
     }
+    if (eff->has_stream_size)
+        c->srv->metrics.stream_size[NET_TR_HTTP]++;
     if (!eff->has_stream_size) {
         respond(c, 200, CT_JSON, "null", 4);
         return;

@@ -66,6 +66,10 @@
  */
 #define NET_MAX_DEFERRED 4096
 
+/* Proposal times kept per WebSocket session (ring by origin counter): a
+ * push further behind than this when applied is not timed. */
+#define NET_PUSH_TIMES 16
+
 /* Largest Host header we echo back into room URLs. */
 #define NET_HOST_MAX 256
 
@@ -96,6 +100,7 @@ enum net_route {
     NET_ROUTE_CONNECT,
     NET_ROUTE_SEND,
     NET_ROUTE_HEALTHZ,
+    NET_ROUTE_METRICS,
     NET_ROUTE_CLUSTER_STATUS,
     NET_ROUTE_ADMIN,   /* /admin/...: admin.c parses the rest */
     NET_ROUTE_FORWARD, /* GET /_driftd/forward: a follower's link */
@@ -128,6 +133,8 @@ struct net_http {
     /* The read barrier of this request was answered: decide() runs again
      * and reads local state, which is then up to date. */
     bool read_done;
+    uint64_t push_ns; /* uv_hrtime() when its push was proposed */
+    bool err_counted; /* the next error answer was counted by its caller */
     struct net_admin_op *admin_op; /* NET_PENDING_ADMIN */
     char path[128];                /* /admin/... routes: the path */
     /* The answer, written from LWS_CALLBACK_HTTP_WRITEABLE. */
@@ -208,6 +215,7 @@ struct net_conn {
     bool established;
     uint64_t counter;  /* origin counter of our last proposed push */
     uint64_t resolved; /* highest counter applied or failed */
+    uint64_t push_ns[NET_PUSH_TIMES]; /* uv_hrtime() at proposal */
     /* Reads asked of consensus (cons_read_index) and answered, in order. */
     uint64_t reads_asked, reads_done;
     /* Upgraded to a room this node did not know: attached once read
@@ -416,6 +424,56 @@ int net__fwd_client_event(struct net_server *s, struct lws *wsi,
                           enum lws_callback_reasons reason, void *in,
                           size_t len);
 
+/* ---- metrics (metrics.c) ------------------------------------------------ */
+
+/* Client-visible errors, by kind (driftd_errors_total{kind=...}). */
+enum net_err_kind {
+    NET_ERR_DECODE = 0,     /* malformed message or request (400) */
+    NET_ERR_RATE_LIMIT,     /* a per-client rate (429, close 1008) */
+    NET_ERR_NOT_READY,      /* node not ready to read (503 + Retry-After) */
+    NET_ERR_ROOM_NOT_FOUND, /* 404, close 4004 */
+    NET_ERR_TOO_BIG,        /* message or body over its bound (1009, 413) */
+    NET_ERR_NOT_APPLIED,    /* push not applied or outcome unknown */
+    NET_ERR_REFUSED,        /* relay refused an applied push (limits) */
+    NET_ERR_OTHER,          /* 404 path, 405, 411, out of memory, ... */
+    NET_ERR_COUNT,
+};
+
+enum net_transport {
+    NET_TR_WS = 0,
+    NET_TR_HTTP,
+    NET_TR_COUNT,
+};
+
+/* Buckets of the push -> ack latency histogram: cons_lat_bounds_ms. */
+#define NET_LAT_BUCKETS CONS_LAT_BUCKETS
+
+/*
+ * Counters net keeps as events happen: plain increments on the loop
+ * thread, read by GET /metrics. Gauges (connections, rooms, raft) are read
+ * from their owners at scrape time instead.
+ */
+struct net_metrics {
+    uint64_t pushes[NET_TR_COUNT][4]; /* by transport, relay_action */
+    uint64_t deliveries;              /* push frames queued to subscribers */
+    uint64_t stream_size[NET_TR_COUNT];
+    uint64_t errors[NET_ERR_COUNT];
+    uint64_t slow_closes;
+    uint64_t http_requests;
+    uint64_t ws_accepted;
+    uint64_t fwd_resets;  /* our link to the leader dropped: re-send */
+    uint64_t fwd_batches; /* batches written on our link */
+    uint64_t lat_buckets[NET_LAT_BUCKETS + 1]; /* not cumulative; +Inf */
+    uint64_t lat_count;
+    double lat_sum; /* seconds */
+};
+
+/* Records one push -> ack latency, from a uv_hrtime() taken at proposal. */
+void net__metrics_latency(struct net_server *s, uint64_t start_ns);
+/* GET /metrics: the text exposition format 0.0.4; malloc'd, NULL without
+ * memory. */
+char *net__metrics_text(struct net_server *s, size_t *len);
+
 /* ---- the server (server.c) ---------------------------------------------- */
 
 enum net_close_phase {
@@ -476,10 +534,18 @@ struct net_server {
 
     char errmsg[256];
 
+    struct net_metrics metrics; /* metrics.c */
+
     /* Where net__ws_on_writeable assembles a coalesced write; lws copies
      * what the socket did not take, so it is free again on return. */
     uint8_t wbuf[LWS_PRE + NET_COALESCE_MAX];
 };
+
+/* One client-visible error of kind k (see enum net_err_kind). */
+static inline void net__count_error(struct net_server *s, enum net_err_kind k)
+{
+    s->metrics.errors[k]++;
+}
 
 uint64_t net__session_new(struct net_server *s);
 int net__owner_register(struct net_server *s, struct net_conn *c);

@@ -254,6 +254,7 @@ void net__ws_queue(struct net_conn *c, struct net_frame *f)
                  s->cfg.max_out_bytes);
         LOG_INFO("event=slow_consumer conn=%016llx room=%s queued=%zu",
                  (unsigned long long)c->session, c->room_id, c->out_bytes);
+        s->metrics.slow_closes++;
         net__ws_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, reason);
         return;
     }
@@ -413,6 +414,7 @@ static uint64_t send_init(struct net_conn *c, const char *key, size_t key_len,
     rv = relay_stream_read(cons_node_state(s->cons), c->room_id, c->room_len,
                            key, key_len, after, &entries, &n);
     if (rv == RELAY_ENOROOM) {
+        net__count_error(s, NET_ERR_ROOM_NOT_FOUND);
         send_error(c, "room not found");
         return after;
     }
@@ -485,9 +487,11 @@ int net__ws_on_confirm(struct net_conn *c)
     /* Until this node has caught up, a room it lacks may exist: "not
      * ready" (retryable), never "room not found" nor an empty init. */
     why = net__not_ready(s, buf, sizeof(buf));
-    if (why != NULL)
+    if (why != NULL) {
+        net__count_error(s, NET_ERR_NOT_READY);
         return net__http_write_now_retry(c, 503, why, NET_RETRY_AFTER_S) ? -1
                                                                         : 1;
+    }
     /* A room this node does not know yet may have been created elsewhere
      * a moment ago (reads are linearizable: "not found" only after a read
      * barrier). The upgrade cannot wait for one, so it is accepted and the
@@ -528,6 +532,7 @@ int net__ws_on_established(struct net_conn *c)
     c->kind = NET_CONN_WS;
     c->established = true;
     s->n_ws++;
+    s->metrics.ws_accepted++;
     if (c->room_unconfirmed) {
         if (net__owner_register(s, c) != NET_OK ||
             cons_read_index(s->cons, c->session) != CONS_OK) {
@@ -603,8 +608,12 @@ static void do_push(struct net_conn *c, const struct relay_msg *m)
     cmd.compact_seq = m->compact_seq;
     cmd.value = m->value;
     cmd.value_len = m->value_len;
+    if ((unsigned)m->action < 4)
+        s->metrics.pushes[NET_TR_WS][m->action]++;
+    c->push_ns[c->counter % NET_PUSH_TIMES] = uv_hrtime();
     rv = cons_propose(s->cons, &cmd);
     if (rv != CONS_OK) {
+        net__count_error(s, NET_ERR_NOT_APPLIED);
         /* Never queued and no callback will name it: the counter is free
          * again, which keeps the in-flight ones contiguous. */
         c->counter--;
@@ -618,6 +627,7 @@ static void do_get(struct net_conn *c, const struct relay_msg *m)
     int rv;
 
     if (!relay_room_exists(cons_node_state(s->cons), c->room_id, c->room_len)) {
+        net__count_error(s, NET_ERR_ROOM_NOT_FOUND);
         send_error(c, "room not found");
         return;
     }
@@ -700,6 +710,7 @@ static void handle_message(struct net_conn *c, const uint8_t *buf, size_t len,
     if (!net__rate_take(c->srv, c, len, &which)) {
         LOG_INFO_RL("event=rate_limited conn=%016llx remote=%s limit=\"%s\"",
                     (unsigned long long)c->session, net__ip_of(c), which);
+        net__count_error(c->srv, NET_ERR_RATE_LIMIT);
         send_error(c, "rate limit: over %zu %s; closing",
                    strcmp(which, "messages per second") == 0
                        ? c->srv->cfg.msg_rate
@@ -715,6 +726,7 @@ static void handle_message(struct net_conn *c, const uint8_t *buf, size_t len,
     if (rv != RELAY_OK) {
         LOG_DEBUG("event=bad_frame conn=%016llx err=\"%s\"",
                   (unsigned long long)c->session, err);
+        net__count_error(c->srv, NET_ERR_DECODE);
         if (err[0] == '\0')
             snprintf(err, sizeof(err), "%s", relay_strerror(rv));
     }
@@ -808,15 +820,18 @@ void net__ws_on_read(struct net_conn *c, int status)
     c->reads_done++;
     if (c->room_unconfirmed && c->reads_done == c->room_check_seq) {
         c->room_unconfirmed = false;
-        if (status != CONS_OK)
+        if (status != CONS_OK) {
+            net__count_error(c->srv, NET_ERR_NOT_READY);
             net__ws_close(c, NET_CLOSE_TRY_LATER,
                           "not ready, retry");
-        else if (!relay_room_exists(cons_node_state(c->srv->cons),
-                                    c->room_id, c->room_len))
+        } else if (!relay_room_exists(cons_node_state(c->srv->cons), c->room_id,
+                                      c->room_len)) {
+            net__count_error(c->srv, NET_ERR_ROOM_NOT_FOUND);
             net__ws_close(c, NET_CLOSE_ROOM_DELETED, "room not found");
-        else if (attach(c) != 0)
+        } else if (attach(c) != 0) {
             net__ws_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
                           "out of memory");
+        }
         drain_deferred(c);
         return;
     }
@@ -895,6 +910,7 @@ too_big:
     /* RFC 6455 section 7.4.1: 1009, a message too big to process. */
     LOG_DEBUG("event=message_too_big conn=%016llx",
               (unsigned long long)c->session);
+    net__count_error(c->srv, NET_ERR_TOO_BIG);
     lws_close_reason(c->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                      (unsigned char *)"message too big", 15);
     return -1;
@@ -911,11 +927,20 @@ void net__ws_on_applied(struct net_conn *c, const struct cons_applied *ev)
 
     if (!c->established || c->closing)
         return;
+    /* Its proposal time is still in the ring unless more than
+     * NET_PUSH_TIMES later pushes were proposed meanwhile. */
+    if (c->counter - ev->cmd->origin.counter < NET_PUSH_TIMES)
+        net__metrics_latency(
+            c->srv, c->push_ns[ev->cmd->origin.counter % NET_PUSH_TIMES]);
     if (eff->status == RELAY_EDUP) {
         /* Applied before (a retried forward): it was answered then. */
     } else if (eff->status != RELAY_OK) {
+        net__count_error(c->srv, eff->status == RELAY_ENOROOM
+                                     ? NET_ERR_ROOM_NOT_FOUND
+                                     : NET_ERR_REFUSED);
         send_error(c, "%s", relay_strerror(eff->status));
     } else if (eff->has_stream_size) {
+        c->srv->metrics.stream_size[NET_TR_WS]++;
         rv = relay_enc_stream_size(c->fmt_out, LWS_PRE, ev->cmd->key,
                                    ev->cmd->key_len, eff->stream_size, &buf,
                                    &len);
@@ -929,6 +954,7 @@ void net__ws_on_failed(struct net_conn *c, const struct relay_origin *origin,
 {
     if (!c->established || c->closing)
         return;
+    net__count_error(c->srv, NET_ERR_NOT_APPLIED);
     if (cons_outcome_unknown(code))
         send_error(c, "push outcome unknown: %s", cons_strerror(code));
     else
@@ -970,6 +996,7 @@ static void deliver(struct fanout *fo, struct net_conn *c)
             return;
         }
     }
+    c->srv->metrics.deliveries++;
     net__ws_queue(c, fo->frame[fmt]);
 }
 
