@@ -12,8 +12,9 @@
 //   CHAOS_DURATION     seconds of faults and writes (60)
 //   CHAOS_NODES        initial voters, 3 or 5 (3); one more namespace holds
 //                      the node the membership change adds and removes
-//   CHAOS_CHECK_STALE  1: a stale read (get on B missing a push acked on A)
-//                      fails the run (default: counted and reported only)
+//   CHAOS_CHECK_STALE  0: a stale read (get on B missing a push acked on A)
+//                      is only counted (default: it fails the run)
+//   CHAOS_CHECK_MEMBERSHIP 0: membership disagreements only reported
 //   CHAOS_OUT          folder for records.json, summary.json and the node
 //                      logs (default: a new folder under /tmp, kept when
 //                      the run fails or CHAOS_KEEP=1)
@@ -88,7 +89,11 @@ async function inner() {
   const seed = Number(process.env.CHAOS_SEED);
   const duration = Number(process.env.CHAOS_DURATION ?? 60) * 1000;
   const n = Number(process.env.CHAOS_NODES ?? 3);
-  const checkStale = process.env.CHAOS_CHECK_STALE === '1';
+  // Reads are linearizable (read barrier): a stale one fails the run unless
+  // CHAOS_CHECK_STALE=0. Membership disagreements (finding 1 in
+  // docs/reliability.md, open) fail it unless CHAOS_CHECK_MEMBERSHIP=0.
+  const checkStale = process.env.CHAOS_CHECK_STALE !== '0';
+  const checkMembership = process.env.CHAOS_CHECK_MEMBERSHIP !== '0';
   const snapshot = Number(process.env.CHAOS_SNAPSHOT ?? 2000);
   const pause = (process.env.CHAOS_PAUSE_MS ?? '20,120').split(',').map(Number);
   const bin = path.resolve(process.env.DRIFTD_BIN ?? path.join(repo, 'build', 'driftd'));
@@ -211,7 +216,7 @@ async function inner() {
     };
     fs.writeFileSync(path.join(out, 'records.json'), JSON.stringify(records));
 
-    const res = check(records, { checkStale });
+    const res = check(records, { checkStale, checkMembership });
     const st = selfTest(records);
     const faultsByKind = Object.fromEntries(KINDS.map((k) => [k, nemesis.faults.filter((f) => f.kind === k).length]));
     const ch = nemesis.changes;
@@ -259,9 +264,10 @@ async function inner() {
     log(`longest unavailability ${unavail.ms} ms (+${unavail.from}..+${unavail.to} ms; faults: ${unavail.faults.join(', ') || 'none'})`);
     log(`longest gap between acks per fault kind (ms): ${JSON.stringify(summary.longestGapByFaultKindMs)}`);
     log(`longest time from a heal to the next ack per fault kind (ms): ${JSON.stringify(summary.longestRecoveryAfterHealMs)}`);
-    log(`reads after an ack elsewhere: ${JSON.stringify(res.stats.reads)}; stale by fault ${JSON.stringify(staleByFault)}${checkStale ? '' : ' (CHAOS_CHECK_STALE=1 to fail on them)'}`);
+    log(`reads after an ack elsewhere: ${JSON.stringify(res.stats.reads)}; stale by fault ${JSON.stringify(staleByFault)}${checkStale ? '' : ' (not failing: CHAOS_CHECK_STALE=0)'}`);
     log(`error texts: ${JSON.stringify(errorTexts)}`);
     for (const v of res.violations) log(`VIOLATION ${v.check}: ${v.msg}`);
+    for (const v of res.reportedOnly) log(`KNOWN (not failing: CHAOS_CHECK_MEMBERSHIP=0) ${v.check}: ${v.msg}`);
     for (const c of CHECKS) if (res.counts[c]) log(`check ${c}: ${res.counts[c]} violations`);
     for (const s of st) log(`self-test ${s.check}: ${s.caught ? 'caught' : 'NOT CAUGHT'} (${s.planted})${s.others.length ? `; also fired: ${s.others.join(', ')}` : ''}`);
     const stOk = st.every((s) => s.caught);
