@@ -12,7 +12,7 @@
  * max_batch_bytes, one raft entry each, with at most max_inflight entries in
  * flight. Each apply completion flushes again, so under load one fsync
  * carries hundreds of commands. (A uv_check-driven proposer stalled on
- * libraft 0.22: see ARCHITECTURE.md.)
+ * libraft 0.22: see docs/architecture.md.)
  * Happy path on a follower: the same batches go to the forwarder (net's link
  * to the leader); the leader feeds them to cons_propose_batch.
  *

@@ -2,7 +2,7 @@
  * forward.c - the follower -> leader forward link, both ends.
  *
  * A follower hands the commands proposed on it to the leader's proposer
- * (ARCHITECTURE.md, "A push, end to end", step 2). Consensus packs them into
+ * (docs/architecture.md, "A push, end to end", step 2). Consensus packs them into
  * relay batches and calls our struct cons_forwarder; we carry each batch as
  * one binary WebSocket message over a single lws client connection to the
  * leader's HTTP address (from the replicated node directory), path

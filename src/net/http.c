@@ -1,5 +1,5 @@
 /*
- * http.c - the HTTP routes of PROTOCOL.md: POST /new, GET /room/ID,
+ * http.c - the HTTP routes of docs/protocol.md: POST /new, GET /room/ID,
  * POST /room/ID/send, GET /healthz, CORS preflights, and the 404/405/413/
  * 503 answers around them.
  *

@@ -6,7 +6,7 @@
 // the real driftdb client keeps working through haproxy when the node behind
 // its connection dies, and 5 voters survive the loss of two.
 //
-// What counts as an acknowledgement (PROTOCOL.md, cluster behaviour):
+// What counts as an acknowledgement (docs/protocol.md, cluster behaviour):
 //   - WebSocket writer: its own push broadcast back to it (writers subscribe
 //     to the key with `get` before pushing);
 //   - HTTP writer: POST /room/ID/send answered 200 (and not an error body).

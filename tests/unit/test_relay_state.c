@@ -7,7 +7,7 @@
  * times and origins, and asserts exact effects and exact stream contents
  * (values are canonical msgpack made by msgpack-c). A seeded model test
  * drives random commands against a small reference model of rooms/streams/
- * seqs written from PROTOCOL.md's action table. Snapshot cases check
+ * seqs written from docs/protocol.md's action table. Snapshot cases check
  * snapshot -> restore -> snapshot byte identity, determinism across two
  * states fed one log, identical behaviour after a restore, and that every
  * truncated, flipped or random snapshot is refused without touching the
@@ -2716,7 +2716,7 @@ static void m_full_check(const struct relay_state *s, const struct m_room *m,
     rooms_free(&rs);
 }
 
-/* Random commands against a reference model of PROTOCOL.md's table. */
+/* Random commands against a reference model of docs/protocol.md's table. */
 static void test_model_random(void **state)
 {
     struct relay_state *s = mkstate(NULL);
