@@ -3,10 +3,10 @@
  *
  * A follower hands the commands proposed on it to the leader's proposer
  * (docs/architecture.md, "A push, end to end", step 2). Consensus packs
- * them into relay batches and calls our struct cons_forwarder; we carry each batch as
- * one binary WebSocket message over a single lws client connection to the
- * leader's HTTP address (from the replicated node directory), path
- * NET_FWD_PATH, subprotocol NET_FWD_PROTOCOL. The leader feeds every
+ * them into relay batches and calls our struct cons_forwarder; we carry
+ * each batch as one binary WebSocket message over a single lws client
+ * connection to the leader's HTTP address (from the replicated node
+ * directory), path NET_FWD_PATH, subprotocol NET_FWD_PROTOCOL. The leader feeds every
  * message to cons_propose_batch(). Nothing comes back on the link: results
  * arrive on every node through the log (on_applied), and consensus re-sends
  * what it does not see applied.
