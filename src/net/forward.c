@@ -6,10 +6,10 @@
  * them into relay batches and calls our struct cons_forwarder; we carry
  * each batch as one binary WebSocket message over a single lws client
  * connection to the leader's HTTP address (from the replicated node
- * directory), path NET_FWD_PATH, subprotocol NET_FWD_PROTOCOL. The leader feeds every
- * message to cons_propose_batch(). Nothing comes back on the link: results
- * arrive on every node through the log (on_applied), and consensus re-sends
- * what it does not see applied.
+ * directory), path NET_FWD_PATH, subprotocol NET_FWD_PROTOCOL. The leader
+ * feeds every message to cons_propose_batch(). Nothing comes back on the
+ * link: results arrive on every node through the log (on_applied), and
+ * consensus re-sends what it does not see applied.
  *
  * Happy path (follower): send() finds no link, looks the leader up in the
  * directory, starts an lws client connection on our context and vhost and
