@@ -230,6 +230,17 @@ static void respond_error(struct net_conn *c, unsigned status, const char *fmt,
     respond(c, status, CT_JSON, body, error_json(body, sizeof(body), msg));
 }
 
+void net__http_respond_built(struct net_conn *c, const char *ctype,
+                             char *body, size_t len)
+{
+    if (body == NULL) {
+        respond_error(c, 503, "out of memory");
+        return;
+    }
+    respond(c, 200, ctype, body, len);
+    free(body);
+}
+
 /* The room object: urls from the configured public URL, else from Host. */
 static void respond_room(struct net_conn *c)
 {
@@ -691,12 +702,7 @@ static void decide(struct net_conn *c)
         if (!get)
             break;
         body = net__metrics_text(s, &len);
-        if (body == NULL) {
-            respond_error(c, 503, "out of memory");
-            return;
-        }
-        respond(c, 200, CT_METRICS, body, len);
-        free(body);
+        net__http_respond_built(c, CT_METRICS, body, len);
         return;
     }
     case NET_ROUTE_CLUSTER_STATUS: {
@@ -706,12 +712,7 @@ static void decide(struct net_conn *c)
         if (!get)
             break;
         body = net__cluster_status_json(s, &len);
-        if (body == NULL) {
-            respond_error(c, 503, "out of memory");
-            return;
-        }
-        respond(c, 200, CT_JSON, body, len);
-        free(body);
+        net__http_respond_built(c, CT_JSON, body, len);
         return;
     }
     case NET_ROUTE_ADMIN:

@@ -589,6 +589,10 @@ bool net__route_parse(const char *path, size_t len, enum net_route *route,
 
 /* Answers (http.c): body copied; respond_error's message becomes
  * {"error": msg, "code": code} for admin routes. */
+/* 200 with body (malloc'd, freed here), or 503 "out of memory" when body
+ * is NULL (the generator failed). */
+void net__http_respond_built(struct net_conn *c, const char *ctype,
+                             char *body, size_t len);
 void net__http_respond(struct net_conn *c, unsigned status, const char *ctype,
                        const void *body, size_t len);
 

@@ -175,47 +175,46 @@ void relay_setting_range(size_t i, uint64_t *min, uint64_t *max)
     *max = settings[i].max;
 }
 
-static uint64_t *u64_slot(struct relay_limits *l, size_t i, size_t **sz)
-{
-    *sz = NULL;
-    switch (i) {
-    case 0:
-        *sz = &l->max_value_len;
-        return NULL;
-    case 1:
-        *sz = &l->max_room_bytes;
-        return NULL;
-    case 2:
-        *sz = &l->max_rooms;
-        return NULL;
-    case 3:
-        *sz = &l->max_key_len;
-        return NULL;
-    case 4:
-        *sz = &l->max_dedupe;
-        return NULL;
-    default:
-        return &l->dedupe_ttl_ms;
-    }
-}
-
 uint64_t relay_limits_setting(const struct relay_limits *lim, size_t i)
 {
-    size_t *sz;
-    uint64_t *u = u64_slot((struct relay_limits *)lim, i, &sz);
-
-    return sz != NULL ? (uint64_t)*sz : *u;
+    switch (i) {
+    case 0:
+        return lim->max_value_len;
+    case 1:
+        return lim->max_room_bytes;
+    case 2:
+        return lim->max_rooms;
+    case 3:
+        return lim->max_key_len;
+    case 4:
+        return lim->max_dedupe;
+    default:
+        return lim->dedupe_ttl_ms;
+    }
 }
 
 static void limits_set(struct relay_limits *lim, size_t i, uint64_t v)
 {
-    size_t *sz;
-    uint64_t *u = u64_slot(lim, i, &sz);
-
-    if (sz != NULL)
-        *sz = (size_t)v;
-    else
-        *u = v;
+    switch (i) {
+    case 0:
+        lim->max_value_len = (size_t)v;
+        break;
+    case 1:
+        lim->max_room_bytes = (size_t)v;
+        break;
+    case 2:
+        lim->max_rooms = (size_t)v;
+        break;
+    case 3:
+        lim->max_key_len = (size_t)v;
+        break;
+    case 4:
+        lim->max_dedupe = (size_t)v;
+        break;
+    default:
+        lim->dedupe_ttl_ms = v;
+        break;
+    }
 }
 
 uint64_t relay_setting_value(const struct relay_state *s, size_t i, bool *set)
