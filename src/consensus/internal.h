@@ -97,7 +97,9 @@ struct cons_node {
     char raft_addr[64];
     char http_addr[RELAY_ADDR_MAX + 1];
     char data_dir[4096];
-    char errmsg[256];
+    char errmsg[512];
+    /* Why the last snapshot restore failed (fsm.c), for start_reason. */
+    char restore_err[160];
 
     struct raft raft;
     struct raft_io io;

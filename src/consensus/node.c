@@ -14,6 +14,7 @@
  * Not here: proposing (proposer.c), the FSM (fsm.c), forwarding.
  */
 #define LOG_MODULE "cons"
+#include <dirent.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -261,7 +262,6 @@ static struct raft_tracer tracer = {
     .emit = raft_trace,
 };
 
-
 /*
  * Why raft_start failed. libraft does not carry the transport's or the
  * I/O backend's message into its own (a raft port in use left "raft start: "
@@ -269,6 +269,8 @@ static struct raft_tracer tracer = {
  */
 static const char *start_reason(struct cons_node *n, int rv)
 {
+    if (n->restore_err[0] != '\0')
+        return n->restore_err;
     if (raft_errmsg(&n->raft)[0] != '\0')
         return raft_errmsg(&n->raft);
     if (n->transport.errmsg[0] != '\0')
@@ -276,6 +278,35 @@ static const char *start_reason(struct cons_node *n, int rv)
     if (n->io.errmsg[0] != '\0')
         return n->io.errmsg;
     return raft_strerror(rv);
+}
+
+/*
+ * The snapshot raft_start restores: the one with the highest index (then
+ * the newest), as libraft picks it. Named in the error when it is damaged.
+ */
+static void newest_snapshot(const struct cons_node *n, char *out, size_t cap)
+{
+    unsigned long long term, index, ts, best_i = 0, best_ts = 0;
+    struct dirent *e;
+    DIR *d;
+    int used;
+
+    out[0] = '\0';
+    d = opendir(n->data_dir);
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (sscanf(e->d_name, "snapshot-%llu-%llu-%llu%n", &term, &index, &ts,
+                   &used) != 3 ||
+            e->d_name[used] != '\0')
+            continue;
+        if (index > best_i || (index == best_i && ts >= best_ts)) {
+            best_i = index;
+            best_ts = ts;
+            snprintf(out, cap, "%.*s", (int)(cap - 1), e->d_name);
+        }
+    }
+    closedir(d);
 }
 
 static int bootstrap(struct cons_node *n)
@@ -358,6 +389,14 @@ int cons_node_start(struct cons_node *n)
      * 4 MiB threshold, after which every proposal is refused with "Not
      * enough disk space". */
     raft_uv_set_segment_size(&n->io, CONS_SEGMENT_SIZE);
+    /* libraft's auto-recovery moves a damaged last closed segment (and the
+     * open ones after it) aside and starts without their entries: entries
+     * this node stored, and may have acknowledged to a leader that counted
+     * them towards a majority. A node that silently forgets them can make a
+     * committed push vanish; it refuses to start instead (a torn tail of an
+     * open segment, never acknowledged, is still cut off: patched libraft,
+     * deploy/patches/raft/). */
+    raft_uv_set_auto_recovery(&n->io, false);
     raft_uv_set_tracer(&n->io, &tracer);
     rv = raft_init(&n->raft, &n->io, &n->fsm, n->cfg.id, n->raft_addr);
     if (rv != 0) {
@@ -382,9 +421,23 @@ int cons_node_start(struct cons_node *n)
             return rv;
     }
     rv = raft_start(&n->raft);
+    if (rv != 0 && n->restore_err[0] != '\0') {
+        char snap[128];
+
+        newest_snapshot(n, snap, sizeof(snap));
+        snprintf(n->errmsg, sizeof(n->errmsg),
+                 "raft start: %.100s/%.60s: %.160s; the node's data is "
+                 "damaged: docs/operations.md, \"Damaged data\"",
+                 n->data_dir, snap[0] != '\0' ? snap : "snapshot",
+                 n->restore_err);
+        return CONS_EIO;
+    }
     if (rv != 0) {
-        snprintf(n->errmsg, sizeof(n->errmsg), "raft start: %.200s",
-                 start_reason(n, rv));
+        snprintf(n->errmsg, sizeof(n->errmsg), "raft start: %.300s%s",
+                 start_reason(n, rv),
+                 rv == RAFT_CORRUPT ? "; the node's data is damaged: "
+                                      "docs/operations.md, \"Damaged data\""
+                                    : "");
         return CONS_EIO;
     }
     n->raft_started = true;
@@ -426,9 +479,8 @@ void cons__handle_closed(uv_handle_t *h)
 
 static void on_transport_closed(struct raft_uv_transport *t)
 {
-    struct cons_node *n = (struct cons_node *)((char *)t -
-                                               offsetof(struct cons_node,
-                                                        transport));
+    struct cons_node *n =
+        (struct cons_node *)((char *)t - offsetof(struct cons_node, transport));
 
     node_unref(n);
 }

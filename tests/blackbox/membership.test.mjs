@@ -412,4 +412,78 @@ describe('membership changes with driftctl', () => {
       assert.deepEqual(await replay(c.socketUrl(1, room), 'k'), []);
     });
   });
+  // Regression for a libraft 0.22.1 fault (patched: deploy/patches/raft/):
+  // a follower that received a configuration entry that was not the first
+  // new entry of an AppendEntries batch recorded the wrong index for it, so
+  // it never took that configuration as committed. Its snapshots recorded
+  // the older member list, which it used after a restart, and once leader
+  // it refused every membership change as "already in progress"
+  // (docs/reliability.md, findings 1 and 2). Each round kills node 3, adds a
+  // standby and pushes, so that node 3 catches up with one batch holding the
+  // configuration entries in its middle; node 3 alone snapshots often, so
+  // those entries are gone from its log when it restarts.
+  test('a follower that catches up on a configuration change in mid-batch takes it as committed: its snapshots keep the member list, and as leader it can change membership', T, async (t) => {
+    await runCluster(t, {
+      name: 'midbatch', size: 3,
+      nodeArgs: (id) => (id === 3 ? ['--snapshot-threshold', '32', '--snapshot-trailing', '8', '--log-level', 'debug'] : []),
+    }, async (c) => {
+      if ((await c.waitLeader()) !== 1) await ctlOk(['transfer', '1'], { server: c.base(1) });
+      await waitFor(async () => (await c.leaderIndex()) === 1, 10000, 'node 1 to lead');
+      const { room } = await createRoom(c.base(1));
+      await waitRoomEverywhere(c, room);
+      const w = await RawClient.connect(c.socketUrl(1, room), { label: 'writer on node 1' });
+      await w.get('k');
+      const push = async (tag, count) => {
+        for (let n = 0; n < count; n++) await pushAcked(w, 'k', [{ n: `${tag}${n}` }]);
+      };
+      const caughtUp = async () => {
+        const target = (await c.status(1)).commit_index;
+        await waitFor(async () => (await c.status(3)).applied_index >= target, 20000, 'node 3 to catch up');
+      };
+      // The leader sends at most 10 entries per AppendEntries (libraft's
+      // max_inflight_entries): what is written while node 3 is down (3
+      // pushes, the add and the standby assignment, node 4's directory
+      // entry, 3 pushes) comes in node 3's first catch-up batch.
+      const addWhileDown = async (id) => {
+        await c.kill9(3);
+        await push(`before${id}-`, 3);
+        await joinNode(c, id, { server: c.base(1), standby: true });
+        await push(`after${id}-`, 3);
+        await c.restart(3);
+        await caughtUp();
+      };
+
+      // Round 1: node 3's snapshots, taken after the catch-up, list node 4.
+      await addWhileDown(4);
+      // Snapshots, each past the configuration entries and the 8 kept after
+      // it (a follower takes its first after following one leader for three
+      // election timeouts).
+      const snapshots = async () => {
+        const r = await httpRequest(`${c.base(3)}/metrics`);
+        const m = /^driftd_snapshots_total (\d+)$/m.exec(r.text);
+        assert.ok(m, `driftd_snapshots_total in node 3's /metrics:\n${r.text.slice(0, 2000)}`);
+        return Number(m[1]);
+      };
+      let rounds = 0;
+      await waitFor(async () => {
+        await push(`snap${rounds++}-`, 10);
+        return (await snapshots()) >= 2;
+      }, 30000, 'node 3 to take two snapshots');
+      await caughtUp();
+      await c.kill9(3);
+      await c.restart(3);
+      (await import('node:fs')).writeFileSync('/tmp/n3.log', c.node(3).tail(1e8));
+      let st = await ctlStatus(c.base(3));
+      assert.deepEqual(idsWithRole(st, 'voter'), [1, 2, 3], safeJson(st));
+      assert.deepEqual(idsWithRole(st, 'standby'), [4], safeJson(st));
+
+      // Round 2: as leader, node 3 accepts a membership change.
+      await addWhileDown(5);
+      await ctlOk(['transfer', '3'], { server: c.base(3) });
+      await waitFor(async () => (await c.leaderIndex()) === 3, 10000, 'node 3 to lead');
+      await ctlOk(['remove', '5'], { server: c.base(3) });
+      await c.stop(5);
+      for (const id of [1, 2, 3]) await waitMembers(c.base(id), { voters: [1, 2, 3], standbys: [4] });
+    });
+  });
 });

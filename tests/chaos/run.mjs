@@ -91,7 +91,7 @@ async function inner() {
   const n = Number(process.env.CHAOS_NODES ?? 3);
   // Reads are linearizable (read barrier): a stale one fails the run unless
   // CHAOS_CHECK_STALE=0. Membership disagreements (finding 1 in
-  // docs/reliability.md, open) fail it unless CHAOS_CHECK_MEMBERSHIP=0.
+  // docs/reliability.md, fixed) fail it unless CHAOS_CHECK_MEMBERSHIP=0.
   const checkStale = process.env.CHAOS_CHECK_STALE !== '0';
   const checkMembership = process.env.CHAOS_CHECK_MEMBERSHIP !== '0';
   const snapshot = Number(process.env.CHAOS_SNAPSHOT ?? 2000);
