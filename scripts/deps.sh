@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages driftd needs to build and test, when missing.
 # libraft comes from bookworm-backports (0.22.x): bookworm's own 0.15 lacks the
-# split-brain and disk-failure fixes. Idempotent: does nothing when all is there.
+# split-brain and disk-failure fixes. Then builds the dependencies driftd
+# patches (libwebsockets) into /opt/driftd-deps: scripts/patched-deps.sh.
+# Idempotent: does nothing when all is there.
 set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
 
 # clang-14 and libclang-rt-14-dev (libFuzzer, ASan and UBSan runtimes):
 # make fuzz, which make test runs. iproute2, nftables, util-linux (ip netns,
-# nft, tc, unshare): the chaos suite (tests/chaos/).
-PKGS=(build-essential cmake pkg-config libuv1-dev libwebsockets-dev
+# nft, tc, unshare): the chaos suite (tests/chaos/). No libwebsockets-dev:
+# patched-deps.sh builds our own (and installs what that build needs).
+PKGS=(build-essential cmake pkg-config libuv1-dev
       libmsgpack-dev libjansson-dev libcbor-dev libcmocka-dev
       libcurl4-openssl-dev libssl-dev openssl nodejs npm haproxy clang-14
       libclang-rt-14-dev iproute2 nftables util-linux)
@@ -32,8 +37,8 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 fi
 
 if [[ ${#missing[@]} -eq 0 && $need_raft -eq 0 ]]; then
-    echo "deps: all build and test dependencies present"
-    exit 0
+    echo "deps: all Debian packages present"
+    exec "$here/patched-deps.sh"
 fi
 
 BPLIST=/etc/apt/sources.list.d/bookworm-backports.list
@@ -61,3 +66,4 @@ if [[ $need_raft -eq 1 ]]; then
     apt-get install -y -q --no-install-recommends -t bookworm-backports "${BACKPORTS_PKGS[@]}"
 fi
 echo "deps: installed"
+exec "$here/patched-deps.sh"

@@ -624,8 +624,7 @@ int net_server_start(struct net_server *s)
     info.max_http_header_data = 8192;
     s->ctx = lws_create_context(&info);
     if (s->ctx == NULL) {
-        set_err(s, "start: cannot create the lws context (libuv event "
-                   "library plugin missing?)");
+        set_err(s, "start: cannot create the lws context");
         return NET_ELISTEN;
     }
     s->started = true;
