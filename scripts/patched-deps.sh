@@ -32,7 +32,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${DRIFTD_DEPS_PREFIX:-/opt/driftd-deps}
 JOBS=${JOBS:-2}
 NO_PATCHES=${DRIFTD_DEPS_NO_PATCHES:-0}
-PACKAGES=(libwebsockets)
+PACKAGES=(libwebsockets raft)
 APT=(apt-get -q -y -o DPkg::Lock::Timeout=600)
 
 # ---- libwebsockets ---------------------------------------------------------
@@ -92,6 +92,66 @@ build_libwebsockets() {
     cp _build/install_manifest.txt "$1"
 }
 
+# ---- libraft ---------------------------------------------------------------
+# Why patched (deploy/patches/raft/): a follower took a configuration entry
+# received in mid-batch as never committed (nodes disagreed on the member
+# list; changes stuck "in progress"), a torn open segment crashed the node at
+# start, the leader never re-sent entries a follower lost, and io_destroy()
+# stalled the loop ~40 ms at every segment switch.
+pkg_raft() {
+    # bookworm-backports' 0.22.1 (bookworm's own 0.15 lacks the split-brain
+    # and disk-failure fixes of 0.17+).
+    SRC_PKG=raft
+    SRC_VERSION=0.22.1-1~bpo12+1
+    SRC_SUITE=bookworm-backports
+    # Debian's binary package is installed from backports only on request,
+    # so its candidate says nothing: no version check.
+    BIN_PKG=
+    BUILD_DEPS=(build-essential autoconf automake libtool pkg-config dpkg-dev
+                libuv1-dev liblz4-dev)
+}
+
+# The archive here serves this package's upstream tarball but not its .dsc
+# or Debian tarball (404), so the tarball alone is fetched with apt's own
+# downloader and checked against the SHA-256 that the signed Sources index
+# lists for it. Debian's packaging of 0.22.1 adds no source patches.
+fetch_raft() {
+    local orig=${SRC_PKG}_${SRC_VERSION%%-*}.orig.tar.gz dir sha mirror
+    dir=$(apt-cache showsrc "$SRC_PKG" | awk -v v="$SRC_VERSION" '
+        /^Package:/ { ok = 0 } $0 == "Version: " v { ok = 1 }
+        ok && /^Directory:/ && !done { print $2; done = 1 }')
+    sha=$(apt-cache showsrc "$SRC_PKG" | awk -v v="$SRC_VERSION" -v f="$orig" '
+        /^Package:/ { ok = 0 } $0 == "Version: " v { ok = 1 }
+        ok && /^Checksums-Sha256:/ { c = 1; next }
+        ok && c && /^ / && $3 == f && !done { print $1; done = 1 }
+        /^[^ ]/ { c = 0 }')
+    [[ -n $dir && -n $sha ]] || die "no $orig in the Sources index"
+    mirror=http://deb.debian.org/debian
+    run fetch.log /usr/lib/apt/apt-helper download-file \
+        "$mirror/$dir/$orig" "$orig" "SHA256:$sha"
+    mkdir src
+    run unpack.log tar -xzf "$orig" -C src --strip-components=1
+}
+
+build_raft() {
+    # As Debian builds it (autotools, its hardening flags, lz4, the uv
+    # backend and the test fixture, which tests/unit uses), without examples
+    # or benchmarks; libraft's own test suite is not run here.
+    local cflags ldflags
+    cflags="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
+    ldflags=$(dpkg-buildflags --get LDFLAGS)
+    run autoreconf.log autoreconf -i
+    run configure.log ./configure --prefix="$PREFIX" --libdir="$PREFIX/lib" \
+        --disable-static --disable-example --disable-benchmark \
+        CFLAGS="$cflags" LDFLAGS="$ldflags"
+    run build.log make -j"$JOBS"
+    run install.log make install DESTDIR="$PWD/_stage"
+    rm -f "_stage$PREFIX"/lib/*.la
+    (cd "_stage$PREFIX" && find . -type f -o -type l) |
+        sed "s|^\.|$PREFIX|" >"$1"
+    cp -a "_stage$PREFIX/." "$PREFIX/"
+}
+
 # ---- generic part ----------------------------------------------------------
 
 log() { echo "patched-deps: $*"; }
@@ -116,6 +176,7 @@ stamp_of() {
     {
         echo "$SRC_PKG $SRC_VERSION prefix=$PREFIX no_patches=$NO_PATCHES"
         declare -f "pkg_$name" "build_$name"
+        declare -f "fetch_$name" || true
         if [[ $NO_PATCHES != 1 ]]; then
             for p in "$ROOT/deploy/patches/$name"/*.patch; do
                 [[ -e $p ]] || continue
@@ -143,7 +204,7 @@ install_missing() {
 ensure_source() {
     local pkg=$1 version=$2 suite=$3
     local list=/etc/apt/sources.list.d/driftd-src-$suite.sources
-    if apt-cache showsrc "$pkg" 2>/dev/null | grep -qx "Version: $version"; then
+    if apt-cache showsrc "$pkg" 2>/dev/null | grep -x "Version: $version" >/dev/null; then
         return 0
     fi
     if [[ ! -f $list ]]; then
@@ -159,7 +220,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
     fi
     "${APT[@]}" update >/dev/null
-    apt-cache showsrc "$pkg" 2>/dev/null | grep -qx "Version: $version" ||
+    apt-cache showsrc "$pkg" 2>/dev/null | grep -x "Version: $version" >/dev/null ||
         die "$pkg $version is not in the archive's sources (a new Debian revision? bump SRC_VERSION in $0 and check the patches)"
 }
 
@@ -179,7 +240,8 @@ build_package() {
     ensure_source "$SRC_PKG" "$SRC_VERSION" "$SRC_SUITE"
     # Debian's binary package should be this same version; when the archive
     # has moved on (a security update), say so.
-    cand=$(apt-cache policy "$BIN_PKG" 2>/dev/null |
+    cand=
+    [[ -z $BIN_PKG ]] || cand=$(apt-cache policy "$BIN_PKG" 2>/dev/null |
         sed -n 's/^ *Candidate: //p')
     if [[ -n $cand && $cand != "(none)" && $cand != "$SRC_VERSION" ]]; then
         log "warning: Debian now installs $BIN_PKG $cand; we build $SRC_VERSION"
@@ -201,8 +263,12 @@ build_package() {
         cd "$work"
         # Download, then unpack under a known name; apt verifies the .dsc
         # against the signed index, dpkg-source the tarballs against it.
-        run fetch.log apt-get -q source --download-only "$SRC_PKG=$SRC_VERSION"
-        run unpack.log dpkg-source -x "${SRC_PKG}_${SRC_VERSION}.dsc" src
+        if declare -F "fetch_$name" >/dev/null; then
+            "fetch_$name"
+        else
+            run fetch.log apt-get -q source --download-only "$SRC_PKG=$SRC_VERSION"
+            run unpack.log dpkg-source -x "${SRC_PKG}_${SRC_VERSION}.dsc" src
+        fi
         cd src
         if [[ $NO_PATCHES == 1 ]]; then
             log "warning: DRIFTD_DEPS_NO_PATCHES=1: $name stays unpatched"

@@ -38,10 +38,6 @@ struct cons__inflight {
     uint64_t start_ns; /* uv_hrtime() at raft_apply (commit time metric) */
 };
 
-/* Starts the thread that runs libraft's io_destroy() calls off the loop
- * (aio_reap.c). Idempotent. */
-void cons__aio_reap_start(void);
-
 /* The authenticated raft transport (transport.c), optionally over mutual
  * TLS (tls.c). */
 struct cons__hs;

@@ -40,9 +40,20 @@ struct cons__change {
     enum change_kind kind;
     uint32_t id;
     int raft_role;
+    unsigned tries; /* leadership transfers made (on_transfer) */
     cons_change_cb cb;
     void *arg;
 };
+
+/*
+ * libraft gives a transfer one election timeout: the target must catch up
+ * with the leader's last entry and win its election in that time. Under
+ * steady writes on a busy machine the log keeps moving and one try can miss
+ * (seen in blackbox/membership, "remove the leader", with other builds
+ * running). A few tries make `driftctl transfer` and the removal of a leader
+ * dependable; each one is logged.
+ */
+#define CONS_TRANSFER_TRIES 3
 
 static int refuse(struct cons_node *n, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -399,7 +410,17 @@ static void on_transfer(struct raft_transfer *req)
         return;
     }
     if (raft_state(&n->raft) == RAFT_LEADER) {
-        change_finish(ch, CONS_EINVAL, "leadership transfer did not complete");
+        if (++ch->tries < CONS_TRANSFER_TRIES) {
+            raft_reason_clear(n);
+            if (raft_transfer(&n->raft, &ch->treq, ch->id, on_transfer) == 0) {
+                LOG_INFO("event=transfer_retry to=%u try=%u", ch->id,
+                         ch->tries + 1);
+                return;
+            }
+        }
+        snprintf(msg, sizeof(msg),
+                 "leadership transfer did not complete (%u tries)", ch->tries);
+        change_finish(ch, CONS_EINVAL, msg);
         return;
     }
     raft_leader(&n->raft, &leader, &addr);

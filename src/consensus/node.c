@@ -350,7 +350,6 @@ int cons_node_start(struct cons_node *n)
                  n->data_dir, strerror(rv));
         return CONS_EIO;
     }
-    cons__aio_reap_start();
     /* Our own transport (transport.c): peers prove they hold the cluster
      * key before libraft sees a byte of theirs. */
     cons__tp_init(&n->tp, &n->transport, n->loop,
@@ -381,8 +380,9 @@ int cons_node_start(struct cons_node *n)
      * period: writes resume this soon after space returns (libraft: 5 s). */
     raft_uv_set_disk_retry(&n->io, 1000);
     /* 16 MiB log segments instead of libraft's 8: fewer segment switches,
-     * each of which costs a ~40 ms io_destroy() (on the reaper thread since
-     * aio_reap.c, on the loop before) and file renames in the thread pool.
+     * each of which costs a ~40 ms io_destroy() (on libuv's thread pool with
+     * deploy/patches/raft/0004, on the loop before) and file renames in the
+     * thread pool.
      * 16 MiB is as far as libraft 0.22.1 goes: it reports its reserved
      * capacity as an unsigned short of KiB (prepared segments plus the
      * spare of open ones, ~3 segments), and at 32 MiB that wraps below its
