@@ -12,6 +12,9 @@ PKGS=(build-essential cmake pkg-config libuv1-dev libwebsockets-dev
       libcurl4-openssl-dev libssl-dev openssl nodejs npm haproxy clang-14
       libclang-rt-14-dev iproute2 nftables util-linux)
 BACKPORTS_PKGS=(libraft-dev)
+# systemd (systemd-analyze) and python3-yaml: the deployment files' test
+# (tests/blackbox/deploy.test.mjs).
+PKGS+=(systemd python3-yaml)
 
 missing=()
 for p in "${PKGS[@]}"; do
