@@ -64,7 +64,7 @@ function driftdsOf(dataRoot) {
 
 class Run {
   // cmd/args: what to start (the script, or `script -c make run`).
-  static async start({ cmd, args, name = 'run-cluster', stdin = 'ignore' }) {
+  static async start({ cmd, args, name = 'run-cluster', stdin = 'ignore', env = {} }) {
     const r = new Run();
     r.name = name;
     r.root = await fsp.mkdtemp(path.join(os.tmpdir(), 'driftd-runcl-'));
@@ -83,6 +83,7 @@ class Run {
         HTTP_PORT_BASE: String(r.base),
         RAFT_PORT_BASE: String(r.base + 1000),
         DRIFTD_ARGS: '--election-timeout 500 --heartbeat 50',
+        ...env,
       },
     });
     r.proc.stdout.on('data', (d) => { r.out += d; });
@@ -181,6 +182,8 @@ describe('deploy/run-cluster.sh', () => {
       cmd: 'script',
       args: ['-q', '-e', '-f', '-c', `make --no-print-directory -o build run BUILD=${build}`, '/dev/null'],
       stdin: 'pipe',
+      // Under `make test` the outer make's settings must not leak in.
+      env: { MAKEFLAGS: '', MFLAGS: '', MAKELEVEL: '' },
     });
     runs.push(r);
     try {
