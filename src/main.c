@@ -193,6 +193,13 @@ static void on_cons_closed(void *arg)
     a->cons = NULL;
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
+    /* Closing the handles gave the signals back their default action, and
+     * a second stop request is common here: Ctrl-C sends SIGINT to the whole
+     * process group, and the supervisor (deploy/run-cluster.sh, systemd)
+     * may follow with SIGTERM. Raft is closed already; that late signal
+     * must not turn the clean exit into death by signal. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 }
 
 static void on_net_closed(void *arg)
