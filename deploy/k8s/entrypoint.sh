@@ -4,7 +4,7 @@
 #
 # Pod NAME-N is node N+1. Its stable DNS name through the headless service,
 # NAME-N.SERVICE.NAMESPACE.svc.DOMAIN, is its raft address (port 9080) and
-# its advertised HTTP address (port 8080).
+# its advertised HTTP address (port 8080); it listens on all addresses.
 #   - Pod 0 on an empty volume bootstraps a one-voter cluster, unless another
 #     pod already answers as part of a cluster (pod 0's volume was lost): it
 #     then starts with --join like the others.
@@ -25,7 +25,10 @@
 # (headless service, default driftd-headless), DRIFTD_CLIENT_SERVICE
 # (default driftd), CLUSTER_DOMAIN (cluster.local), DRIFTD_EXTRA_ARGS (more
 # driftd flags, split at spaces), DRIFTD_SECRETS (default /etc/driftd/secrets:
-# files cluster-key and admin-token), DRIFTD_DATA (/var/lib/driftd/data).
+# files cluster-key and admin-token), DRIFTD_DATA (/var/lib/driftd/data),
+# DRIFTD_LISTEN (0.0.0.0), DRIFTD_HTTP_PORT (8080), DRIFTD_RAFT_PORT (9080);
+# DRIFTD and DRIFTCTL, the binaries (tests/blackbox/deploy.test.mjs runs
+# this script against local processes with these).
 set -uo pipefail
 
 : "${POD_NAME:?POD_NAME is not set (downward API)}"
@@ -36,6 +39,9 @@ SECRETS=${DRIFTD_SECRETS:-/etc/driftd/secrets}
 DATA=${DRIFTD_DATA:-/var/lib/driftd/data}
 DRIFTD=${DRIFTD:-/usr/local/bin/driftd}
 DRIFTCTL=${DRIFTCTL:-/usr/local/bin/driftctl}
+LISTEN=${DRIFTD_LISTEN:-0.0.0.0}
+HTTP_PORT=${DRIFTD_HTTP_PORT:-8080}
+RAFT_PORT=${DRIFTD_RAFT_PORT:-9080}
 
 ordinal=${POD_NAME##*-}
 if [[ ! "$ordinal" =~ ^[0-9]+$ ]]; then
@@ -45,9 +51,9 @@ fi
 id=$((ordinal + 1))
 domain="$SERVICE.$POD_NAMESPACE.svc.${CLUSTER_DOMAIN:-cluster.local}"
 self="$POD_NAME.$domain"
-raft="$self:9080"
-first="http://${POD_NAME%-*}-0.$domain:8080"
-client="http://$CLIENT_SERVICE.$POD_NAMESPACE.svc.${CLUSTER_DOMAIN:-cluster.local}:8080"
+raft="$self:$RAFT_PORT"
+first="http://${POD_NAME%-*}-0.$domain:$HTTP_PORT"
+client="http://$CLIENT_SERVICE.$POD_NAMESPACE.svc.${CLUSTER_DOMAIN:-cluster.local}:$HTTP_PORT"
 ctl=("$DRIFTCTL" --token-file "$SECRETS/admin-token")
 
 log() { echo "entrypoint: $*" >&2; }
@@ -79,7 +85,7 @@ if (( ordinal == 0 && empty )) && ! cluster_exists; then
     join=0
 fi
 
-args=(--id "$id" --http 0.0.0.0:8080 --advertise "$self:8080"
+args=(--id "$id" --http "$LISTEN:$HTTP_PORT" --advertise "$self:$HTTP_PORT"
       --raft "$raft" --data "$DATA"
       --cluster-key-file "$SECRETS/cluster-key"
       --admin-token-file "$SECRETS/admin-token")
@@ -116,11 +122,10 @@ if (( join )) && (( empty )); then
     add_self &
 fi
 
-# wait returns early when the trap runs; wait again for driftd's status.
+# wait returns early when the trap runs: wait until driftd is gone, then
+# once more for its status (bash keeps it).
 while kill -0 "$pid" 2>/dev/null; do
     wait "$pid"
-    rc=$?
 done
-wait "$pid" 2>/dev/null
-rc=${rc:-$?}
-exit "$rc"
+wait "$pid"
+exit $?

@@ -21,6 +21,10 @@
 //   is one `driftd --help` lists, every flag the local cluster script passes
 //   is passed by each of them too, and the flags only they pass are the
 //   ones listed (with the reason) in EXTRA_FLAGS below.
+// - deploy/k8s/entrypoint.sh run for three "pods" (real driftd and driftctl,
+//   the pods' DNS names from a private /etc/hosts; root only): pod 0
+//   bootstraps, pods 1 and 2 are added through the admin API, a restarted
+//   pod resumes, SIGTERM gives exit 0.
 // - deploy/grafana/driftd.json: every metric name it queries exists in the
 //   /metrics output of a real 3-node cluster.
 import { describe, test, after } from 'node:test';
@@ -406,6 +410,86 @@ describe('deployment files', () => {
       throw e;
     } finally {
       for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    }
+  });
+
+  // deploy/k8s/entrypoint.sh against local processes: each "pod" runs in
+  // its own mount namespace whose /etc/hosts gives the headless and client
+  // services' names to 127.0.0.11-13, as cluster DNS would.
+  test('k8s: the entrypoint bootstraps pod 0, adds pods 1 and 2 through the admin API, resumes on restart', T, async (t) => {
+    const canNs = process.getuid?.() === 0 && spawnSync('unshare', ['-m', 'true']).status === 0;
+    if (!canNs) {
+      t.skip('needs root and unshare -m (a private /etc/hosts gives the pods their DNS names)');
+      return;
+    }
+    const dir = await tmp();
+    const ns = 'bbtest';
+    const domain = `driftd-headless.${ns}.svc.cluster.local`;
+    const ip = (i) => `127.0.0.${11 + i}`;
+    // The names the headless and client services would give; the client
+    // service answers on pod 0 here.
+    await fsp.writeFile(path.join(dir, 'hosts'), `127.0.0.1 localhost\n${[0, 1, 2].map((i) => `${ip(i)} driftd-${i}.${domain}${i === 0 ? ` driftd.${ns}.svc.cluster.local` : ''}`).join('\n')}\n`);
+    const secrets = path.join(dir, 'secrets');
+    await fsp.mkdir(secrets, { mode: 0o700 });
+    const token = crypto.randomBytes(16).toString('hex');
+    await fsp.writeFile(path.join(secrets, 'cluster-key'), `${crypto.randomBytes(32).toString('hex')}\n`, { mode: 0o400 });
+    await fsp.writeFile(path.join(secrets, 'admin-token'), `${token}\n`, { mode: 0o400 });
+    const [httpPort, raftPort] = await freePorts(2);
+    const entry = path.join(ROOT, 'deploy/k8s/entrypoint.sh');
+    const out = [];
+    const pods = new Map();
+    const start = (i) => {
+      const p = spawn('unshare', ['-m', '--propagation', 'private', 'bash', '-c',
+        'mount --bind "$HOSTS_FILE" /etc/hosts && exec "$ENTRY"'], {
+        env: {
+          ...process.env,
+          HOSTS_FILE: path.join(dir, 'hosts'), ENTRY: entry,
+          POD_NAME: `driftd-${i}`, POD_NAMESPACE: ns,
+          DRIFTD: requireBin(), DRIFTCTL: requireCtl(),
+          DRIFTD_SECRETS: secrets, DRIFTD_DATA: path.join(dir, `pod${i}`, 'data'),
+          DRIFTD_LISTEN: ip(i), DRIFTD_HTTP_PORT: String(httpPort), DRIFTD_RAFT_PORT: String(raftPort),
+          DRIFTD_EXTRA_ARGS: '--election-timeout 500 --heartbeat 50',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      p.stdout.on('data', (d) => out.push(`[pod${i}] ${d}`));
+      p.stderr.on('data', (d) => out.push(`[pod${i}] ${d}`));
+      p.exited = new Promise((resolve) => p.on('exit', (code, signal) => resolve({ code, signal })));
+      pods.set(i, p);
+      return p;
+    };
+    const base = (i) => `http://${ip(i)}:${httpPort}`;
+    const ready = (i, ms = 60000) => waitFor(async () => {
+      assert.equal(pods.get(i).exitCode, null, `pod ${i} exited`);
+      return (await httpRequest(`${base(i)}/healthz`, { timeoutMs: 1000 })).status === 200;
+    }, ms, `pod ${i} ready`, 100);
+    const stop = async (i) => {
+      pods.get(i).kill('SIGTERM');
+      return withTimeout(pods.get(i).exited, 20000, `pod ${i} to exit`);
+    };
+    try {
+      // Parallel, as the StatefulSet starts them.
+      for (const i of [0, 1, 2]) start(i);
+      for (const i of [0, 1, 2]) await ready(i);
+      const st = (await ctlOk(['--json', 'status'], { server: base(0), token })).json();
+      assert.deepEqual(st.nodes.map((n) => [n.id, n.role, n.raft]).sort(), [0, 1, 2].map((i) => [i + 1, 'voter', `driftd-${i}.${domain}:${raftPort}`]));
+      const text = out.join('');
+      assert.match(text, /entrypoint: node 1: .* --bootstrap 1=driftd-0\./);
+      assert.match(text, /entrypoint: node 2: .* --join/);
+      assert.match(text, /entrypoint: node 3: .* --join/);
+      // A restart of pod 1 (data on its volume): it resumes, nothing re-added.
+      assert.deepEqual(await stop(1), { code: 0, signal: null });
+      const mark = out.join('').length;
+      start(1);
+      await ready(1);
+      assert.doesNotMatch(out.join('').slice(mark), /is now voter|event=bootstrapped/);
+      for (const i of [0, 1, 2]) pods.get(i).kill('SIGTERM');
+      for (const i of [0, 1, 2]) assert.deepEqual(await withTimeout(pods.get(i).exited, 20000, 'exit'), { code: 0, signal: null }, `pod ${i} exit status`);
+    } catch (e) {
+      process.stderr.write(`\n----- pods -----\n${out.join('').slice(-40000)}\n`);
+      throw e;
+    } finally {
+      for (const p of pods.values()) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     }
   });
 });
