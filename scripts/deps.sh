@@ -12,9 +12,6 @@ PKGS=(build-essential cmake pkg-config libuv1-dev libwebsockets-dev
       libcurl4-openssl-dev libssl-dev openssl nodejs npm haproxy clang-14
       libclang-rt-14-dev iproute2 nftables util-linux)
 BACKPORTS_PKGS=(libraft-dev)
-# systemd (systemd-analyze) and python3-yaml: the deployment files' test
-# (tests/blackbox/deploy.test.mjs).
-PKGS+=(systemd python3-yaml)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -33,6 +30,10 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
     done
     missing=("${tmp[@]+"${tmp[@]}"}")
 fi
+# systemd (systemd-analyze) and python3-yaml: tests/blackbox/deploy.test.mjs.
+for p in systemd python3-yaml; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
 
 if [[ ${#missing[@]} -eq 0 && $need_raft -eq 0 ]]; then
     echo "deps: all build and test dependencies present"

@@ -236,7 +236,7 @@ describe('deployment files', () => {
   test('Docker: Dockerfile on Debian 12 runs scripts/deps.sh and a non-root user; compose: 3 nodes, haproxy, secrets; haproxy -c', T, (t) => {
     const df = read('deploy/docker/Dockerfile');
     assert.match(df, /^FROM debian:12\s*$/m);
-    assert.match(df, /^COPY scripts\/deps\.sh /m);
+    assert.match(df, /^COPY scripts\/ \/src\/scripts\/$/m);
     assert.match(df, /^RUN \/src\/scripts\/deps\.sh/m);
     const user = /^USER (\S+)/m.exec(df)?.[1];
     assert.ok(user && !/^(0|root)(:|$)/.test(user), `the image must not run as root (USER ${user})`);
