@@ -36,8 +36,16 @@ build: deps
 npm:
 	cd tests/blackbox && npm ci --no-audit --no-fund --loglevel=error
 
+# In a terminal the script runs as its own foreground job (bash -m): Ctrl-C
+# then reaches the script and its nodes but not make, which would otherwise
+# die of the SIGINT whatever the script's status. make exits with the
+# script's status: 0 when the three nodes stopped cleanly.
 run: build
-	./deploy/run-cluster.sh $(BUILD)/driftd
+	@if [ -t 0 ]; then \
+		bash -m -c './deploy/run-cluster.sh $(BUILD)/driftd; exit $$?'; \
+	else \
+		./deploy/run-cluster.sh $(BUILD)/driftd; \
+	fi
 
 test: build npm
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

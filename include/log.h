@@ -2,6 +2,11 @@
  * log.h - one logging macro family for consensus, net and main (relay never
  * logs). One event per line on stderr: time, level, module, file:line, then
  * stable key=value fields. The level is checked before formatting.
+ *
+ * Two line formats (--log-format): "text", today's key=value line, and
+ * "json", one JSON object per line with the same fields (see log.c). The
+ * level and the format are plain globals read at every call: the admin API
+ * (POST /admin/log) changes them at run time, on the loop thread.
  */
 #ifndef DRIFTD_LOG_H
 #define DRIFTD_LOG_H
@@ -15,12 +20,32 @@ enum log_level {
 
 extern enum log_level log_threshold;
 
+enum log_format {
+    LOG_FMT_TEXT = 0,
+    LOG_FMT_JSON = 1,
+};
+
+extern enum log_format log_format;
+
 void log_emit(enum log_level lvl, const char *module, const char *file,
               int line, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
 /* Parses "error", "warn", "info", "debug"; returns -1 when unknown. */
 int log_level_parse(const char *s);
+/* "error", "warn", "info", "debug" (static strings). */
+const char *log_level_name(enum log_level lvl);
+/* Parses "text", "json"; returns -1 when unknown. */
+int log_format_parse(const char *s);
+/* "text", "json" (static strings). */
+const char *log_format_name(enum log_format fmt);
+
+/*
+ * A JSON line carries at most LOG_JSON_MSG_MAX bytes of the formatted
+ * message; a longer one is cut and the object gets "truncated": "true".
+ * Text lines are not cut.
+ */
+#define LOG_JSON_MSG_MAX 4096
 
 #ifndef LOG_MODULE
 #define LOG_MODULE "driftd"

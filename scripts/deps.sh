@@ -28,6 +28,10 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
     done
     missing=("${tmp[@]+"${tmp[@]}"}")
 fi
+# systemd (systemd-analyze) and python3-yaml: tests/blackbox/deploy.test.mjs.
+for p in systemd python3-yaml; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "deps: all Debian packages present"

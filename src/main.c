@@ -110,7 +110,10 @@ static void usage(FILE *f)
 "  --max-batch-bytes BYTES one log entry, group commit bound (1048576)\n"
 "\n"
 "Other:\n"
-"  --log-level LEVEL       error, warn, info, debug (info)\n"
+"  --log-level LEVEL       error, warn, info, debug (info); changes at run\n"
+"                          time with driftctl log-level\n"
+"  --log-format FORMAT     text (key=value lines) or json (one object per\n"
+"                          line) (text)\n"
 "  --help, --version\n");
 }
 // clang-format on
@@ -190,6 +193,13 @@ static void on_cons_closed(void *arg)
     a->cons = NULL;
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
+    /* Closing the handles gave the signals back their default action, and
+     * a second stop request is common here: Ctrl-C sends SIGINT to the whole
+     * process group, and the supervisor (deploy/run-cluster.sh, systemd)
+     * may follow with SIGTERM. Raft is closed already; that late signal
+     * must not turn the clean exit into death by signal. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 }
 
 static void on_net_closed(void *arg)
@@ -231,7 +241,7 @@ enum {
     OPT_ADMIN_TOKEN_FILE, OPT_CLUSTER_KEY_FILE, OPT_INSECURE, OPT_TLS_CERT,
     OPT_TLS_KEY, OPT_PEER_CA, OPT_PEER_CERT, OPT_PEER_KEY, OPT_CONNS_PER_IP,
     OPT_ROOM_RATE, OPT_MSG_RATE, OPT_BYTE_RATE, OPT_HEADER_TIMEOUT,
-    OPT_MESSAGE_TIMEOUT,
+    OPT_MESSAGE_TIMEOUT, OPT_LOG_FORMAT,
 };
 
 static const struct option long_opts[] = {
@@ -259,6 +269,7 @@ static const struct option long_opts[] = {
     {"snapshot-bytes", required_argument, NULL, OPT_SNAP_BYTES},
     {"max-batch-bytes", required_argument, NULL, OPT_MAX_BATCH},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {"admin-token-file", required_argument, NULL, OPT_ADMIN_TOKEN_FILE},
@@ -582,6 +593,12 @@ static int parse_args(int argc, char **argv, struct options *o)
             if (lvl < 0)
                 return bad_value(name, optarg, "want error|warn|info|debug");
             log_threshold = (enum log_level)lvl;
+            break;
+        case OPT_LOG_FORMAT:
+            lvl = log_format_parse(optarg);
+            if (lvl < 0)
+                return bad_value(name, optarg, "want text|json");
+            log_format = (enum log_format)lvl;
             break;
         case OPT_HELP:
         case 'h':

@@ -126,6 +126,8 @@ int ctl_cmd_rooms(struct ctl *c);
 int ctl_cmd_room(struct ctl *c, const char *room);
 /* name NULL: show the settings; else set name to value (decimal). */
 int ctl_cmd_config(struct ctl *c, const char *name, const char *value);
+/* level NULL: show the node's log level and format; else set its level. */
+int ctl_cmd_log_level(struct ctl *c, const char *level);
 
 /* members.c */
 int ctl_cmd_add(struct ctl *c, uint32_t id, const char *raft, bool standby);

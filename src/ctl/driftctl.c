@@ -58,6 +58,9 @@ static void usage(FILE *f)
 "                                max_rooms, max_key_len, max_dedupe,\n"
 "                                dedupe_ttl_ms)\n"
 "  config set NAME VALUE         change one, on every node, through the log\n"
+"  log-level [LEVEL]             the log level (and format) of the node at\n"
+"                                --server, or set it: error, warn, info,\n"
+"                                debug (that node only, until it restarts)\n"
 "  keygen [FILE]                 a new cluster key for --cluster-key-file:\n"
 "                                to FILE (created, mode 600) or stdout\n"
 "\n"
@@ -289,6 +292,8 @@ static int run(struct ctl *c, const struct args *a)
     if (strcmp(cmd, "config") == 0)
         return a->npos == 1 ? ctl_cmd_config(c, NULL, NULL)
                             : ctl_cmd_config(c, a->pos[2], a->pos[3]);
+    if (strcmp(cmd, "log-level") == 0)
+        return ctl_cmd_log_level(c, a->npos > 1 ? a->pos[1] : NULL);
     if (a->npos > 1)
         parse_id(a->pos[1], &id); /* checked in check_args */
     if (strcmp(cmd, "add") == 0)
@@ -321,6 +326,7 @@ static int check_args(const struct args *a)
         {"transfer", 0, 1, false, false, true, "transfer [ID]"},
         {"keygen", 0, 1, false, false, false, "keygen [FILE]"},
         {"config", 0, 3, false, false, false, "config [set NAME VALUE]"},
+        {"log-level", 0, 1, false, false, false, "log-level [LEVEL]"},
     };
     uint32_t id;
     int rv;

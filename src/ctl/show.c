@@ -453,3 +453,46 @@ int ctl_cmd_config(struct ctl *c, const char *name, const char *value)
     ctl_resp_close(&r);
     return rv;
 }
+
+/* driftctl log-level [LEVEL]: the asked node's log level and format, or set
+ * its level. Logging is per node (not replicated): the answer is about the
+ * node at --server only. The node checks the level (400 with the reason). */
+int ctl_cmd_log_level(struct ctl *c, const char *level)
+{
+    struct ctl_resp r;
+    int rv = CTL_OK;
+
+    if (level == NULL) {
+        if (ctl_get(c, c->server, "/admin/log", &r) != CTL_OK)
+            return CTL_EFAIL;
+    } else {
+        char url[1024], *body;
+        json_t *o = json_pack("{s:s}", "level", level);
+
+        body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (body == NULL) {
+            ctl_fail("log-level: bad level (not UTF-8?) or out of memory");
+            return CTL_EFAIL;
+        }
+        snprintf(url, sizeof(url), "%s/admin/log", c->server);
+        rv = ctl_request(c, "POST", url, body, CTL_CONNECT_MS, CTL_READ_MS, &r);
+        free(body);
+        if (rv != CTL_OK) {
+            ctl_fail("%s", c->errmsg);
+            return CTL_EFAIL;
+        }
+        if (r.status != 200 || !json_is_object(r.json)) {
+            ctl_report(c, "log-level", &r);
+            ctl_resp_close(&r);
+            return CTL_EFAIL;
+        }
+    }
+    if (c->json)
+        rv = ctl_print_json(r.json);
+    else
+        printf("%s (format %s)\n", str_or(ctl_jstr(r.json, "level"), "?"),
+               str_or(ctl_jstr(r.json, "format"), "?"));
+    ctl_resp_close(&r);
+    return rv;
+}

@@ -9,12 +9,14 @@
  *   POST /admin/transfer                {"id"} or {}
  *   GET  /admin/rooms
  *   GET  /admin/rooms/ID
+ *   GET  /admin/log                     this node's log level and format
+ *   POST /admin/log                     {"level"} and/or {"format"}
  *
  * With --admin-token every call needs "Authorization: Bearer TOKEN" (401
  * otherwise; compared in constant time; never taken from the query
- * string). With a cluster key and no token the API is closed (403). Errors are {"error", "code"}; a
- * change sent to a follower answers 421 "not_leader" with the leader's id
- * and HTTP address so the caller can re-send it there.
+ * string). With a cluster key and no token the API is closed (403). Errors are
+ * {"error", "code"}; a change sent to a follower answers 421 "not_leader" with
+ * the leader's id and HTTP address so the caller can re-send it there.
  *
  * A membership change answers when raft has finished it: the connection
  * holds a net_admin_op that consensus' callback resolves. If the
@@ -446,6 +448,80 @@ static void do_config_set(struct net_conn *c, json_t *body)
     net__http_propose_config(c, (size_t)i, (uint64_t)json_integer_value(jv));
 }
 
+/* ---- this node's logging ------------------------------------------------- */
+
+static void respond_log(struct net_conn *c)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "level", json_string(log_level_name(log_threshold)));
+    json_object_set_new(o, "format", json_string(log_format_name(log_format)));
+    respond_json(c, 200, o);
+}
+
+/* The client's word, quoted back only when short and plain ASCII (a cut
+ * UTF-8 sequence would make the answer invalid JSON). */
+static const char *echo_word(const json_t *v)
+{
+    const char *s = json_string_value(v);
+
+    if (s == NULL)
+        return "(not a string)";
+    if (strlen(s) > 40)
+        return "(too long)";
+    for (const char *p = s; *p != '\0'; p++)
+        if (*p < ' ' || *p > '~')
+            return "(not plain ASCII)";
+    return s;
+}
+
+/* {"level": "debug"}, {"format": "json"} or both: this node only (logging
+ * is not replicated state), in effect from the next line on. Nothing
+ * changes unless both are valid. */
+static void do_log_set(struct net_conn *c, json_t *body)
+{
+    json_t *jl = json_object_get(body, "level");
+    json_t *jf = json_object_get(body, "format");
+    int lvl = (int)log_threshold, fmt = (int)log_format;
+    enum log_level was_lvl;
+    enum log_format was_fmt;
+    char msg[160];
+
+    if (jl == NULL && jf == NULL) {
+        respond_err(c, 400, "invalid",
+                    "want {\"level\": \"error\"|\"warn\"|\"info\"|\"debug\"} "
+                    "and/or {\"format\": \"text\"|\"json\"}");
+        return;
+    }
+    if (jl != NULL && (!json_is_string(jl) ||
+                       (lvl = log_level_parse(json_string_value(jl))) < 0)) {
+        snprintf(msg, sizeof(msg),
+                 "unknown log level '%s': want error, warn, info or debug",
+                 echo_word(jl));
+        respond_err(c, 400, "invalid", msg);
+        return;
+    }
+    if (jf != NULL && (!json_is_string(jf) ||
+                       (fmt = log_format_parse(json_string_value(jf))) < 0)) {
+        snprintf(msg, sizeof(msg), "unknown log format '%s': want text or json",
+                 echo_word(jf));
+        respond_err(c, 400, "invalid", msg);
+        return;
+    }
+    was_lvl = log_threshold;
+    was_fmt = log_format;
+    log_threshold = (enum log_level)lvl;
+    log_format = (enum log_format)fmt;
+    /* One line whatever the new level (an operator's change is rare and
+     * always worth a line), in the new format. */
+    log_emit(LOG_LVL_WARN, LOG_MODULE, __FILE__, __LINE__,
+             "event=log_config log_level=%s log_format=%s was_level=%s "
+             "was_format=%s",
+             log_level_name(log_threshold), log_format_name(log_format),
+             log_level_name(was_lvl), log_format_name(was_fmt));
+    respond_log(c);
+}
+
 void net__admin_decide(struct net_conn *c)
 {
     struct net_http *h = &c->http;
@@ -488,6 +564,10 @@ void net__admin_decide(struct net_conn *c)
         do_config_get(c);
         return;
     }
+    if (get && n == 3 && memcmp(p, "log", 3) == 0) {
+        respond_log(c);
+        return;
+    }
     if (get && n > 6 && memcmp(p, "rooms/", 6) == 0) {
         do_room(c, p + 6, n - 6);
         return;
@@ -505,6 +585,8 @@ void net__admin_decide(struct net_conn *c)
     }
     if (n == 6 && memcmp(p, "config", 6) == 0) {
         do_config_set(c, body);
+    } else if (n == 3 && memcmp(p, "log", 3) == 0) {
+        do_log_set(c, body);
     } else if (n == 7 && memcmp(p, "members", 7) == 0) {
         do_add(c, body);
     } else if (n == 8 && memcmp(p, "transfer", 8) == 0) {
