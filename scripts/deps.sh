@@ -28,8 +28,9 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
     done
     missing=("${tmp[@]+"${tmp[@]}"}")
 fi
-# systemd (systemd-analyze) and python3-yaml: tests/blackbox/deploy.test.mjs.
-for p in systemd python3-yaml; do
+# systemd (systemd-analyze), python3-yaml, shellcheck:
+# tests/blackbox/deploy.test.mjs.
+for p in systemd python3-yaml shellcheck; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 
