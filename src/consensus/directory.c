@@ -49,9 +49,7 @@ void cons__dir_check(struct cons_node *n)
         return;
     memset(&cmd, 0, sizeof(cmd));
     cmd.type = RELAY_CMD_NODE_SET;
-    cmd.origin.node = n->cfg.id;
-    cmd.origin.session = n->sys_session;
-    cmd.origin.counter = ++n->sys_counter;
+    cons__sys_origin(n, CONS_OWN_DIR, &cmd.origin);
     cmd.node_id = n->cfg.id;
     cmd.raft_addr = n->raft_addr;
     cmd.raft_addr_len = strlen(n->raft_addr);
@@ -97,8 +95,7 @@ const char *cons_node_http_addr(const struct cons_node *n, uint32_t id)
     return ni.http_addr;
 }
 
-void cons_node_members(const struct cons_node *n, cons_member_cb cb,
-                       void *arg)
+void cons_node_members(const struct cons_node *n, cons_member_cb cb, void *arg)
 {
     struct raft *r = (struct raft *)&n->raft;
     bool leader;

@@ -36,13 +36,12 @@ static void consider(void *arg, const struct relay_room_info *ri)
     struct relay_cmd cmd;
 
     if (sc->proposed >= MAX_PER_SCAN || ri->last_ms == 0 ||
-        sc->now_ms < ri->last_ms || sc->now_ms - ri->last_ms < n->cfg.room_ttl_ms)
+        sc->now_ms < ri->last_ms ||
+        sc->now_ms - ri->last_ms < n->cfg.room_ttl_ms)
         return;
     memset(&cmd, 0, sizeof(cmd));
     cmd.type = RELAY_CMD_DELETE_ROOM;
-    cmd.origin.node = n->cfg.id;
-    cmd.origin.session = n->sys_session;
-    cmd.origin.counter = ++n->sys_counter;
+    cons__sys_origin(n, CONS_OWN_EXPIRY, &cmd.origin);
     cmd.room = ri->id;
     cmd.room_len = ri->id_len;
     cmd.compact_seq = ri->last_ms; /* only if still idle since then */
@@ -64,7 +63,9 @@ void cons__expiry_check(struct cons_node *n)
         raft_state(&n->raft) != RAFT_LEADER)
         return;
     every = n->cfg.room_ttl_ms / 10;
-    every = every < MIN_SCAN_MS ? MIN_SCAN_MS : every > SCAN_MS ? SCAN_MS : every;
+    every = every < MIN_SCAN_MS ? MIN_SCAN_MS
+            : every > SCAN_MS   ? SCAN_MS
+                                : every;
     n->next_expiry_scan = now + every;
     /* Log time is the leader's wall clock (proposer.c), so compare with it. */
     clock_gettime(CLOCK_REALTIME, &ts);

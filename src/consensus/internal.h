@@ -34,7 +34,7 @@ struct cons__queue {
 struct cons__inflight {
     struct raft_apply req;
     struct cons_node *node;
-    bool carrier; /* an empty entry sent only to carry the commit index */
+    bool carrier;      /* an empty entry sent only to carry the commit index */
     uint64_t start_ns; /* uv_hrtime() at raft_apply (commit time metric) */
 };
 
@@ -86,6 +86,26 @@ void cons__tls_close_all(struct cons__tp *tp);
 
 /* Raft log segment size (node.c). */
 #define CONS_SEGMENT_SIZE ((size_t)16 << 20)
+
+/*
+ * The proposers inside this node (not clients): each has its own session,
+ * so that an applied or failed command reaches only the code that proposed
+ * it (proposer.c, sys_done). Session ids have the top bit set and the low 32
+ * bits zero: never one of net's (nonce << 32 | counter) ids.
+ */
+enum cons__owner {
+    CONS_OWN_DIR,     /* this node's directory entry (directory.c) */
+    CONS_OWN_EXPIRY,  /* idle-room deletes, leader only (expiry.c) */
+    CONS_OWN_MEMBERS, /* directory entries of removed nodes (membership.c) */
+    CONS_OWN_READ,    /* read markers (read.c) */
+    CONS_OWN_CONFIG,  /* cluster settings, first leader (settings.c) */
+    CONS_OWN_N,       /* not an owner: a client's session */
+};
+
+struct cons__sys {
+    uint64_t session;
+    uint64_t counter; /* of the last command proposed */
+};
 
 struct cons_node {
     uv_loop_t *loop;
@@ -152,25 +172,23 @@ struct cons_node {
     uint64_t nospace_logged;    /* uv_now() of the last refusal logged */
     uint64_t nospace_handed_at; /* uv_now() of the last hand-over try */
 
-    /* Node directory upkeep: this node's own entry is proposed under a
-     * session of its own until the applied directory matches. */
-    uint64_t sys_session;
-    uint64_t sys_counter;
+    /* The sessions of this node's own proposers (cons__sys_origin). */
+    struct cons__sys sys[CONS_OWN_N];
+
+    /* Node directory upkeep: this node's own entry is proposed until the
+     * applied directory matches. */
     bool dir_inflight;
     uv_timer_t tick;             /* leader-change notice and directory upkeep */
     struct cons__change *change; /* the membership change in flight */
     uint64_t next_expiry_scan;   /* uv_now() of the next idle-room scan */
 
     /* Cluster settings proposed by this node as leader (settings.c). */
-    uint64_t cfg_session;
-    uint64_t cfg_counter;
     unsigned cfg_inflight;
 
-    /* Linearizable reads (read.c): markers under a session of their own;
-     * a ring of waiting tokens, the first reads_covered of which the
-     * marker in flight answers. */
-    uint64_t read_session;
-    uint64_t read_counter;
+    /* Linearizable reads (read.c): markers under a session of their own
+     * (CONS_OWN_READ, counter = the marker's number); a ring of waiting
+     * tokens, the first reads_covered of which the marker in flight
+     * answers. */
     uint64_t *reads;
     size_t reads_head, reads_count, reads_covered;
     bool read_marker_out;
@@ -189,6 +207,13 @@ struct cons_node {
     cons_close_cb close_cb;
     void *close_arg;
 };
+
+/* Fills o for owner w's next command (node.c). */
+void cons__sys_origin(struct cons_node *n, enum cons__owner w,
+                      struct relay_origin *o);
+/* Which of this node's proposers session belongs to; CONS_OWN_N for a
+ * client's (node.c). */
+enum cons__owner cons__sys_owner(const struct cons_node *n, uint64_t session);
 
 /* settings.c: the leader proposes the bootstrap settings while unset;
  * one of its proposals completed; a CONFIG command was applied here. */

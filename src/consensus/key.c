@@ -163,7 +163,8 @@ int cons_auth_mac(const uint8_t key[CONS_KEY_LEN], const char *label,
         if (parts[i].len > 0 &&
             !EVP_MAC_update(ctx, parts[i].data, parts[i].len))
             goto out;
-    ok = EVP_MAC_final(ctx, out, &outlen, CONS_MAC_LEN) && outlen == CONS_MAC_LEN;
+    ok = EVP_MAC_final(ctx, out, &outlen, CONS_MAC_LEN) &&
+         outlen == CONS_MAC_LEN;
 out:
     EVP_MAC_CTX_free(ctx);
     EVP_MAC_free(mac);

@@ -116,7 +116,8 @@ static int check_leader(struct cons_node *n)
     if (raft_state(&n->raft) != RAFT_LEADER)
         return refuse(n, CONS_ENOTLEADER, "this node is not the leader");
     if (n->change != NULL)
-        return refuse(n, CONS_EBUSY, "another membership change is in progress");
+        return refuse(n, CONS_EBUSY,
+                      "another membership change is in progress");
     return CONS_OK;
 }
 
@@ -143,8 +144,8 @@ static int check_quorum_without(struct cons_node *n, uint32_t id, bool force)
     /* A new leader learns its followers' match indexes from their first
      * answers: judge only after a few heartbeat rounds. */
     cons__proposer_check_leader(n);
-    if (!force &&
-        uv_now(n->loop) - n->leader_since < 3 * (uint64_t)n->cfg.heartbeat_timeout_ms)
+    if (!force && uv_now(n->loop) - n->leader_since <
+                      3 * (uint64_t)n->cfg.heartbeat_timeout_ms)
         return refuse(n, CONS_EAGAIN,
                       "leadership just changed; the new leader is still "
                       "learning the followers' progress, retry shortly");
@@ -225,9 +226,7 @@ static void forget_directory_entry(struct cons_node *n, uint32_t id)
 
     memset(&cmd, 0, sizeof(cmd));
     cmd.type = RELAY_CMD_NODE_FORGET;
-    cmd.origin.node = n->cfg.id;
-    cmd.origin.session = n->sys_session;
-    cmd.origin.counter = ++n->sys_counter;
+    cons__sys_origin(n, CONS_OWN_MEMBERS, &cmd.origin);
     cmd.node_id = id;
     if (cons_propose(n, &cmd) != CONS_OK)
         LOG_WARN("event=directory_forget_failed id=%u", id);
@@ -258,8 +257,9 @@ static void on_change(struct raft_change *req, int status)
         raft_reason_clear(n);
         rv = raft_assign(&n->raft, &ch->req, ch->id, ch->raft_role, on_change);
         if (rv != 0) {
-            snprintf(msg, sizeof(msg), "node %u added as spare, role not set: %s",
-                     ch->id, raft_reason(n, rv));
+            snprintf(msg, sizeof(msg),
+                     "node %u added as spare, role not set: %s", ch->id,
+                     raft_reason(n, rv));
             change_finish(ch, map_raft_err(rv), msg);
         }
         return;
@@ -288,8 +288,7 @@ static int change_begin(struct cons_node *n, struct cons__change *ch, int rv,
 {
     if (rv != 0) {
         free(ch);
-        return refuse(n, map_raft_err(rv), "%s: %s", what,
-                      raft_reason(n, rv));
+        return refuse(n, map_raft_err(rv), "%s: %s", what, raft_reason(n, rv));
     }
     n->change = ch;
     LOG_INFO("event=membership_start %s", what);

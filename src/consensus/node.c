@@ -111,6 +111,47 @@ void cons_config_default(struct cons_config *cfg)
     relay_limits_default(&cfg->limits);
 }
 
+/*
+ * One random session per proposer inside this node (enum cons__owner),
+ * all distinct, top bit set, low 32 bits zero.
+ */
+static void sys_sessions_init(struct cons_node *n)
+{
+    for (unsigned w = 0; w < CONS_OWN_N; w++) {
+        struct cons__sys *s = &n->sys[w];
+        bool clash;
+
+        if (cons_random(&s->session, sizeof(s->session)) != CONS_OK)
+            s->session = (uint64_t)uv_hrtime() * (2654435761u + 2 * w);
+        s->session &= ~(uint64_t)0xffffffffu;
+        s->session |= (uint64_t)1 << 63;
+        do {
+            clash = false;
+            for (unsigned v = 0; v < w; v++)
+                clash |= n->sys[v].session == s->session;
+            if (clash)
+                s->session += (uint64_t)1 << 32;
+        } while (clash);
+        s->counter = 0;
+    }
+}
+
+void cons__sys_origin(struct cons_node *n, enum cons__owner w,
+                      struct relay_origin *o)
+{
+    o->node = n->cfg.id;
+    o->session = n->sys[w].session;
+    o->counter = ++n->sys[w].counter;
+}
+
+enum cons__owner cons__sys_owner(const struct cons_node *n, uint64_t session)
+{
+    for (unsigned w = 0; w < CONS_OWN_N; w++)
+        if (n->sys[w].session == session)
+            return (enum cons__owner)w;
+    return CONS_OWN_N;
+}
+
 int cons_node_init(struct cons_node **out, uv_loop_t *loop,
                    const struct cons_config *cfg)
 {
@@ -140,27 +181,7 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
     snprintf(n->http_addr, sizeof(n->http_addr), "%s",
              cfg->http_addr != NULL ? cfg->http_addr : "");
     n->cfg.http_addr = n->http_addr;
-    /* Low 32 bits zero: never one of net's (nonce << 32 | counter) ids. */
-    if (getrandom(&n->sys_session, sizeof(n->sys_session), 0) !=
-        (ssize_t)sizeof(n->sys_session))
-        n->sys_session = (uint64_t)uv_hrtime();
-    n->sys_session &= ~(uint64_t)0xffffffffu;
-    n->sys_session |= (uint64_t)1 << 63;
-    /* The read markers' session (read.c), built the same way. */
-    if (cons_random(&n->read_session, sizeof(n->read_session)) != CONS_OK)
-        n->read_session = (uint64_t)uv_hrtime() * 2654435761u;
-    n->read_session &= ~(uint64_t)0xffffffffu;
-    n->read_session |= (uint64_t)1 << 63;
-    if (n->read_session == n->sys_session)
-        n->read_session ^= (uint64_t)1 << 32;
-    /* And the settings' session (settings.c). */
-    if (cons_random(&n->cfg_session, sizeof(n->cfg_session)) != CONS_OK)
-        n->cfg_session = (uint64_t)uv_hrtime() * 40503u;
-    n->cfg_session &= ~(uint64_t)0xffffffffu;
-    n->cfg_session |= (uint64_t)1 << 63;
-    while (n->cfg_session == n->sys_session ||
-           n->cfg_session == n->read_session)
-        n->cfg_session += (uint64_t)1 << 32;
+    sys_sessions_init(n);
     snprintf(n->data_dir, sizeof(n->data_dir), "%s", cfg->data_dir);
     n->cfg.raft_addr = n->raft_addr;
     n->cfg.data_dir = n->data_dir;
@@ -170,7 +191,7 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
         uint64_t t = uv_hrtime() ^ (uint64_t)(uintptr_t)n;
 
         memcpy(seed, &t, sizeof(t));
-        memcpy(seed + sizeof(t), &n->sys_session, sizeof(n->sys_session));
+        memcpy(seed + sizeof(t), &n->sys[0].session, sizeof(uint64_t));
     }
     /* Compiled-in limits, the same on every node, until the cluster
      * settings come through the log (settings.c); cfg->limits are only what

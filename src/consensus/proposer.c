@@ -68,7 +68,8 @@ int cons__proposer_init(struct cons_node *n)
     return CONS_OK;
 }
 
-/* ---- queues --------------------------------------------------------------- */
+/* ---- queues ---------------------------------------------------------------
+ */
 
 static void pcmd_free(struct cons__pcmd *p)
 {
@@ -134,10 +135,10 @@ static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
     w = p->data;
     p->cmd.room = put_bytes(&w, cmd->room, cmd->room_len);
     p->cmd.key = put_bytes(&w, cmd->key, cmd->key_len);
-    p->cmd.value = cmd->value_len > 0
-                       ? (const uint8_t *)put_bytes(&w, cmd->value,
-                                                    cmd->value_len)
-                       : NULL;
+    p->cmd.value =
+        cmd->value_len > 0
+            ? (const uint8_t *)put_bytes(&w, cmd->value, cmd->value_len)
+            : NULL;
     p->cmd.raft_addr = put_bytes(&w, cmd->raft_addr, cmd->raft_addr_len);
     p->cmd.http_addr = put_bytes(&w, cmd->http_addr, cmd->http_addr_len);
     p->bytes = bytes;
@@ -145,21 +146,45 @@ static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
     return p;
 }
 
+/*
+ * A command of one of this node's own proposers was applied (code CONS_OK)
+ * or failed: only its owner hears of it. Returns false for a client's
+ * command.
+ */
+static bool sys_done(struct cons_node *n, const struct relay_origin *o,
+                     int code)
+{
+    switch (cons__sys_owner(n, o->session)) {
+    case CONS_OWN_DIR:
+        cons__dir_done(n);
+        return true;
+    case CONS_OWN_READ:
+        cons__reads_on_marker(n, o->counter, code);
+        return true;
+    case CONS_OWN_CONFIG:
+        cons__settings_done(n);
+        return true;
+    case CONS_OWN_EXPIRY:
+        /* Nothing waits: the next scan proposes again if still idle. */
+        if (code != CONS_OK)
+            LOG_INFO("event=room_expire_failed err=%s", cons_strerror(code));
+        return true;
+    case CONS_OWN_MEMBERS:
+        if (code != CONS_OK)
+            LOG_WARN("event=directory_forget_failed err=%s",
+                     cons_strerror(code));
+        return true;
+    case CONS_OWN_N:
+        break;
+    }
+    return false;
+}
+
 static void report_failed(struct cons_node *n, const struct relay_origin *o,
                           int code)
 {
-    if (o->session == n->sys_session) {
-        cons__dir_done(n);
+    if (sys_done(n, o, code))
         return;
-    }
-    if (o->session == n->read_session) {
-        cons__reads_on_marker(n, o->counter, code);
-        return;
-    }
-    if (o->session == n->cfg_session) {
-        cons__settings_done(n);
-        return;
-    }
     if (n->on_failed != NULL)
         n->on_failed(n->cb_arg, o, code);
 }
@@ -180,7 +205,8 @@ static uint32_t known_leader(struct cons_node *n)
     return (uint32_t)id;
 }
 
-/* ---- proposing ------------------------------------------------------------ */
+/* ---- proposing ------------------------------------------------------------
+ */
 
 int cons_propose(struct cons_node *n, const struct relay_cmd *cmd)
 {
@@ -337,12 +363,7 @@ bool cons__proposer_on_applied(struct cons_node *n,
         n->cursor = p->next;
     q_unlink(&n->pending, p);
     pcmd_free(p);
-    if (o->session == n->sys_session)
-        cons__dir_done(n);
-    else if (o->session == n->read_session)
-        cons__reads_on_marker(n, o->counter, CONS_OK);
-    else if (o->session == n->cfg_session)
-        cons__settings_done(n);
+    sys_done(n, o, CONS_OK);
     return true;
 }
 
@@ -366,8 +387,8 @@ void cons__proposer_on_restored(struct cons_node *n)
         if (!relay_state_origin_applied(n->state, &p->cmd.origin))
             continue;
         o = p->cmd.origin;
-        if (n->on_applied != NULL && o.session != n->sys_session &&
-            o.session != n->read_session && o.session != n->cfg_session) {
+        if (n->on_applied != NULL &&
+            cons__sys_owner(n, o.session) == CONS_OWN_N) {
             struct cons_applied ev = {
                 .cmd = &p->cmd,
                 .eff = &eff,
@@ -379,7 +400,8 @@ void cons__proposer_on_restored(struct cons_node *n)
     }
 }
 
-/* ---- flushing ------------------------------------------------------------- */
+/* ---- flushing -------------------------------------------------------------
+ */
 
 static void send_carrier(struct cons_node *n);
 
@@ -461,8 +483,8 @@ static void pack(struct cons_node *n, bool take_foreign, size_t *n_foreign,
     }
     for (p = n->cursor; p != NULL; p = p->next) {
         /* Always take one command, even one bigger than the bound. */
-        if (count > 0 && relay_batch_bytes(n->enc) + p->bytes + 64 >
-                             n->cfg.max_batch_bytes)
+        if (count > 0 &&
+            relay_batch_bytes(n->enc) + p->bytes + 64 > n->cfg.max_batch_bytes)
             return;
         if (relay_batch_add(n->enc, &p->cmd) != RELAY_OK)
             return;

@@ -68,13 +68,12 @@ static int propose_marker(struct cons_node *n)
     }
     memset(&cmd, 0, sizeof(cmd));
     cmd.type = RELAY_CMD_NOOP;
-    cmd.origin.node = n->cfg.id;
-    cmd.origin.session = n->read_session;
-    cmd.origin.counter = n->read_counter + 1;
+    cons__sys_origin(n, CONS_OWN_READ, &cmd.origin);
     rv = cons_propose(n, &cmd);
-    if (rv != CONS_OK)
+    if (rv != CONS_OK) {
+        n->sys[CONS_OWN_READ].counter--; /* not proposed: number unused */
         return rv;
-    n->read_counter++;
+    }
     n->read_marker_out = true;
     /* Every read waiting now is covered by this marker. */
     n->reads_covered = n->reads_count;
@@ -124,7 +123,8 @@ void cons__reads_on_marker(struct cons_node *n, uint64_t counter, int status)
 {
     int rv;
 
-    if (!n->read_marker_out || n->read_local || counter != n->read_counter)
+    if (!n->read_marker_out || n->read_local ||
+        counter != n->sys[CONS_OWN_READ].counter)
         return; /* a re-sent copy of an older marker */
     answer(n, n->reads_covered, status);
     if (n->reads_count == 0 || n->stopping)

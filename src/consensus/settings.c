@@ -12,7 +12,7 @@
  * Every node logs a setting applied from the log that differs from its
  * own flag, which is then ignored.
  *
- * The proposals go under a session of their own (cfg_session), whose
+ * The proposals go under a session of their own (CONS_OWN_CONFIG), whose
  * completion only clears cfg_inflight.
  */
 #define LOG_MODULE "cons"
@@ -28,8 +28,7 @@ void cons__settings_check(struct cons_node *n)
     bool set;
 
     if (!n->raft_started || n->stopping || n->closing || n->cfg_inflight ||
-        raft_state(&n->raft) != RAFT_LEADER ||
-        relay_state_configured(n->state))
+        raft_state(&n->raft) != RAFT_LEADER || relay_state_configured(n->state))
         return;
     /* Only once the leader has applied what it committed before it knew:
      * the settings may be in the log already. */
@@ -42,9 +41,7 @@ void cons__settings_check(struct cons_node *n)
             continue;
         memset(&cmd, 0, sizeof(cmd));
         cmd.type = RELAY_CMD_CONFIG;
-        cmd.origin.node = n->cfg.id;
-        cmd.origin.session = n->cfg_session;
-        cmd.origin.counter = ++n->cfg_counter;
+        cons__sys_origin(n, CONS_OWN_CONFIG, &cmd.origin);
         cmd.key = relay_setting_name(i);
         cmd.key_len = strlen(cmd.key);
         cmd.compact_seq = relay_limits_setting(&mine, i);

@@ -72,13 +72,14 @@ static void ssl_reason(char *buf, size_t len)
     ERR_clear_error();
 }
 
-/* ---- contexts ------------------------------------------------------------- */
+/* ---- contexts -------------------------------------------------------------
+ */
 
 static SSL_CTX *make_ctx(bool server, const char *cert, const char *key,
                          const char *ca, char *err, size_t errlen)
 {
-    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method()
-                                      : TLS_client_method());
+    SSL_CTX *ctx =
+        SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
     char why[200];
 
     if (ctx == NULL) {
@@ -103,10 +104,9 @@ static SSL_CTX *make_ctx(bool server, const char *cert, const char *key,
         goto err_free;
     }
     /* Peers on both ends: no certificate, no connection. */
-    SSL_CTX_set_verify(ctx,
-                       SSL_VERIFY_PEER |
-                           (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                       NULL);
+    SSL_CTX_set_verify(
+        ctx, SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        NULL);
     return ctx;
 err_free:
     SSL_CTX_free(ctx);
@@ -136,7 +136,8 @@ void cons__tls_free(struct cons__tp *tp)
     tp->tls_client = NULL;
 }
 
-/* ---- writing -------------------------------------------------------------- */
+/* ---- writing --------------------------------------------------------------
+ */
 
 static void on_written(uv_write_t *req, int status);
 
@@ -218,7 +219,8 @@ static void on_written(uv_write_t *req, int status)
     resume_reads(p);
 }
 
-/* ---- the two directions --------------------------------------------------- */
+/* ---- the two directions ---------------------------------------------------
+ */
 
 /* TLS records in net_in -> plain text to the socketpair. */
 static void drain_tls(struct cons__pump *p)
@@ -309,7 +311,8 @@ static void on_plain_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     free(buf->base);
 }
 
-/* ---- lifecycle ------------------------------------------------------------ */
+/* ---- lifecycle ------------------------------------------------------------
+ */
 
 static void pump_maybe_free(struct cons__pump *p)
 {

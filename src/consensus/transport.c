@@ -94,7 +94,7 @@ struct cons__hs {
     uv_write_t write1, write2;
     struct raft_uv_connect *req; /* client: raft's request, until answered */
     raft_uv_connect_cb cb;
-    raft_id peer_id;               /* client: the target; server: claimed */
+    raft_id peer_id;                 /* client: the target; server: claimed */
     char peer_addr[TP_ADDR_MAX + 1]; /* client: target; server: proved */
     char remote[64];                 /* the socket's peer, for logs */
     char host[TP_ADDR_MAX + 1];      /* client: the host dialled */
@@ -271,7 +271,8 @@ static bool wrap_tls(struct cons__hs *h, const char *host)
     return true;
 }
 
-/* ---- server side ---------------------------------------------------------- */
+/* ---- server side ----------------------------------------------------------
+ */
 
 static const char *server_got_hello(struct cons__hs *h)
 {
@@ -328,8 +329,8 @@ static const char *server_got_proof(struct cons__hs *h, bool *auth_failure)
 {
     uint8_t want[CONS_MAC_LEN];
 
-    if (make_mac(h, LABEL_CLIENT, h->peer_id, h->tp->id, h->peer_addr,
-                 want) != 0)
+    if (make_mac(h, LABEL_CLIENT, h->peer_id, h->tp->id, h->peer_addr, want) !=
+        0)
         return "out of memory";
     if (!cons_auth_equal(want, h->rx, CONS_MAC_LEN)) {
         *auth_failure = true;
@@ -344,7 +345,8 @@ static const char *server_got_proof(struct cons__hs *h, bool *auth_failure)
     return NULL;
 }
 
-/* ---- client side ---------------------------------------------------------- */
+/* ---- client side ----------------------------------------------------------
+ */
 
 static const char *client_got_chal(struct cons__hs *h, bool *auth_failure)
 {
@@ -365,8 +367,7 @@ static const char *client_got_chal(struct cons__hs *h, bool *auth_failure)
         *auth_failure = true;
         return "wrong proof from the server (a different cluster key?)";
     }
-    if (make_mac(h, LABEL_CLIENT, tp->id, h->peer_id, tp->address, h->tx2) !=
-        0)
+    if (make_mac(h, LABEL_CLIENT, tp->id, h->peer_id, tp->address, h->tx2) != 0)
         return "out of memory";
     if (hs_write(h, &h->write2, h->tx2, CONS_MAC_LEN) != 0)
         return "write failed";
@@ -374,7 +375,8 @@ static const char *client_got_chal(struct cons__hs *h, bool *auth_failure)
     return NULL;
 }
 
-/* ---- reading -------------------------------------------------------------- */
+/* ---- reading --------------------------------------------------------------
+ */
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
@@ -464,7 +466,8 @@ static struct cons__hs *hs_new(struct cons__tp *tp, bool outbound)
     return h;
 }
 
-/* ---- listening ------------------------------------------------------------ */
+/* ---- listening ------------------------------------------------------------
+ */
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -474,8 +477,7 @@ static void on_connection(uv_stream_t *server, int status)
     int len = sizeof(sa);
 
     if (status < 0) {
-        LOG_WARN_RL("event=raft_accept_failed err=\"%s\"",
-                    uv_strerror(status));
+        LOG_WARN_RL("event=raft_accept_failed err=\"%s\"", uv_strerror(status));
         return;
     }
     if (tp->closing)
@@ -583,14 +585,15 @@ static int tp_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
     if (rv == 0)
         rv = uv_listen((uv_stream_t *)&tp->listener, 128, on_connection);
     if (rv != 0) {
-        snprintf(t->errmsg, sizeof(t->errmsg), "listen %.100s: %s",
-                 tp->address, uv_strerror(rv));
+        snprintf(t->errmsg, sizeof(t->errmsg), "listen %.100s: %s", tp->address,
+                 uv_strerror(rv));
         return RAFT_IOERR;
     }
     return 0;
 }
 
-/* ---- connecting ----------------------------------------------------------- */
+/* ---- connecting -----------------------------------------------------------
+ */
 
 static void on_connect(uv_connect_t *req, int status)
 {
@@ -709,7 +712,8 @@ static int tp_connect(struct raft_uv_transport *t, struct raft_uv_connect *req,
     return 0;
 }
 
-/* ---- closing -------------------------------------------------------------- */
+/* ---- closing --------------------------------------------------------------
+ */
 
 void cons__tp_maybe_closed(struct cons__tp *tp)
 {
