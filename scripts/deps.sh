@@ -6,11 +6,12 @@ set -euo pipefail
 
 # clang-14 and libclang-rt-14-dev (libFuzzer, ASan and UBSan runtimes):
 # make fuzz, which make test runs. iproute2, nftables, util-linux (ip netns,
-# nft, tc, unshare): the chaos suite (tests/chaos/).
+# nft, tc, unshare): the chaos suite (tests/chaos/). chromium: the
+# dashboard's browser test (tests/blackbox/ui.test.mjs).
 PKGS=(build-essential cmake pkg-config libuv1-dev libwebsockets-dev
       libmsgpack-dev libjansson-dev libcbor-dev libcmocka-dev
       libcurl4-openssl-dev libssl-dev openssl nodejs npm haproxy clang-14
-      libclang-rt-14-dev iproute2 nftables util-linux)
+      libclang-rt-14-dev iproute2 nftables util-linux chromium)
 BACKPORTS_PKGS=(libraft-dev)
 
 missing=()
