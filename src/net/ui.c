@@ -106,6 +106,21 @@ static int add(struct lws *wsi, const char *name, const char *value,
                                        (int)strlen(value), p, end);
 }
 
+/* An address fit to stand in a header: HOST:PORT or [V6]:PORT characters
+ * only. Directory entries come through the log from nodes holding the
+ * cluster key; still, nothing else reaches a header (no ';' to end a CSP
+ * directive, no CR/LF). */
+static bool addr_ok(const char *a)
+{
+    if (*a == '\0')
+        return false;
+    for (; *a != '\0'; a++)
+        if (!((*a >= 'a' && *a <= 'z') || (*a >= 'A' && *a <= 'Z') ||
+              (*a >= '0' && *a <= '9') || strchr(".:-[]", *a) != NULL))
+            return false;
+    return true;
+}
+
 struct csp_ctx {
     char *o, *end;
     bool tls;
@@ -116,7 +131,7 @@ static void csp_member(void *arg, const struct cons_member *m)
     struct csp_ctx *k = arg;
     int n;
 
-    if (m->http_addr == NULL || k->o >= k->end)
+    if (m->http_addr == NULL || !addr_ok(m->http_addr) || k->o >= k->end)
         return;
     n = snprintf(k->o, (size_t)(k->end - k->o), " %s://%s %s://%s",
                  k->tls ? "https" : "http", m->http_addr, k->tls ? "wss" : "ws",
@@ -193,7 +208,7 @@ int net__ui_admin_cors(struct net_conn *c, unsigned char **p,
     if (c->http.cors_node == 0)
         return 0;
     addr = cons_node_http_addr(s->cons, c->http.cors_node);
-    if (addr == NULL)
+    if (addr == NULL || !addr_ok(addr))
         return 0;
     snprintf(origin, sizeof(origin), "%s://%s",
              s->cfg.tls_cert != NULL ? "https" : "http", addr);
