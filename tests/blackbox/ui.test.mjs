@@ -7,7 +7,8 @@
 // - The page on a follower shows the three nodes and the leader; with the
 //   token it lists rooms; its room inspector (a debug=true WebSocket) shows
 //   the pushes a client sends to another node; a membership change
-//   (transfer) is refused without the token and done with it; after kill -9
+//   (transfer) is refused without the token and done with it, the leader is
+//   demoted (leadership moved first) and promoted back; after kill -9
 //   of the leader it shows the dead node down and the new leader within a
 //   few seconds.
 //
@@ -42,6 +43,7 @@ describe('dashboard /ui', () => {
 
   before(async () => {
     if (NO_CHROMIUM) return;
+    fs.rmSync(ARTIFACTS, { recursive: true, force: true }); // no stale shots
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     console.log(`# dashboard screenshots: ${ARTIFACTS}`);
     browser = await chromium.launch({
@@ -215,7 +217,7 @@ describe('dashboard /ui', () => {
     assert.deepEqual(pageErrors, []);
   });
 
-  test('membership: a transfer is refused without the token, done with it', T, async () => {
+  test('membership: a transfer is refused without the token, done with it; the leader demoted and promoted', T, async () => {
     const c = ctx.cluster;
     const leader = await c.waitLeader();
     const target = c.ids.find((id) => id !== leader && id !== pageNode);
@@ -237,13 +239,41 @@ describe('dashboard /ui', () => {
     await waitFor(async () => (await shownLeader()) === String(target), SHOWN_WITHIN_MS, `node ${target} shown as leader`, 100);
     assert.equal(await c.leaderIndex(), target);
     await shot('4-membership-transferred');
+
+    // Demoting the leader: the page moves leadership away first (the node
+    // answers is_leader otherwise), then demotes; then promotes it back.
+    const roleOf = async (id) => (await c.status(pageNode)).nodes.find((n) => n.id === id)?.role;
+    await page.fill('#m-role input[name=id]', String(target));
+    await page.selectOption('#m-role select[name=role]', 'standby');
+    await page.click('#m-role button');
+    await waitFor(async () => (await page.getAttribute('#m-result', 'data-ok')) !== '', 30000, 'the demotion', 50);
+    const demoted = await page.textContent('#m-result');
+    assert.equal(await page.getAttribute('#m-result', 'data-ok'), 'true', demoted);
+    assert.match(demoted, /leadership moved to node \d+; /);
+    await waitFor(async () => (await roleOf(target)) === 'standby', 10000, `node ${target} a standby`);
+    await waitFor(async () => (await page.textContent(`#nodes tr[data-node="${target}"] td:nth-child(2)`)) === 'standby',
+      SHOWN_WITHIN_MS, 'the standby on the page', 100);
+    await shot('5-membership-demoted-leader');
+    await page.selectOption('#m-role select[name=role]', 'voter');
+    await page.click('#m-role button');
+    await waitFor(async () => (await page.getAttribute('#m-result', 'data-ok')) !== '', 40000, 'the promotion', 50);
+    assert.equal(await page.getAttribute('#m-result', 'data-ok'), 'true', await page.textContent('#m-result'));
+    await waitFor(async () => (await roleOf(target)) === 'voter', 10000, `node ${target} a voter again`);
     assert.deepEqual(pageErrors, []);
   });
 
   test('after kill -9 of the leader: the dead node down and the new leader, within seconds', T, async () => {
     const c = ctx.cluster;
-    const old = await c.waitLeader();
-    assert.notEqual(old, pageNode);
+    let old = await c.waitLeader();
+    if (old === pageNode) {
+      // The page's own node must survive: leadership goes elsewhere first.
+      const to = c.ids.find((id) => id !== pageNode);
+      const r = await httpRequest(`${c.base(old)}/admin/transfer`, {
+        method: 'POST', headers: { Authorization: `Bearer ${c.adminToken}` }, body: { id: to },
+      });
+      assert.equal(r.status, 200, r.text);
+      old = await c.waitLeader({ exclude: [pageNode] });
+    }
     const t0 = Date.now();
     await c.kill9(old);
     let newLeader = null;
@@ -258,7 +288,7 @@ describe('dashboard /ui', () => {
     console.log(`# kill -9 of node ${old} to the page showing it down and node ${newLeader} leading: ${took} ms`);
     assert.equal(await c.waitLeader(), newLeader, 'the page names another leader than the cluster');
     assert.match(await page.textContent(`#nodes tr[data-node="${old}"] td.state`), /^down/);
-    await shot('5-leader-killed');
+    await shot('6-leader-killed');
     assert.deepEqual(pageErrors, []);
   });
 });

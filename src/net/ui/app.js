@@ -461,41 +461,87 @@ function startTail(room) {
 
 // ---- membership changes ------------------------------------------------------
 
+// POSTs one admin call to origin, following a 421 to the leader it names
+// (twice at most). Resolves {r, j, origin}; rejects when nobody answers.
+async function postAdmin(origin, path, body) {
+  let r = null, j = null;
+  for (let hop = 0; hop < 3; hop++) {
+    r = await fetchT(`${origin}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...authHeaders() },
+      body: JSON.stringify(body),
+    }, CHANGE_TIMEOUT_MS);
+    j = await r.json().catch(() => null);
+    if (r.status === 421 && j && j.leader && j.leader.http) {
+      origin = originOf(j.leader.http);
+      continue;
+    }
+    break;
+  }
+  return { r, j, origin };
+}
+
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+
+// The leader as this page sees it, once it is another node than `old`
+// (the polls update the view every second); null after timeoutMs.
+async function waitOtherLeader(old, timeoutMs) {
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(250)) {
+    const lead = leaderId();
+    if (lead != null && lead !== old && nodes.get(lead) && nodes.get(lead).origin) return lead;
+  }
+  return null;
+}
+
+function leaderOrigin() {
+  const lead = leaderId();
+  const n = lead != null ? nodes.get(lead) : null;
+  return n && n.origin ? n.origin : location.origin;
+}
+
+// Sends a membership change to the leader. Like driftctl, removing or
+// demoting the leader (answered 400 is_leader) first moves leadership
+// away (POST /admin/transfer {}), then sends the change to the new leader,
+// retrying for up to 5 s while it settles.
 async function adminChange(path, body) {
   const out = $('#m-result');
-  out.className = 'result';
-  out.setAttribute('data-ok', '');
-  out.textContent = `${path}: sending...`;
-  const lead = leaderId();
-  const leadNode = lead != null ? nodes.get(lead) : null;
-  let origin = leadNode && leadNode.origin ? leadNode.origin : location.origin;
-  let r = null, j = null;
+  const show = (cls, ok, text, status) => {
+    out.className = `result ${cls}`;
+    out.setAttribute('data-ok', ok);
+    out.setAttribute('data-status', status == null ? '' : String(status));
+    out.textContent = text;
+  };
+  show('', '', `${path}: sending...`);
+  let origin = leaderOrigin();
+  let res, moved = '';
   try {
-    for (let hop = 0; hop < 3; hop++) {
-      r = await fetchT(`${origin}${path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...authHeaders() },
-        body: JSON.stringify(body),
-      }, CHANGE_TIMEOUT_MS);
-      j = await r.json().catch(() => null);
-      if (r.status === 421 && j && j.leader && j.leader.http) {
-        origin = originOf(j.leader.http);
-        continue;
+    res = await postAdmin(origin, path, body);
+    if (res.r.status === 400 && res.j && res.j.code === 'is_leader') {
+      const old = leaderId();
+      show('', '', `${path}: the target leads; moving leadership first...`);
+      const t = await postAdmin(res.origin, '/admin/transfer', {});
+      if (!(t.r.ok && t.j && t.j.ok)) {
+        res = t;
+      } else {
+        moved = `${t.j.message}; `;
+        const lead = await waitOtherLeader(old, 15000);
+        origin = lead != null ? nodes.get(lead).origin : location.origin;
+        for (const deadline = Date.now() + 5000; ;) {
+          res = await postAdmin(origin, path, body);
+          const code = res.j && res.j.code;
+          if (!['settling', 'busy', 'quorum', 'not_leader'].includes(code) || Date.now() > deadline) break;
+          await sleep(250);
+        }
       }
-      break;
     }
   } catch (e) {
-    out.className = 'result bad';
-    out.setAttribute('data-ok', 'false');
-    out.textContent = `${path}: no answer from ${origin} (${e.name === 'AbortError' ? 'timed out' : 'unreachable or refused by CORS'})`;
+    show('bad', 'false', `${path}: no answer from ${origin} (${e.name === 'AbortError' ? 'timed out' : 'unreachable or refused by CORS'})`);
     return;
   }
+  const { r, j } = res;
   const ok = r.ok && j && j.ok;
-  out.className = ok ? 'result good' : 'result bad';
-  out.setAttribute('data-ok', ok ? 'true' : 'false');
-  out.setAttribute('data-status', String(r.status));
-  out.textContent = ok ? `done: ${j.message}`
-    : `refused: ${r.status} ${j && j.code ? j.code : ''}: ${j && j.error ? j.error : ''}`;
+  show(ok ? 'good' : 'bad', ok ? 'true' : 'false', ok ? `done: ${moved}${j.message}`
+    : `refused: ${r.status} ${j && j.code ? j.code : ''}: ${j && j.error ? j.error : ''}`, r.status);
   if (r.status === 401) showTokenState('token refused');
 }
 
