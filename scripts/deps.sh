@@ -9,12 +9,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # clang-14 and libclang-rt-14-dev (libFuzzer, ASan and UBSan runtimes):
 # make fuzz, which make test runs. iproute2, nftables, util-linux (ip netns,
-# nft, tc, unshare): the chaos suite (tests/chaos/). No libwebsockets-dev or
-# libraft-dev: patched-deps.sh builds our own.
+# nft, tc, unshare): the chaos suite (tests/chaos/). chromium: the
+# dashboard's browser test (tests/blackbox/ui.test.mjs). No libwebsockets-dev
+# or libraft-dev: patched-deps.sh builds our own.
 PKGS=(build-essential cmake pkg-config libuv1-dev
       libmsgpack-dev libjansson-dev libcbor-dev libcmocka-dev
       libcurl4-openssl-dev libssl-dev openssl nodejs npm haproxy clang-14
-      libclang-rt-14-dev iproute2 nftables util-linux)
+      libclang-rt-14-dev iproute2 nftables util-linux chromium)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -84,6 +84,11 @@ bool net__route_parse(const char *path, size_t len, enum net_route *route,
         *route = NET_ROUTE_ADMIN;
         return true;
     }
+    if ((len == 3 && memcmp(path, "/ui", 3) == 0) ||
+        (len > 4 && memcmp(path, "/ui/", 4) == 0)) {
+        *route = NET_ROUTE_UI; /* ui.c: the file, or 404 */
+        return true;
+    }
     if (len <= 6 || memcmp(path, "/room/", 6) != 0)
         return false;
     id = path + 6;
@@ -317,15 +322,32 @@ static int write_headers(struct net_conn *c, unsigned status, const char *ctype,
                          size_t len, bool preflight, bool close_after,
                          unsigned retry_after)
 {
-    unsigned char buf[LWS_PRE + 1024];
+    /* Room for the dashboard's CSP, which names every member. */
+    unsigned char buf[LWS_PRE + 4096];
     unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf);
     struct lws *wsi = c->wsi;
     char ra[16];
 
-    if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p,
-                                    end) ||
-        add_header(wsi, "access-control-allow-origin:", "*", &p, end))
+    /* A 304 has no body and no Content-Length (RFC 9110 8.6: only the
+     * 200's length would be allowed); lws then closes the connection
+     * after it, which costs a page load a reconnect or two. */
+    if (lws_add_http_common_headers(wsi, status, ctype,
+                                    status == 304 ? LWS_ILLEGAL_HTTP_CONTENT_LEN
+                                                  : (lws_filepos_t)len,
+                                    &p, end))
         return -1;
+    /* The client API is open to pages of any origin; the admin API only to
+     * the cluster's own nodes (the dashboard, ui.c); the dashboard's files
+     * to nobody else. */
+    if (c->http.route == NET_ROUTE_UI) {
+        if (net__ui_headers(c, &p, end))
+            return -1;
+    } else if (c->http.route == NET_ROUTE_ADMIN) {
+        if (net__ui_admin_cors(c, &p, end))
+            return -1;
+    } else if (add_header(wsi, "access-control-allow-origin:", "*", &p, end)) {
+        return -1;
+    }
     if (preflight &&
         (add_header(wsi, "access-control-allow-methods:", "GET, POST, OPTIONS",
                     &p, end) ||
@@ -718,6 +740,9 @@ static void decide(struct net_conn *c)
     case NET_ROUTE_ADMIN:
         net__admin_decide(c);
         return;
+    case NET_ROUTE_UI:
+        net__ui_serve(c);
+        return;
     case NET_ROUTE_NEW:
         if (!post)
             break;
@@ -778,6 +803,13 @@ int net__http_on_request(struct net_conn *c)
                  (int)((size_t)ulen < sizeof(h->path) ? (size_t)ulen
                                                       : sizeof(h->path) - 1),
                  uri);
+    if (h->route == NET_ROUTE_ADMIN)
+        h->cors_node = net__ui_admin_origin(s, wsi);
+    /* A /ui path too long for h->path stays empty: 404, never a prefix. */
+    if (h->route == NET_ROUTE_UI && (size_t)ulen < sizeof(h->path)) {
+        memcpy(h->path, uri, (size_t)ulen);
+        h->path[ulen] = '\0';
+    }
 
     if (c->over_limit) {
         h->close_after = true;

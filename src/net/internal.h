@@ -104,6 +104,7 @@ enum net_route {
     NET_ROUTE_CLUSTER_STATUS,
     NET_ROUTE_ADMIN,   /* /admin/...: admin.c parses the rest */
     NET_ROUTE_FORWARD, /* GET /_driftd/forward: a follower's link */
+    NET_ROUTE_UI,      /* /ui and /ui/...: the dashboard (ui.c) */
 };
 
 enum net_pending {
@@ -116,6 +117,7 @@ enum net_pending {
 };
 
 struct net_admin_op;
+struct net_ui_asset;
 
 /* The state of the HTTP transaction in progress on a connection. */
 struct net_http {
@@ -136,7 +138,12 @@ struct net_http {
     uint64_t push_ns; /* uv_hrtime() when its push was proposed */
     bool err_counted; /* the next error answer was counted by its caller */
     struct net_admin_op *admin_op; /* NET_PENDING_ADMIN */
-    char path[128];                /* /admin/... routes: the path */
+    char path[128];                /* /admin/... and /ui/... routes: the path */
+    /* /ui: the file answered (its ETag goes out with it), or NULL. */
+    const struct net_ui_asset *ui_asset;
+    /* /admin: the member whose HTTP origin the request came from (CORS);
+     * 0: none (no Access-Control-Allow-Origin). */
+    uint32_t cors_node;
     /* The answer, written from LWS_CALLBACK_HTTP_WRITEABLE. */
     bool resp_ready;
     bool close_after; /* close instead of keep-alive (413, 503 at limit) */
@@ -604,6 +611,34 @@ void net__admin_decide(struct net_conn *c);
 bool net__admin_token_ok(struct net_server *s, struct lws *wsi);
 /* The connection's transaction ends: a pending change answers nobody. */
 void net__admin_detach(struct net_conn *c);
+
+/* ---- the dashboard (ui.c, embedded files from cmake/ui_embed.cmake) ---- */
+
+/* One embedded file of src/net/ui/; the table is generated at build time. */
+struct net_ui_asset {
+    const char *path;  /* "/ui/NAME" */
+    const char *ctype; /* Content-Type, from the extension */
+    const uint8_t *data;
+    size_t len;
+    const char *etag; /* quoted hash of the content */
+};
+extern const struct net_ui_asset net__ui_assets[];
+extern const size_t net__ui_n_assets;
+
+/* Answers a /ui request (c->http.path): 200 with the file, 304 when the
+ * browser's If-None-Match is its ETag, 404, 405. */
+void net__ui_serve(struct net_conn *c);
+/* The extra headers of a /ui answer: CSP (with the members' origins),
+ * nosniff, no referrer, no framing, no-cache and the ETag. 0 or -1. */
+int net__ui_headers(struct net_conn *c, unsigned char **p, unsigned char *end);
+/* The member whose HTTP origin (scheme of this node's client port, then
+ * its advertised HOST:PORT) is the request's Origin header; 0: none. Read
+ * while the request's headers are there (LWS_CALLBACK_HTTP). */
+uint32_t net__ui_admin_origin(struct net_server *s, struct lws *wsi);
+/* The CORS headers of an /admin answer: "Vary: Origin", and
+ * Access-Control-Allow-Origin for c->http.cors_node only. 0 or -1. */
+int net__ui_admin_cors(struct net_conn *c, unsigned char **p,
+                       unsigned char *end);
 
 /* ---- cluster status (status.c) ------------------------------------------ */
 

@@ -60,6 +60,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (ok && route == NET_ROUTE_ADMIN)
         CHECK(size > 7 && memcmp(data, "/admin/", 7) == 0);
+    if (ok && route == NET_ROUTE_UI)
+        CHECK(size >= 3 && memcmp(data, "/ui", 3) == 0 &&
+              (size == 3 || data[3] == '/'));
     free(room);
     return 0;
 }
