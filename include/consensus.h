@@ -141,6 +141,7 @@ struct cons_applied {
     const struct relay_cmd *cmd;     /* borrowed, valid during the call */
     const struct relay_effects *eff; /* borrowed, valid during the call */
     uint64_t index;                  /* raft index of the batch */
+    uint64_t stamp_ms; /* the leader's wall clock when it formed the entry */
 };
 
 /*
@@ -243,13 +244,13 @@ void cons_forward_kick(struct cons_node *n);
  * (the node the link authenticated; the origin travels inside each
  * command). A link carries only that node's client commands (room
  * creation, push), its read markers (NOOP, see cons_read_index) and its own
- * directory entry, all with origin node `from`: anything else (room deletes, other nodes' entries, forged
- * origins) refuses the whole batch with CONS_EPERM. Returns CONS_OK,
- * CONS_EPERM, CONS_EINVAL for malformed bytes, CONS_ENOTLEADER when this
- * node is not the leader (the caller drops the link so the follower
- * re-sends elsewhere), CONS_EFULL, CONS_ECLOSING, or CONS_ENOMEM. Failures
- * are never reported per command: the origin node re-sends what it does
- * not see applied.
+ * directory entry, all with origin node `from`: anything else (room deletes,
+ * other nodes' entries, forged origins) refuses the whole batch with
+ * CONS_EPERM. Returns CONS_OK, CONS_EPERM, CONS_EINVAL for malformed bytes,
+ * CONS_ENOTLEADER when this node is not the leader (the caller drops the link
+ * so the follower re-sends elsewhere), CONS_EFULL, CONS_ECLOSING, or
+ * CONS_ENOMEM. Failures are never reported per command: the origin node
+ * re-sends what it does not see applied.
  */
 int cons_propose_batch(struct cons_node *n, uint32_t from, const uint8_t *batch,
                        size_t len);
@@ -310,6 +311,16 @@ void cons_node_status(const struct cons_node *n, struct cons_status *st);
 #define CONS_LAT_BUCKETS 11
 extern const double cons_lat_bounds_ms[CONS_LAT_BUCKETS];
 
+/* A latency histogram: buckets by cons_lat_bounds_ms, not cumulative, the
+ * last one over them; the sum in seconds. */
+struct cons_hist {
+    uint64_t buckets[CONS_LAT_BUCKETS + 1];
+    uint64_t count;
+    double seconds;
+};
+/* Counts one observation of ms milliseconds (negative counts as 0). */
+void cons_hist_add(struct cons_hist *h, double ms);
+
 /*
  * Running counts for metrics (net's GET /metrics), kept by consensus as
  * events happen; read-only, never reset while the node lives. Borrowed:
@@ -325,11 +336,11 @@ struct cons_stats {
     uint64_t entries_applied;  /* log entries applied by the FSM */
     uint64_t commands_applied; /* commands inside them */
     /* Leader: an entry from raft_apply to its apply here (append to the
-     * local log, replication to a majority, commit). Buckets by
-     * cons_lat_bounds_ms, not cumulative; the last one is over them. */
-    uint64_t commit_buckets[CONS_LAT_BUCKETS + 1];
-    uint64_t commit_count;
-    double commit_seconds; /* sum */
+     * local log, replication to a majority, commit). */
+    struct cons_hist commit;
+    /* Every node: one append of entries to the local log, from the call
+     * into raft_uv to its completion (write and fsync). */
+    struct cons_hist append;
 };
 const struct cons_stats *cons_node_stats(const struct cons_node *n);
 

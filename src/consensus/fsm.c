@@ -56,7 +56,8 @@ static int apply_one(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
     if (eff.status == RELAY_EDUP && !pending_here)
         return 0;
     if (n->on_applied != NULL) {
-        struct cons_applied ev = {.cmd = cmd, .eff = &eff, .index = ctx->index};
+        struct cons_applied ev = {
+            .cmd = cmd, .eff = &eff, .index = ctx->index, .stamp_ms = now_ms};
         n->on_applied(n->cb_arg, &ev);
     }
     return 0;

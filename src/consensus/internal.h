@@ -125,6 +125,10 @@ struct cons_node {
     bool transport_inited, io_inited, raft_inited, raft_started;
     /* raft_uv's start() and raft's callbacks, wrapped to watch for the
      * leader's commit index (ready.c) */
+    /* raft_uv's append, wrapped to time it (iotime.c) */
+    int (*io_append)(struct raft_io *io, struct raft_io_append *req,
+                     const struct raft_entry entries[], unsigned n,
+                     raft_io_append_cb cb);
     int (*io_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
                     raft_io_recv_cb recv);
     raft_io_tick_cb raft_tick_cb;
@@ -207,6 +211,10 @@ struct cons_node {
     cons_close_cb close_cb;
     void *close_arg;
 };
+
+/* Times raft_uv's appends into stats.append (iotime.c); after
+ * raft_uv_init, before raft_init. */
+void cons__iotime_wrap_io(struct cons_node *n);
 
 /* Fills o for owner w's next command (node.c). */
 void cons__sys_origin(struct cons_node *n, enum cons__owner w,

@@ -397,6 +397,7 @@ int cons_node_start(struct cons_node *n)
     }
     n->io_inited = true;
     cons__ready_wrap_io(n);
+    cons__iotime_wrap_io(n);
     /* Creating a log segment that failed (disk full) is retried on this
      * period: writes resume this soon after space returns (libraft: 5 s). */
     raft_uv_set_disk_retry(&n->io, 1000);
@@ -549,6 +550,19 @@ void cons_node_close(struct cons_node *n, cons_close_cb cb, void *arg)
 
 const double cons_lat_bounds_ms[CONS_LAT_BUCKETS] = {
     0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
+
+void cons_hist_add(struct cons_hist *h, double ms)
+{
+    size_t i;
+
+    if (!(ms > 0))
+        ms = 0;
+    for (i = 0; i < CONS_LAT_BUCKETS && ms > cons_lat_bounds_ms[i]; i++)
+        ;
+    h->buckets[i]++;
+    h->count++;
+    h->seconds += ms / 1e3;
+}
 
 const struct cons_stats *cons_node_stats(const struct cons_node *n)
 {

@@ -416,16 +416,10 @@ static void mark_lost_lead(struct cons_node *n)
 /* One entry's raft_apply -> applied time into the commit histogram. */
 static void count_commit(struct cons_node *n, uint64_t start_ns)
 {
-    struct cons_stats *st = &n->stats;
     uint64_t now = uv_hrtime();
-    double ms = now > start_ns ? (double)(now - start_ns) / 1e6 : 0;
-    size_t i;
 
-    for (i = 0; i < CONS_LAT_BUCKETS && ms > cons_lat_bounds_ms[i]; i++)
-        ;
-    st->commit_buckets[i]++;
-    st->commit_count++;
-    st->commit_seconds += ms / 1e3;
+    cons_hist_add(&n->stats.commit,
+                  now > start_ns ? (double)(now - start_ns) / 1e6 : 0);
 }
 
 static void on_applied_entry(struct raft_apply *req, int status, void *result)

@@ -109,10 +109,10 @@ enum net_route {
 
 enum net_pending {
     NET_PENDING_NONE = 0,
-    NET_PENDING_NEW,   /* POST /new waits for its CREATE_ROOM */
-    NET_PENDING_SEND,  /* POST /room/ID/send waits for its PUSH */
-    NET_PENDING_ADMIN, /* a membership change waits for raft */
-    NET_PENDING_READ,  /* a read waits for its barrier (cons_read_index) */
+    NET_PENDING_NEW,    /* POST /new waits for its CREATE_ROOM */
+    NET_PENDING_SEND,   /* POST /room/ID/send waits for its PUSH */
+    NET_PENDING_ADMIN,  /* a membership change waits for raft */
+    NET_PENDING_READ,   /* a read waits for its barrier (cons_read_index) */
     NET_PENDING_CONFIG, /* POST /admin/config waits for its RELAY_CMD_CONFIG */
 };
 
@@ -181,11 +181,11 @@ struct net_ip;
 
 /* ---- per-client limits (limits.c) -------------------------------------- */
 
-#define NET_MAX_IPS 65536             /* addresses tracked at once */
-#define NET_SWEEP_MS 1000             /* how often deadlines are checked */
-#define NET_HEADER_TIMEOUT_MS 10000   /* a whole first request, from accept */
-#define NET_MESSAGE_TIMEOUT_MS 30000  /* a whole fragmented message */
-#define NET_RATE_BURST_S 2            /* session buckets hold 2 s of rate */
+#define NET_MAX_IPS 65536            /* addresses tracked at once */
+#define NET_SWEEP_MS 1000            /* how often deadlines are checked */
+#define NET_HEADER_TIMEOUT_MS 10000  /* a whole first request, from accept */
+#define NET_MESSAGE_TIMEOUT_MS 30000 /* a whole fragmented message */
+#define NET_RATE_BURST_S 2           /* session buckets hold 2 s of rate */
 /* lws header tables: one per connection until its request is whole. More
  * than one address may hold (max_conns_per_ip), so trickling connections
  * from one address cannot take them all. 8 KiB each, allocated on use. */
@@ -196,14 +196,14 @@ struct net_conn {
     struct lws *wsi;
     struct net_conn *prev, *next; /* srv->conns */
     enum net_conn_kind kind;
-    bool over_limit; /* accepted past cfg.max_connections: answer 503 */
+    bool over_limit;    /* accepted past cfg.max_connections: answer 503 */
     struct net_ip *ip;  /* its address' entry (limits.c) */
     uint64_t opened_ms; /* accepted, uv_now() */
     bool requested;     /* a whole first request came (or an upgrade) */
     bool cut;           /* the sweep cut it */
     double msg_tokens, byte_tokens; /* rate buckets (WebSocket) */
-    uint64_t rate_ms;                /* their last update; 0: not yet */
-    uint64_t rx_started_ms;          /* when the message in rx began */
+    uint64_t rate_ms;               /* their last update; 0: not yet */
+    uint64_t rx_started_ms;         /* when the message in rx began */
 
     /* Origin session: in srv->owners while registered. */
     struct htab_node owner_node;
@@ -322,7 +322,7 @@ int net__sub_add(struct net_server *s, struct net_conn *c, const char *key,
                  size_t key_len);
 
 /* limits.c */
-void net__limits_init(struct net_server *s);  /* the sweep timer: a handle */
+void net__limits_init(struct net_server *s); /* the sweep timer: a handle */
 void net__limits_start(struct net_server *s);
 void net__limits_stop(struct net_server *s);
 void net__limits_release(struct net_server *s);
@@ -452,9 +452,6 @@ enum net_transport {
     NET_TR_COUNT,
 };
 
-/* Buckets of the push -> ack latency histogram: cons_lat_bounds_ms. */
-#define NET_LAT_BUCKETS CONS_LAT_BUCKETS
-
 /*
  * Counters net keeps as events happen: plain increments on the loop
  * thread, read by GET /metrics. Gauges (connections, rooms, raft) are read
@@ -468,11 +465,10 @@ struct net_metrics {
     uint64_t slow_closes;
     uint64_t http_requests;
     uint64_t ws_accepted;
-    uint64_t fwd_resets;  /* our link to the leader dropped: re-send */
-    uint64_t fwd_batches; /* batches written on our link */
-    uint64_t lat_buckets[NET_LAT_BUCKETS + 1]; /* not cumulative; +Inf */
-    uint64_t lat_count;
-    double lat_sum; /* seconds */
+    uint64_t fwd_resets;      /* our link to the leader dropped: re-send */
+    uint64_t fwd_batches;     /* batches written on our link */
+    struct cons_hist ack;     /* push proposed here -> applied here */
+    struct cons_hist deliver; /* leader's stamp -> push frames queued here */
 };
 
 /* Records one push -> ack latency, from a uv_hrtime() taken at proposal. */
@@ -525,8 +521,8 @@ struct net_server {
     struct htab ips; /* peer address -> struct net_ip (limits.c) */
     struct net_ip *ip_list;
     size_t n_ips;
-    uv_timer_t sweep; /* deadlines and idle address entries */
-    bool fwd_registered;     /* our forwarder is set in consensus */
+    uv_timer_t sweep;    /* deadlines and idle address entries */
+    bool fwd_registered; /* our forwarder is set in consensus */
 
     bool started;
     bool stopping;
@@ -598,8 +594,8 @@ bool net__route_parse(const char *path, size_t len, enum net_route *route,
  * {"error": msg, "code": code} for admin routes. */
 /* 200 with body (malloc'd, freed here), or 503 "out of memory" when body
  * is NULL (the generator failed). */
-void net__http_respond_built(struct net_conn *c, const char *ctype,
-                             char *body, size_t len);
+void net__http_respond_built(struct net_conn *c, const char *ctype, char *body,
+                             size_t len);
 void net__http_respond(struct net_conn *c, unsigned status, const char *ctype,
                        const void *body, size_t len);
 

@@ -14,8 +14,7 @@
  *   buffer. docs/benchmarks.md has what a scrape costs.
  *
  * Not here: per-room or per-session series (their label sets would be
- * unbounded); latency histograms other than push -> ack (origin node) and
- * entry commit (leader).
+ * unbounded).
  */
 #include <dirent.h>
 #include <stdarg.h>
@@ -28,16 +27,10 @@
 
 void net__metrics_latency(struct net_server *s, uint64_t start_ns)
 {
-    struct net_metrics *m = &s->metrics;
     uint64_t now = uv_hrtime();
-    double ms = now > start_ns ? (double)(now - start_ns) / 1e6 : 0;
-    size_t i;
 
-    for (i = 0; i < NET_LAT_BUCKETS && ms > cons_lat_bounds_ms[i]; i++)
-        ;
-    m->lat_buckets[i]++;
-    m->lat_count++;
-    m->lat_sum += ms / 1e3;
+    cons_hist_add(&s->metrics.ack,
+                  now > start_ns ? (double)(now - start_ns) / 1e6 : 0);
 }
 
 /* ---- the text buffer ------------------------------------------------------
@@ -100,21 +93,21 @@ static void one(struct out *o, const char *name, const char *type,
 /* A histogram from non-cumulative buckets by cons_lat_bounds_ms (the last
  * one over them), in seconds. */
 static void histogram(struct out *o, const char *name, const char *help,
-                      const uint64_t *buckets, uint64_t count, double sum)
+                      const struct cons_hist *h)
 {
     uint64_t cum = 0;
     size_t i;
 
     head(o, name, "histogram", help);
     for (i = 0; i < CONS_LAT_BUCKETS; i++) {
-        cum += buckets[i];
+        cum += h->buckets[i];
         put(o, "%s_bucket{le=\"%g\"} %llu\n", name, cons_lat_bounds_ms[i] / 1e3,
             (unsigned long long)cum);
     }
-    cum += buckets[CONS_LAT_BUCKETS];
+    cum += h->buckets[CONS_LAT_BUCKETS];
     put(o, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
-    put(o, "%s_sum %.9g\n", name, sum);
-    put(o, "%s_count %llu\n", name, (unsigned long long)count);
+    put(o, "%s_sum %.9g\n", name, h->seconds);
+    put(o, "%s_count %llu\n", name, (unsigned long long)h->count);
 }
 
 /* ---- families -------------------------------------------------------------
@@ -220,7 +213,12 @@ static void put_traffic(struct out *o, struct net_server *s)
     histogram(o, "driftd_push_ack_seconds",
               "Push proposal to its apply on the origin node (the client's "
               "ack).",
-              m->lat_buckets, m->lat_count, m->lat_sum);
+              &m->ack);
+    histogram(o, "driftd_push_deliver_seconds",
+              "The leader's time stamp of the entry holding a push to its "
+              "frames queued to this node's subscribers (clocks of different "
+              "machines add their skew; millisecond resolution).",
+              &m->deliver);
 }
 
 static void put_forward(struct out *o, struct net_server *s)
@@ -299,7 +297,10 @@ static void put_raft(struct out *o, struct net_server *s)
     histogram(o, "driftd_raft_entry_commit_seconds",
               "Leader: an entry from raft_apply to its apply here (local "
               "append, replication to a majority, commit).",
-              cs->commit_buckets, cs->commit_count, cs->commit_seconds);
+              &cs->commit);
+    histogram(o, "driftd_raft_append_seconds",
+              "One append of entries to this node's log: write and fsync.",
+              &cs->append);
     head(o, "driftd_snapshot_last_seconds", "gauge",
          "How long taking the last snapshot held the loop.");
     put(o, "driftd_snapshot_last_seconds %.6f\n", cs->snapshot_seconds);

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 #include <sys/random.h>
 
@@ -181,8 +182,20 @@ void net_server_on_applied(void *arg, const struct cons_applied *ev)
         net__http_on_applied(c, ev);
     /* Broadcast first, so a sender subscribed to its key sees its push
      * before the stream_size that follows from it. */
-    if (ev->eff->broadcast && ev->cmd->type == RELAY_CMD_PUSH)
+    if (ev->eff->broadcast && ev->cmd->type == RELAY_CMD_PUSH) {
+        uint64_t before = s->metrics.deliveries;
+
         net__ws_broadcast(s, ev->cmd, ev->eff);
+        if (s->metrics.deliveries > before && ev->stamp_ms != 0) {
+            struct timespec ts;
+            int64_t ms;
+
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 -
+                 (int64_t)ev->stamp_ms;
+            cons_hist_add(&s->metrics.deliver, (double)ms);
+        }
+    }
     if (c != NULL && c->kind == NET_CONN_WS)
         net__ws_on_applied(c, ev);
     if (ev->cmd->type == RELAY_CMD_DELETE_ROOM && ev->eff->status == RELAY_OK)

@@ -227,6 +227,14 @@ describe('GET /metrics', () => {
     const lm = after.get(leader);
     const commits = (m) => val(m, 'driftd_raft_entry_commit_seconds_count{}');
     assert.ok(commits(lm) > commits(before.get(leader)), 'the leader timed the commit of its entries');
+    // Every node timed its own log appends, and the node with a subscriber
+    // timed the deliveries of the pushes to it (leader's stamp -> queued).
+    for (const id of c.ids) {
+      const appends = (m) => val(m, 'driftd_raft_append_seconds_count{}');
+      assert.ok(appends(after.get(id)) > appends(before.get(id)), `node ${id} timed its log appends`);
+    }
+    const delivered = (m) => val(m, 'driftd_push_deliver_seconds_count{}');
+    assert.ok(delivered(after.get(2)) - delivered(before.get(2)) >= 15, `node 2 timed the deliveries to its subscriber: ${delivered(after.get(2)) - delivered(before.get(2))}`);
     for (const id of c.ids) {
       assert.ok(lm.series.has(`driftd_raft_peer_match_index{peer="${id}"}`), `leader: match index of ${id}`);
     }
