@@ -4,28 +4,34 @@
 // - request header fields that do not fit the header table (100 KB of them,
 //   or more header lines than it has slots) are answered 431 Request Header
 //   Fields Too Large, then the connection is closed (RFC 6585 section 5);
-//   a WebSocket upgrade request too. Stock lws 4.1 closed without a word.
+//   a WebSocket upgrade request too, and over TLS. Stock lws 4.1 closed
+//   without a word.
 // - an unmasked frame from a client is answered with a close frame 1002 and
 //   the connection ends at once, its payload never handled (RFC 6455
 //   sections 5.1, 7.1.7). Stock lws 4.1 handled it as if it were masked.
 // After each, the node still answers /healthz and serves a normal client.
-import { describe, test } from 'node:test';
+import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 
 import {
-  useDriftd, shutdownTest, createRoom, httpRequest, RawClient, waitFor,
+  useDriftd, shutdownTest, createRoom, httpRequest, RawClient, waitFor, trustCA,
 } from './lib/harness.mjs';
+import { makeCerts } from './lib/certs.mjs';
 
 const T = { timeout: 60000 };
 
-// A raw TCP connection that records what it receives and when it ends.
+// A raw TCP (or TLS, given a CA) connection that records what it receives
+// and when it ends.
 class Raw {
-  static open(port) {
+  static open(port, ca) {
     return new Promise((resolve, reject) => {
       const r = new Raw();
-      r.sock = net.connect(port, '127.0.0.1', () => resolve(r));
+      r.sock = ca ? tls.connect({ host: '127.0.0.1', port, ca }, () => resolve(r))
+        : net.connect(port, '127.0.0.1', () => resolve(r));
       r.sock.once('error', reject);
       r.sock.on('data', (d) => { r.data = Buffer.concat([r.data, d]); });
       // A reset after the answer (we were still sending) is fine: what
@@ -60,8 +66,8 @@ function request(path, headers) {
 }
 
 // Sends a request, waits for the end of the connection, checks the 431.
-async function expect431(port, req, what) {
-  const r = await Raw.open(port);
+async function expect431(port, req, what, ca) {
+  const r = await Raw.open(port, ca);
   try {
     r.send(req);
     await r.waitClosed(what);
@@ -151,6 +157,22 @@ describe('wire rules: oversized request headers (431), unmasked client frames (1
       r.destroy();
     }
     await stillServes(ctx.srv.base);
+  });
+
+  shutdownTest(ctx);
+});
+
+describe('wire rules over TLS', () => {
+  const certs = makeCerts('driftd-wire-');
+  const ca = fs.readFileSync(certs.ca);
+  trustCA(ca);
+  after(() => fs.rmSync(certs.dir, { recursive: true, force: true }));
+  const ctx = useDriftd({ name: 'wire-tls', args: ['--tls-cert', certs.cert, '--tls-key', certs.key] });
+
+  test('a request with a 100 KB header gets 431 through TLS too', T, async () => {
+    await expect431(ctx.srv.httpPort, request('/healthz', [`X-Big: ${'a'.repeat(100 * 1024)}`]),
+      'TLS GET with 100 KB header', ca);
+    assert.equal((await httpRequest(`${ctx.srv.base}/healthz`)).status, 200, '/healthz after the attempt');
   });
 
   shutdownTest(ctx);
