@@ -70,7 +70,8 @@ build_libwebsockets() {
     #   binaries find it through their RPATH).
     # - Debian's compiler and linker flags (dpkg-buildflags: -O2, stack
     #   protector, fortify, relro), as Debian builds its package;
-    #   DISABLE_WERROR: a newer compiler's warning must not stop the build.
+    #   DISABLE_WERROR: lws 4.1's OpenSSL code uses calls OpenSSL 3
+    #   deprecates, and those warnings must not stop the build.
     local cflags ldflags
     cflags="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
     ldflags=$(dpkg-buildflags --get LDFLAGS)
