@@ -20,8 +20,7 @@
 
 #include "state_internal.h"
 
-/* ---- streams --------------------------------------------------------------
- */
+/* ---- streams ------------------------------------------------------------- */
 
 void relay__stream_free(struct relay__stream *st)
 {
@@ -80,8 +79,7 @@ static size_t stream_upper(const struct relay__stream *st, uint64_t after)
     }
     return lo;
 }
-/* ---- rooms ----------------------------------------------------------------
- */
+/* ---- rooms --------------------------------------------------------------- */
 
 static void room_free(struct relay__room *r)
 {
@@ -190,8 +188,7 @@ void relay__rooms_clear(struct relay_state *s)
     s->rhead = s->rtail = NULL;
 }
 
-/* ---- apply ----------------------------------------------------------------
- */
+/* ---- apply --------------------------------------------------------------- */
 
 int relay__apply_create(struct relay_state *s, const struct relay_cmd *cmd,
                         uint64_t now_ms, struct relay_effects *eff)
@@ -355,8 +352,7 @@ nomem:
     return RELAY_ENOMEM;
 }
 
-/* ---- reads ----------------------------------------------------------------
- */
+/* ---- reads --------------------------------------------------------------- */
 
 bool relay_room_exists(const struct relay_state *s, const char *room,
                        size_t room_len)

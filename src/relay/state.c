@@ -19,8 +19,7 @@
 
 #include "state_internal.h"
 
-/* ---- small helpers --------------------------------------------------------
- */
+/* ---- small helpers ------------------------------------------------------- */
 
 /* A NUL-terminated copy of n bytes (which may hold NULs). */
 char *relay__dup_bytes(const char *p, size_t n)
@@ -35,8 +34,7 @@ char *relay__dup_bytes(const char *p, size_t n)
     return c;
 }
 
-/* ---- errors ---------------------------------------------------------------
- */
+/* ---- errors -------------------------------------------------------------- */
 
 const char *relay_strerror(int code)
 {
@@ -68,8 +66,7 @@ const char *relay_strerror(int code)
     }
 }
 
-/* ---- lifecycle ------------------------------------------------------------
- */
+/* ---- lifecycle ----------------------------------------------------------- */
 
 static void state_clear(struct relay_state *s)
 {
@@ -108,8 +105,7 @@ void relay_state_destroy(struct relay_state *s)
     free(s);
 }
 
-/* ---- apply ----------------------------------------------------------------
- */
+/* ---- apply --------------------------------------------------------------- */
 
 int relay_state_apply(struct relay_state *s, const struct relay_cmd *cmd,
                       uint64_t now_ms, struct relay_effects *eff)

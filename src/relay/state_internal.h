@@ -34,8 +34,7 @@
 #include "htab.h"
 #include "relay.h"
 
-/* ---- types ----------------------------------------------------------------
- */
+/* ---- types --------------------------------------------------------------- */
 
 /* One key's retained entries, sorted by seq (rooms.c). */
 struct relay__stream {
@@ -96,14 +95,12 @@ struct relay_state {
     size_t n_nodes;
 };
 
-/* ---- state.c --------------------------------------------------------------
- */
+/* ---- state.c ------------------------------------------------------------- */
 
 /* A NUL-terminated malloc'd copy of n bytes (which may hold NULs), or NULL. */
 char *relay__dup_bytes(const char *p, size_t n);
 
-/* ---- rooms.c --------------------------------------------------------------
- */
+/* ---- rooms.c ------------------------------------------------------------- */
 
 /* A stream with a copy of key and no entries, or NULL (out of memory). */
 struct relay__stream *relay__stream_new(const char *key, size_t key_len);
@@ -137,8 +134,7 @@ int relay__apply_delete(struct relay_state *s, const struct relay_cmd *cmd,
 int relay__apply_push(struct relay_state *s, const struct relay_cmd *cmd,
                       uint64_t now_ms, struct relay_effects *eff);
 
-/* ---- dedupe.c -------------------------------------------------------------
- */
+/* ---- dedupe.c ------------------------------------------------------------ */
 
 struct relay__dd *relay__dd_find(const struct relay_state *s, uint32_t node,
                                  uint64_t session);
@@ -163,8 +159,7 @@ void relay__dd_record(struct relay_state *s, const struct relay_origin *o,
 /* Frees every record and closes the table. */
 void relay__dd_clear(struct relay_state *s);
 
-/* ---- nodes.c --------------------------------------------------------------
- */
+/* ---- nodes.c ------------------------------------------------------------- */
 
 /* Inserts or updates a node with copies of the addresses; RELAY_ENOMEM
  * leaves the directory unchanged. */
@@ -176,8 +171,7 @@ int relay__apply_node(struct relay_state *s, const struct relay_cmd *cmd,
 /* Frees the directory. */
 void relay__nodes_clear(struct relay_state *s);
 
-/* ---- settings.c -----------------------------------------------------------
- */
+/* ---- settings.c ---------------------------------------------------------- */
 
 /* lim's setting i (relay_setting_name order) becomes v. */
 void relay__limits_set(struct relay_limits *lim, size_t i, uint64_t v);
