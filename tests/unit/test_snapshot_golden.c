@@ -38,40 +38,13 @@ static const uint8_t golden[] = {
 
 #define S(lit) (lit), (sizeof(lit) - 1)
 
-static void apply(struct relay_state *s, struct relay_cmd *c, uint64_t now,
-                  int want)
+static void apply(struct relay_state *s, const struct relay_cmd *c,
+                  uint64_t now, int want)
 {
     struct relay_effects e;
 
     assert_int_equal(relay_state_apply(s, c, now, &e), RELAY_OK);
     assert_int_equal(e.status, want);
-}
-
-static void room_cmd(struct relay_state *s, enum relay_cmd_type type,
-                     const char *room, size_t room_len, uint64_t now, int want)
-{
-    struct relay_cmd c = {.type = type, .room = room, .room_len = room_len};
-
-    apply(s, &c, now, want);
-}
-
-static void push(struct relay_state *s, const char *room, size_t room_len,
-                 const char *key, size_t key_len, enum relay_action act,
-                 uint64_t cseq, const char *val, size_t val_len,
-                 struct relay_origin o, uint64_t now, int want)
-{
-    struct relay_cmd c = {.type = RELAY_CMD_PUSH,
-                          .origin = o,
-                          .room = room,
-                          .room_len = room_len,
-                          .key = key,
-                          .key_len = key_len,
-                          .action = act,
-                          .compact_seq = cseq,
-                          .value = (const uint8_t *)val,
-                          .value_len = val_len};
-
-    apply(s, &c, now, want);
 }
 
 static void node_set(struct relay_state *s, uint32_t id, const char *raft,
@@ -98,27 +71,80 @@ static void config(struct relay_state *s, const char *name, uint64_t v,
     apply(s, &c, now, RELAY_OK);
 }
 
-static struct relay_origin org(uint32_t node, uint64_t session, uint64_t n)
-{
-    return (struct relay_origin){node, session, n};
-}
-
 /* Values are canonical msgpack: 7, "hi", [1, 2], {"a": nil}, bin 3 bytes,
  * -1000, 1.5 (float64). */
-#define V_INT S("\x07")
-#define V_STR S("\xa2hi")
-#define V_ARR S("\x92\x01\x02")
-#define V_MAP S("\x81\xa1\x61\xc0")
-#define V_BIN S("\xc4\x03\x00\xff\x10")
-#define V_NEG S("\xd1\xfc\x18")
-#define V_F64 S("\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00")
+#define V_INT "\x07"
+#define V_STR "\xa2hi"
+#define V_ARR "\x92\x01\x02"
+#define V_MAP "\x81\xa1\x61\xc0"
+#define V_BIN "\xc4\x03\x00\xff\x10"
+#define V_NEG "\xd1\xfc\x18"
+#define V_F64 "\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00"
+
+#define HOUR ((uint64_t)3600 * 1000)
+#define KEY "\xf0\x9f\x94\x91"
+
+/* The room commands of build_state(), in log order: dt is added to its
+ * log time t; origin node 0 means no dedupe. */
+static const struct step {
+    struct relay_cmd c;
+    uint64_t dt;
+    int want;
+} steps[] = {
+#define ROOM(kind, id, dt)                                                     \
+    {                                                                          \
+        {.type = RELAY_CMD_##kind, .room = id, .room_len = sizeof(id) - 1},    \
+            dt, RELAY_OK                                                       \
+    }
+#define PUSH(id, k, act, cseq, val, node, session, n, dt, want)                \
+    {                                                                          \
+        {.type = RELAY_CMD_PUSH,                                               \
+         .origin = {node, session, n},                                         \
+         .room = id,                                                           \
+         .room_len = sizeof(id) - 1,                                           \
+         .key = k,                                                             \
+         .key_len = sizeof(k) - 1,                                             \
+         .action = RELAY_ACT_##act,                                            \
+         .compact_seq = cseq,                                                  \
+         .value = (const uint8_t *)val,                                        \
+         .value_len = sizeof(val) - 1},                                        \
+            dt, want                                                           \
+    }
+    ROOM(CREATE_ROOM, "room-a", 2),
+    ROOM(CREATE_ROOM, "b\0x", 3),
+    ROOM(CREATE_ROOM, "gone", 4),
+    ROOM(CREATE_ROOM, "z", 5),
+    /* an origin that the dedupe table forgets after an hour of log time */
+    PUSH("gone", "k", APPEND, 0, V_INT, 3, 9, 1, 6, RELAY_OK),
+    ROOM(DELETE_ROOM, "gone", 7),
+    PUSH("room-a", "k", APPEND, 0, V_INT, 1, 1, 1, 10, RELAY_OK),
+    PUSH("room-a", "k", APPEND, 0, V_STR, 1, 1, 2, 11, RELAY_OK),
+    PUSH("room-a", "", REPLACE, 0, V_ARR, 2, 5, 1, 12, RELAY_OK),
+    PUSH("room-a", "k\0y", APPEND, 0, V_MAP, 1, 1, 3, 13, RELAY_OK),
+    PUSH("room-a", "k", APPEND, 0, V_BIN, 1, 2, 1, 14, RELAY_OK),
+    /* a duplicate changes nothing */
+    PUSH("room-a", "k", APPEND, 0, V_BIN, 1, 2, 1, 15, RELAY_EDUP),
+    /* relay retains nothing but takes a seq */
+    PUSH("room-a", "r", RELAY, 0, V_INT, 2, 5, 2, 16, RELAY_OK),
+    PUSH("room-a", "k", COMPACT, 4, V_NEG, 2, 5, 3, 17, RELAY_OK),
+    PUSH("room-a", "", REPLACE, 0, V_F64, 2, 6, 1, 18, RELAY_OK),
+    /* an hour later: session (3, 9) expires, the others stay; the clock
+     * then steps back (a new leader behind the old one) and is clamped in
+     * the LRU */
+    PUSH("b\0x", KEY, APPEND, 0, V_STR, 1, 3, 1, HOUR + 10, RELAY_OK),
+    PUSH("b\0x", KEY, APPEND, 0, V_ARR, 2, 7, 1, HOUR + 8, RELAY_OK),
+    PUSH("z", "q", COMPACT, 1, V_INT, 0, 0, 0, HOUR + 11, RELAY_ESEQ),
+    PUSH("z", "q", APPEND, 0, V_INT, 0, 0, 0, HOUR + 11, RELAY_OK),
+    PUSH("b\0x", KEY, COMPACT, 1, V_MAP, 1, 3, 2, HOUR + 12, RELAY_OK),
+#undef ROOM
+#undef PUSH
+};
 
 static struct relay_state *build_state(const uint8_t seed[RELAY_SEED_LEN])
 {
     struct relay_state *s;
     struct relay_cmd c = {.type = RELAY_CMD_NODE_FORGET, .node_id = 3};
-    const uint64_t hour = 3600 * 1000;
-    uint64_t t = 1700000000000;
+    const uint64_t t = 1700000000000;
 
     assert_int_equal(relay_state_create_seeded(NULL, seed, &s), RELAY_OK);
     config(s, "max_value_len", 4096, t);
@@ -129,50 +155,8 @@ static struct relay_state *build_state(const uint8_t seed[RELAY_SEED_LEN])
     apply(s, &c, t, RELAY_OK); /* forget node 3 */
     node_set(s, 2, "[::1]:7002", "[::1]:8082", t + 1);
 
-    room_cmd(s, RELAY_CMD_CREATE_ROOM, S("room-a"), t + 2, RELAY_OK);
-    room_cmd(s, RELAY_CMD_CREATE_ROOM, S("b\0x"), t + 3, RELAY_OK);
-    room_cmd(s, RELAY_CMD_CREATE_ROOM, S("gone"), t + 4, RELAY_OK);
-    room_cmd(s, RELAY_CMD_CREATE_ROOM, S("z"), t + 5, RELAY_OK);
-
-    /* an origin that the dedupe table forgets after an hour of log time */
-    push(s, S("gone"), S("k"), RELAY_ACT_APPEND, 0, V_INT, org(3, 9, 1), t + 6,
-         RELAY_OK);
-    room_cmd(s, RELAY_CMD_DELETE_ROOM, S("gone"), t + 7, RELAY_OK);
-
-    push(s, S("room-a"), S("k"), RELAY_ACT_APPEND, 0, V_INT, org(1, 1, 1),
-         t + 10, RELAY_OK);
-    push(s, S("room-a"), S("k"), RELAY_ACT_APPEND, 0, V_STR, org(1, 1, 2),
-         t + 11, RELAY_OK);
-    push(s, S("room-a"), S(""), RELAY_ACT_REPLACE, 0, V_ARR, org(2, 5, 1),
-         t + 12, RELAY_OK);
-    push(s, S("room-a"), S("k\0y"), RELAY_ACT_APPEND, 0, V_MAP, org(1, 1, 3),
-         t + 13, RELAY_OK);
-    push(s, S("room-a"), S("k"), RELAY_ACT_APPEND, 0, V_BIN, org(1, 2, 1),
-         t + 14, RELAY_OK);
-    /* a duplicate changes nothing */
-    push(s, S("room-a"), S("k"), RELAY_ACT_APPEND, 0, V_BIN, org(1, 2, 1),
-         t + 15, RELAY_EDUP);
-    /* relay retains nothing but takes a seq */
-    push(s, S("room-a"), S("r"), RELAY_ACT_RELAY, 0, V_INT, org(2, 5, 2),
-         t + 16, RELAY_OK);
-    push(s, S("room-a"), S("k"), RELAY_ACT_COMPACT, 4, V_NEG, org(2, 5, 3),
-         t + 17, RELAY_OK);
-    push(s, S("room-a"), S(""), RELAY_ACT_REPLACE, 0, V_F64, org(2, 6, 1),
-         t + 18, RELAY_OK);
-
-    /* an hour later: session (3, 9) expires, the others stay; the clock
-     * then steps back (a new leader behind the old one) and is clamped in
-     * the LRU */
-    push(s, S("b\0x"), S("\xf0\x9f\x94\x91"), RELAY_ACT_APPEND, 0, V_STR,
-         org(1, 3, 1), t + hour + 10, RELAY_OK);
-    push(s, S("b\0x"), S("\xf0\x9f\x94\x91"), RELAY_ACT_APPEND, 0, V_ARR,
-         org(2, 7, 1), t + hour + 8, RELAY_OK);
-    push(s, S("z"), S("q"), RELAY_ACT_COMPACT, 1, V_INT, org(0, 0, 0),
-         t + hour + 11, RELAY_ESEQ);
-    push(s, S("z"), S("q"), RELAY_ACT_APPEND, 0, V_INT, org(0, 0, 0),
-         t + hour + 11, RELAY_OK);
-    push(s, S("b\0x"), S("\xf0\x9f\x94\x91"), RELAY_ACT_COMPACT, 1, V_MAP,
-         org(1, 3, 2), t + hour + 12, RELAY_OK);
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+        apply(s, &steps[i].c, t + steps[i].dt, steps[i].want);
     return s;
 }
 
@@ -239,9 +223,8 @@ static void test_golden_restores(void **state)
     assert_int_equal(n, 2); /* compacted at 4, then seq 5 */
     assert_int_equal(e[0].seq, 4);
     assert_int_equal(e[1].seq, 5);
-    assert_int_equal(
-        relay_stream_read(s, S("b\0x"), S("\xf0\x9f\x94\x91"), 0, &e, &n),
-        RELAY_OK);
+    assert_int_equal(relay_stream_read(s, S("b\0x"), S(KEY), 0, &e, &n),
+                     RELAY_OK);
     assert_int_equal(n, 2);
     assert_int_equal(e[0].seq, 1);
     assert_int_equal(e[1].seq, 2);
