@@ -79,6 +79,7 @@ static size_t stream_upper(const struct relay__stream *st, uint64_t after)
     }
     return lo;
 }
+
 /* ---- rooms --------------------------------------------------------------- */
 
 static void room_free(struct relay__room *r)
