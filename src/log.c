@@ -1,7 +1,8 @@
 /*
  * log.c - the one log sink: stderr, one line per event, UTC timestamp with
- * milliseconds, level, module and file:line. Not thread-safe by design: the
- * whole node runs on one loop thread.
+ * milliseconds, level, module and file:line. Not thread-safe by design: only
+ * the loop thread logs (libuv's thread pool does libraft's disk work and
+ * io_destroy(), none of which logs).
  *
  * Text lines (the default) are written as formatted:
  *
@@ -40,8 +41,7 @@ static const char *const level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 static const char *const level_lower[] = {"error", "warn", "info", "debug"};
 static const char *const format_names[] = {"text", "json"};
 
-/* ---- JSON writer ------------------------------------------------------------
- */
+/* ---- JSON writer --------------------------------------------------------- */
 
 /* Room kept at the end of the buffer for the closing quote of a string cut
  * short, ',"truncated":"true"', '}' and '\n'. */
@@ -279,8 +279,7 @@ static void emit_json(const char *ts, enum log_level lvl, const char *module,
     fwrite(w.buf, 1, w.len, stderr);
 }
 
-/* ---- the sink ---------------------------------------------------------------
- */
+/* ---- the sink ------------------------------------------------------------ */
 
 void log_emit(enum log_level lvl, const char *module, const char *file,
               int line, const char *fmt, ...)

@@ -9,6 +9,8 @@
  *   POST /admin/transfer                {"id"} or {}
  *   GET  /admin/rooms
  *   GET  /admin/rooms/ID
+ *   GET  /admin/config                  the cluster settings
+ *   POST /admin/config                  {"name","value"}, through the log
  *   GET  /admin/log                     this node's log level and format
  *   POST /admin/log                     {"level"} and/or {"format"}
  *
@@ -38,7 +40,7 @@ struct net_admin_op {
     struct net_conn *conn; /* NULL once detached */
 };
 
-/* ---- answers -------------------------------------------------------------- */
+/* ---- answers ------------------------------------------------------------- */
 
 static void respond_json(struct net_conn *c, unsigned status, json_t *root)
 {
@@ -89,8 +91,7 @@ static void respond_not_leader(struct net_conn *c)
         json_object_set_new(leader, "http",
                             http != NULL ? json_string(http) : json_null());
     }
-    json_object_set_new(o, "error",
-                        json_string("this node is not the leader"));
+    json_object_set_new(o, "error", json_string("this node is not the leader"));
     json_object_set_new(o, "code", json_string("not_leader"));
     json_object_set_new(o, "leader", leader);
     respond_json(c, 421, o);
@@ -129,7 +130,7 @@ static void respond_cons_err(struct net_conn *c, int code, const char *msg)
     }
 }
 
-/* ---- auth ----------------------------------------------------------------- */
+/* ---- auth ---------------------------------------------------------------- */
 
 /* A cluster key means a closed cluster: its admin API, which lists every
  * room and changes membership, is never open to anyone who can reach it. */
@@ -165,7 +166,7 @@ bool net__admin_token_ok(struct net_server *s, struct lws *wsi)
     return diff == 0 && hl == tl;
 }
 
-/* ---- changes -------------------------------------------------------------- */
+/* ---- changes ------------------------------------------------------------- */
 
 static void on_change_done(void *arg, int status, const char *msg)
 {
@@ -324,7 +325,7 @@ static void do_transfer(struct net_conn *c, json_t *body)
                                         on_change_done, op));
 }
 
-/* ---- reads ---------------------------------------------------------------- */
+/* ---- reads --------------------------------------------------------------- */
 
 static void add_room(void *arg, const struct relay_room_info *ri)
 {
@@ -385,7 +386,8 @@ static void do_room(struct net_conn *c, const char *id, size_t id_len)
     relay_room_keys(st, id, id_len, add_key, &k);
     nr = net__room_find(c->srv, id, id_len);
     json_object_set_new(root, "id", json_stringn(id, id_len));
-    json_object_set_new(root, "last_seq", json_integer((json_int_t)ri.last_seq));
+    json_object_set_new(root, "last_seq",
+                        json_integer((json_int_t)ri.last_seq));
     json_object_set_new(root, "entries", json_integer((json_int_t)ri.entries));
     json_object_set_new(root, "bytes", json_integer((json_int_t)ri.bytes));
     json_object_set_new(root, "subscribers",
@@ -394,9 +396,9 @@ static void do_room(struct net_conn *c, const char *id, size_t id_len)
     respond_json(c, 200, root);
 }
 
-/* ---- dispatch ------------------------------------------------------------- */
+/* ---- dispatch ------------------------------------------------------------ */
 
-/* ---- cluster settings ----------------------------------------------------- */
+/* ---- cluster settings ---------------------------------------------------- */
 
 /* {"settings": [{"name", "value", "set"}...]}: "set" false means the
  * compiled-in default (the cluster was not configured yet). */

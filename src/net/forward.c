@@ -7,9 +7,10 @@
  * each batch as one binary WebSocket message over a single lws client
  * connection to the leader's HTTP address (from the replicated node
  * directory), path NET_FWD_PATH, subprotocol NET_FWD_PROTOCOL. The leader
- * feeds every message to cons_propose_batch(). Nothing comes back on the
- * link: results arrive on every node through the log (on_applied), and
- * consensus re-sends what it does not see applied.
+ * feeds every message to cons_propose_batch(). No data comes back on the
+ * link (only pongs to lws' keepalive pings, below): results arrive on every
+ * node through the log (on_applied), and consensus re-sends what it does not
+ * see applied.
  *
  * Happy path (follower): send() finds no link, looks the leader up in the
  * directory, starts an lws client connection on our context and vhost and
@@ -451,8 +452,8 @@ static bool link_got_challenge(struct net_server *s, struct lws *wsi,
         return false;
     m->len = FWD_PROOF_LEN;
     m->buf[LWS_PRE] = FWD_PROOF;
-    if (fwd_mac(s, FWD_LABEL_FOLLOWER, l->nonce_c, in + 9, self_id(s),
-                l->peer, m->buf + LWS_PRE + 1) != 0) {
+    if (fwd_mac(s, FWD_LABEL_FOLLOWER, l->nonce_c, in + 9, self_id(s), l->peer,
+                m->buf + LWS_PRE + 1) != 0) {
         free(m);
         return false;
     }

@@ -4,7 +4,7 @@ import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useDriftd, shutdownTest, createRoom, RawClient, httpSend, httpRequest, waitFor, withTimeout,
-  msgpack, cbor, safeJson, hasFlag,
+  msgpack, cbor, safeJson,
 } from './lib/harness.mjs';
 
 const MAX_MESSAGE = 65536;
@@ -257,8 +257,7 @@ describe('slow consumer', () => {
   const MAX_OUT = 4 * 1048576;
   // Frequent snapshots keep the raft log's memory small, so RSS reflects
   // the session queues.
-  const snap = hasFlag('--snapshot-threshold') ? ['--snapshot-threshold', '64'] : [];
-  if (hasFlag('--snapshot-trailing')) snap.push('--snapshot-trailing', '16');
+  const snap = ['--snapshot-threshold', '64', '--snapshot-trailing', '16'];
   const ctx = useDriftd({ name: 'slow', args: ['--max-out-bytes', String(MAX_OUT), ...snap] });
 
   test('a subscriber that stops reading is disconnected; others get everything; RSS stays bounded', async (t) => {

@@ -155,7 +155,10 @@ function scenarios(urlsOf, pidsOf) {
       assert.equal(node.pid, pids[i]);
       assert.equal(node.connections, 60 / n);
       assert.ok(node.rss_before_kib > 0 && node.rss_after_kib > 0, JSON.stringify(node));
-      assert.equal(typeof node.bytes_per_conn, 'number');
+      // the RSS growth over the node's connections (src/bench/report.c)
+      const want = ((node.rss_after_kib - node.rss_before_kib) * 1024) / node.connections;
+      assert.ok(Math.abs(node.bytes_per_conn - want) <= 1e-6 * Math.max(1, Math.abs(want)),
+        `bytes_per_conn ${node.bytes_per_conn}, want ${want}: ${JSON.stringify(node)}`);
     });
   });
 }

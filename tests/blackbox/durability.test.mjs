@@ -1,20 +1,24 @@
 // Durability: every acknowledged push survives kill -9 and a restart, with
-// its seq; the seq counter continues. Crosses snapshots when the server has a
-// --snapshot-threshold flag.
+// its seq; the seq counter continues. Crosses snapshots (a low
+// --snapshot-threshold).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import {
-  useDriftd, shutdownTest, createRoom, RawClient, httpRequest, httpSend, hasFlag, driftdHelp,
+  useDriftd, shutdownTest, createRoom, RawClient, httpRequest, httpSend, waitFor,
 } from './lib/harness.mjs';
 
 const SNAPSHOT_THRESHOLD = 64;
 
 function extraArgs() {
-  const args = [];
-  if (driftdHelp() && hasFlag('--snapshot-threshold')) args.push('--snapshot-threshold', String(SNAPSHOT_THRESHOLD));
-  if (driftdHelp() && hasFlag('--snapshot-trailing')) args.push('--snapshot-trailing', '16');
-  return args;
+  return ['--snapshot-threshold', String(SNAPSHOT_THRESHOLD), '--snapshot-trailing', '16'];
+}
+
+// The node's log since its latest start.
+function sinceStart(srv) {
+  const s = srv.output();
+  const i = s.lastIndexOf(`start #${srv.starts}:`);
+  return i < 0 ? s : s.slice(i);
 }
 
 // Pushes n values on key (pipelined), waits for every own broadcast (the ack),
@@ -150,8 +154,12 @@ describe('durability', () => {
         expected[r].push(...acked);
       }));
     }
+    // 30 waves of 40 pushes take far more than SNAPSHOT_THRESHOLD entries.
+    await waitFor(() => /event=snapshot bytes=\d+/.test(sinceStart(ctx.srv)), 10000,
+      `a snapshot after 1200 pushes with --snapshot-threshold ${SNAPSHOT_THRESHOLD}`);
     await ctx.srv.kill9();
     await ctx.srv.launch();
+    assert.match(sinceStart(ctx.srv), /event=restore bytes=\d+/, 'the restart did not restore a snapshot');
     for (let r = 0; r < rooms.length; r++) {
       assert.deepEqual(await retained(rooms[r].socket_url, 's'), expected[r], `room ${r}`);
     }

@@ -14,9 +14,11 @@
 // the write gap while the leader is removed.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 
 import {
-  adminHeaders, createRoom, httpRequest, RawClient, waitFor, safeJson,
+  adminHeaders, createRoom, httpRequest, RawClient, waitFor, safeJson, requireBin,
 } from './lib/harness.mjs';
 import {
   ELECTION_TIMEOUT_MS, freePorts, replay, waitRoomEverywhere, waitSameReplay,
@@ -55,7 +57,18 @@ async function pushAcked(cl, key, values, timeoutMs = 20000) {
 }
 
 describe('membership changes with driftctl', () => {
-  test('driftctl is built', () => { requireCtl(); });
+  test('driftctl is built from this tree: --version gives the project version, as driftd does', async () => {
+    requireCtl();
+    const cmake = fs.readFileSync(new URL('../../CMakeLists.txt', import.meta.url), 'utf8');
+    const want = /project\(driftd VERSION (\d+\.\d+\.\d+)/.exec(cmake)?.[1];
+    assert.ok(want, 'no project VERSION in CMakeLists.txt');
+    const r = await driftctl(['--version']);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, `driftctl ${want}\n`);
+    const d = spawnSync(requireBin(), ['--version'], { encoding: 'utf8', timeout: 10000 });
+    assert.equal(d.status, 0);
+    assert.equal(d.stdout, `driftd ${want}\n`);
+  });
 
   test('grow 1 -> 3 -> 5 voters and shrink 5 -> 3 under steady writes to every node: no acknowledged push lost or doubled, identical state', T, async (t) => {
     await runCluster(t, { name: 'grow', size: 1 }, async (c) => {
