@@ -302,6 +302,9 @@ struct cons_status {
     uint64_t commit_index;
     uint64_t applied_index;
     uint64_t last_index;
+    /* Index of the log entry that holds the configuration this node uses
+     * (the last one it has, committed or not); 0 before any. */
+    uint64_t config_index;
     size_t queued; /* commands waiting in the proposer */
 };
 void cons_node_status(const struct cons_node *n, struct cons_status *st);

@@ -589,4 +589,7 @@ void cons_node_status(const struct cons_node *n, struct cons_status *st)
     st->commit_index = raft_commit_index(r);
     st->applied_index = raft_last_applied(r);
     st->last_index = raft_last_index(r);
+    st->config_index = r->configuration_uncommitted_index != 0
+                           ? r->configuration_uncommitted_index
+                           : r->configuration_committed_index;
 }

@@ -2,7 +2,8 @@
  * status.c - GET /cluster/status: this node's view of the cluster as JSON.
  *
  * {"id", "role", "leader": {"id", "http"} | null, "term", "commit_index",
- *  "applied_index", "last_index", "queued", "ready", "not_ready" (why not,
+ *  "applied_index", "last_index", "config_index", "queued", "ready",
+ *  "not_ready" (why not,
  *  or null), "disk_full",
  *  "nodes": [{"id", "role", "raft", "http", "match_index" (leader only)}]}
  *
@@ -25,9 +26,9 @@ static void add_member(void *arg, const struct cons_member *m)
     json_object_set_new(o, "id", json_integer(m->id));
     json_object_set_new(o, "role", json_string(m->role));
     json_object_set_new(o, "raft", json_string(m->raft_addr));
-    json_object_set_new(o, "http", m->http_addr != NULL
-                                       ? json_string(m->http_addr)
-                                       : json_null());
+    json_object_set_new(o, "http",
+                        m->http_addr != NULL ? json_string(m->http_addr)
+                                             : json_null());
     if (m->has_match)
         json_object_set_new(o, "match_index",
                             json_integer((json_int_t)m->match_index));
@@ -68,6 +69,8 @@ char *net__cluster_status_json(struct net_server *s, size_t *len)
                         json_integer((json_int_t)st.applied_index));
     json_object_set_new(root, "last_index",
                         json_integer((json_int_t)st.last_index));
+    json_object_set_new(root, "config_index",
+                        json_integer((json_int_t)st.config_index));
     json_object_set_new(root, "queued", json_integer((json_int_t)st.queued));
     why = cons_node_not_ready(s->cons);
     json_object_set_new(root, "ready", json_boolean(why == NULL));

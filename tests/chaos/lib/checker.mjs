@@ -46,7 +46,6 @@ export const CHECKS = ['ack_present', 'identical', 'seq_gapfree', 'no_phantom', 
   'not_applied_absent', 'subscriber', 'conn_order', 'stale_read', 'membership'];
 
 const MAX_MSGS = 20;
-export const PROBE_ROUND_MS = 3000;
 
 export function check(records, opts = {}) {
   const { checkStale = false, checkMembership = true } = opts;
@@ -213,20 +212,31 @@ export function check(records, opts = {}) {
   }
 
   // A node may lag behind a removal (cut off, frozen): it is held to it
-  // only once it reports a commit index at least that of the first probe
-  // round after the removal succeeded (by then the removal is committed).
+  // only once its commit index has passed the removal's log entry. That
+  // index is bounded from the probes' configuration indexes (the entry
+  // holding the configuration each node uses): a configuration that lists
+  // the node is its addition or later (index >= L, the least such); one
+  // that does not list it, at an index >= L, comes after its removal (ids
+  // are never reused), so the removal's entry is at most B, the least such
+  // index. A node whose commit index is >= B and that still lists the
+  // node has committed the removal and ignores it. (An earlier version
+  // took the highest commit index of the probe round after the removal,
+  // which is no bound when only a lagging node answered that round.)
   if (records.probes && records.changes) {
     const reported = new Set();
     for (const c of records.changes) {
       if (c.op !== 'remove' || !c.ok) continue;
+      const withIt = records.probes.filter((p) => p.configIndex > 0 && p.ids.includes(c.id));
+      if (withIt.length === 0) continue;
+      const L = Math.min(...withIt.map((p) => p.configIndex));
+      const after = records.probes.filter((p) => p.configIndex >= L && !p.ids.includes(c.id));
+      if (after.length === 0) continue;
+      const bound = Math.min(...after.map((p) => p.configIndex));
       const at = c.t0 + c.ms;
-      const round = records.probes.filter((p) => p.t >= at && p.t <= at + PROBE_ROUND_MS);
-      if (round.length === 0) continue;
-      const bound = Math.max(...round.map((p) => p.commit));
-      for (const p of records.probes) {
-        if (p.t <= at || p.commit < bound || !p.ids.includes(c.id) || reported.has(`${p.node}/${c.id}`)) continue;
+      for (const p of withIt) {
+        if (p.commit < bound || reported.has(`${p.node}/${c.id}`)) continue;
         reported.add(`${p.node}/${c.id}`);
-        fail('membership', `node ${p.node} lists node ${c.id} at +${p.t - (records.tStart ?? 0)} ms (term ${p.term}, commit ${p.commit}, configuration ${JSON.stringify(p.ids)}), ${p.t - at} ms after its removal succeeded and at a commit index past it (>= ${bound})`);
+        fail('membership', `node ${p.node} lists node ${c.id} at +${p.t - (records.tStart ?? 0)} ms (term ${p.term}, commit ${p.commit}, configuration ${JSON.stringify(p.ids)} of entry ${p.configIndex}), ${p.t - at} ms after its removal succeeded, though its commit index is past the removal's entry (<= ${bound})`);
       }
     }
   }
@@ -363,8 +373,9 @@ const PLANTERS = {
     const t = (r.tStart ?? 0) + 1000;
     r.changes = [...(r.changes ?? []), { op: 'remove', id: 98, ok: true, t0: t, ms: 10 }];
     r.probes = [...(r.probes ?? []),
-      { t: t + 1000, node: 2, term: 1, commit: 100, ids: [1, 2] },
-      { t: t + 60000, node: 1, term: 1, commit: 1e12, ids: [1, 98] }];
+      { t: t - 500, node: 1, term: 1, commit: 40, configIndex: 50, ids: [1, 2, 98] },
+      { t: t + 1000, node: 2, term: 1, commit: 100, configIndex: 60, ids: [1, 2] },
+      { t: t + 60000, node: 1, term: 1, commit: 1e12, configIndex: 50, ids: [1, 2, 98] }];
     return 'added probes where node 1, past the commit index of node 98\'s removal, still lists node 98';
   },
   membership(r) {

@@ -224,7 +224,9 @@ export class Nemesis {
       await Promise.all(this.c.nodes.filter((x) => x.live).map(async (x) => {
         try {
           const st = await x.status(1000);
-          this.probes.push({ t: Date.now(), node: x.id, term: st.term, commit: st.commit_index, ids: st.nodes.map((m) => m.id) });
+          this.probes.push({
+            t: Date.now(), node: x.id, term: st.term, commit: st.commit_index, configIndex: st.config_index, ids: st.nodes.map((m) => m.id),
+          });
         } catch { /* unreachable now */ }
       }));
       await this.msleep(everyMs);
