@@ -396,9 +396,6 @@ int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
                        cons_change_cb cb, void *arg);
 /* Moves leadership to id, or (id 0) to the most up-to-date voter. cb fires
  * when this node is no longer leader or the transfer failed. */
-/* Leadership to the most up-to-date other voter before this node stops:
- * one try (cons_leader_transfer tries up to three times). */
-int cons_leader_handover(struct cons_node *n, cons_change_cb cb, void *arg);
 int cons_leader_transfer(struct cons_node *n, uint32_t id, cons_change_cb cb,
                          void *arg);
 

@@ -29,8 +29,6 @@ struct app {
     struct cons_node *cons;
     struct net_server *net;
     bool shutting_down;
-    bool handing_over; /* leadership transfer before stopping */
-    bool stopping;     /* net and raft closing */
     int exit_code;
 };
 
@@ -212,11 +210,11 @@ static void on_net_closed(void *arg)
     cons_node_close(a->cons, on_cons_closed, a);
 }
 
-static void stop_node(struct app *a)
+static void shutdown_node(struct app *a)
 {
-    if (a->stopping)
+    if (a->shutting_down)
         return;
-    a->stopping = true;
+    a->shutting_down = true;
     LOG_INFO("event=shutdown");
     if (a->net != NULL) {
         net_server_stop(a->net);
@@ -224,46 +222,6 @@ static void stop_node(struct app *a)
     } else {
         on_net_closed(a);
     }
-}
-
-static void on_handover(void *arg, int status, const char *msg)
-{
-    struct app *a = arg;
-
-    a->handing_over = false;
-    if (status == CONS_OK)
-        LOG_INFO("event=shutdown_handover %s", msg);
-    else
-        LOG_WARN("event=shutdown_handover_failed %s", msg);
-    stop_node(a);
-}
-
-/*
- * A leader that stops first hands leadership to the most up-to-date other
- * voter, so a planned restart costs the cluster a transfer (a round trip
- * and an election the target is told to start) instead of an election
- * timeout of silence. Meanwhile it keeps serving: pushes that arrive are
- * forwarded to the new leader. A second signal stops at once; a transfer
- * that does not complete within libraft's limit (one election timeout)
- * stops anyway.
- */
-static void shutdown_node(struct app *a)
-{
-    if (a->shutting_down) {
-        if (a->handing_over) {
-            LOG_INFO("event=shutdown_now: second signal, no hand-over wait");
-            stop_node(a);
-        }
-        return;
-    }
-    a->shutting_down = true;
-    if (a->cons != NULL &&
-        cons_leader_handover(a->cons, on_handover, a) == CONS_OK) {
-        a->handing_over = true;
-        LOG_INFO("event=shutdown_handover_start");
-        return;
-    }
-    stop_node(a);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -275,47 +233,15 @@ static void on_signal(uv_signal_t *h, int signum)
 }
 
 enum {
-    OPT_ID = 256,
-    OPT_HTTP,
-    OPT_ADVERTISE,
-    OPT_RAFT,
-    OPT_DATA,
-    OPT_BOOTSTRAP,
-    OPT_JOIN,
-    OPT_PUBLIC_URL,
-    OPT_ADMIN_TOKEN,
-    OPT_MAX_MESSAGE,
-    OPT_MAX_CONNS,
-    OPT_MAX_OUT,
-    OPT_MAX_ROOM_BYTES,
-    OPT_MAX_ROOMS,
-    OPT_MAX_QUEUE,
-    OPT_QUEUE_TIMEOUT,
-    OPT_ROOM_TTL,
-    OPT_ELECTION,
-    OPT_HEARTBEAT,
-    OPT_SNAP_THRESHOLD,
-    OPT_SNAP_TRAILING,
-    OPT_SNAP_BYTES,
-    OPT_MAX_BATCH,
-    OPT_LOG_LEVEL,
-    OPT_HELP,
-    OPT_VERSION,
-    OPT_ADMIN_TOKEN_FILE,
-    OPT_CLUSTER_KEY_FILE,
-    OPT_INSECURE,
-    OPT_TLS_CERT,
-    OPT_TLS_KEY,
-    OPT_PEER_CA,
-    OPT_PEER_CERT,
-    OPT_PEER_KEY,
-    OPT_CONNS_PER_IP,
-    OPT_ROOM_RATE,
-    OPT_MSG_RATE,
-    OPT_BYTE_RATE,
-    OPT_HEADER_TIMEOUT,
-    OPT_MESSAGE_TIMEOUT,
-    OPT_LOG_FORMAT,
+    OPT_ID = 256, OPT_HTTP, OPT_ADVERTISE, OPT_RAFT, OPT_DATA, OPT_BOOTSTRAP, OPT_JOIN,
+    OPT_PUBLIC_URL, OPT_ADMIN_TOKEN, OPT_MAX_MESSAGE, OPT_MAX_CONNS,
+    OPT_MAX_OUT, OPT_MAX_ROOM_BYTES, OPT_MAX_ROOMS, OPT_MAX_QUEUE,
+    OPT_QUEUE_TIMEOUT, OPT_ROOM_TTL, OPT_ELECTION, OPT_HEARTBEAT, OPT_SNAP_THRESHOLD,
+    OPT_SNAP_TRAILING, OPT_SNAP_BYTES, OPT_MAX_BATCH, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
+    OPT_ADMIN_TOKEN_FILE, OPT_CLUSTER_KEY_FILE, OPT_INSECURE, OPT_TLS_CERT,
+    OPT_TLS_KEY, OPT_PEER_CA, OPT_PEER_CERT, OPT_PEER_KEY, OPT_CONNS_PER_IP,
+    OPT_ROOM_RATE, OPT_MSG_RATE, OPT_BYTE_RATE, OPT_HEADER_TIMEOUT,
+    OPT_MESSAGE_TIMEOUT, OPT_LOG_FORMAT,
 };
 
 static const struct option long_opts[] = {
@@ -706,8 +632,8 @@ static int parse_args(int argc, char **argv, struct options *o)
     }
     o->cons.raft_addr = o->raft_addr;
     if (!o->advertise_given)
-        snprintf(o->http_addr, sizeof(o->http_addr), "%.200s:%d", o->http_host,
-                 o->net.http_port);
+        snprintf(o->http_addr, sizeof(o->http_addr), "%.200s:%d",
+                 o->http_host, o->net.http_port);
     o->cons.http_addr = o->http_addr;
     if (o->admin_token != NULL && (c = check_token(o->admin_token)) >= 0)
         return c;
@@ -730,10 +656,8 @@ static int parse_args(int argc, char **argv, struct options *o)
             if (o->cons.bootstrap[i].id == o->cons.id)
                 found = true;
         if (!found) {
-            fprintf(stderr,
-                    "driftd: --bootstrap must list this node's --id "
-                    "%u\n",
-                    o->cons.id);
+            fprintf(stderr, "driftd: --bootstrap must list this node's --id "
+                            "%u\n", o->cons.id);
             return 2;
         }
     }
@@ -769,8 +693,8 @@ static void fit_fd_limit(struct options *o)
         LOG_WARN("event=max_connections_capped from=%zu to=%zu "
                  "why=\"descriptor limit %llu minus %d reserved; raise "
                  "ulimit -n for more\"",
-                 o->net.max_connections, cap, (unsigned long long)rl.rlim_cur,
-                 NET_FD_RESERVE);
+                 o->net.max_connections, cap,
+                 (unsigned long long)rl.rlim_cur, NET_FD_RESERVE);
         o->net.max_connections = cap;
     }
 }
@@ -846,7 +770,7 @@ int main(int argc, char **argv)
     goto out_loop;
 
 out_shutdown:
-    stop_node(&app);
+    shutdown_node(&app);
     uv_run(&app.loop, UV_RUN_DEFAULT);
     goto out_loop;
 out_close_signals:

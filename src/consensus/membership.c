@@ -428,8 +428,8 @@ static void on_transfer(struct raft_transfer *req)
     change_finish(ch, CONS_OK, msg);
 }
 
-static int leader_transfer(struct cons_node *n, uint32_t id, unsigned tries,
-                           cons_change_cb cb, void *arg)
+int cons_leader_transfer(struct cons_node *n, uint32_t id, cons_change_cb cb,
+                         void *arg)
 {
     const struct raft_server *srv;
     struct cons__change *ch;
@@ -451,24 +451,10 @@ static int leader_transfer(struct cons_node *n, uint32_t id, unsigned tries,
     ch = change_new(n, CH_TRANSFER, id, cb, arg);
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
-    ch->tries = CONS_TRANSFER_TRIES - tries;
     raft_reason_clear(n);
     rv = raft_transfer(&n->raft, &ch->treq, id, on_transfer);
     snprintf(what, sizeof(what), "transfer leadership to node %u", id);
     return change_begin(n, ch, rv, what);
-}
-
-int cons_leader_transfer(struct cons_node *n, uint32_t id, cons_change_cb cb,
-                         void *arg)
-{
-    return leader_transfer(n, id, CONS_TRANSFER_TRIES, cb, arg);
-}
-
-int cons_leader_handover(struct cons_node *n, cons_change_cb cb, void *arg)
-{
-    /* One try: a node that stops must not wait long for peers that may be
-     * stopping too (a whole cluster stopped at once). */
-    return leader_transfer(n, 0, 1, cb, arg);
 }
 
 void cons__membership_free(struct cons_node *n)

@@ -1,12 +1,10 @@
 // Measures failover time on a local 3-node cluster: kill -9 of the leader
-// (or, with --signal term, a SIGTERM: a planned stop, where the leader
-// hands leadership over first) to the first push committed by the new
-// leader, as seen by a writer on a surviving follower that pushes over HTTP
-// every 5 ms. Not a test (timing belongs in docs/benchmarks.md, not in
-// assertions).
+// to the first push committed by the new leader, as seen by a writer on a
+// surviving follower that pushes over HTTP every 5 ms. Not a test (timing
+// belongs in docs/benchmarks.md, not in assertions).
 //
 //   DRIFTD_BIN=build/driftd node tests/blackbox/tools/failover-time.mjs \
-//       [--runs 5] [--election-timeout 1000] [--heartbeat 100] [--signal kill|term]
+//       [--runs 5] [--election-timeout 1000] [--heartbeat 100]
 import { parseArgs } from 'node:util';
 import { Cluster } from '../lib/cluster.mjs';
 import { createRoom, httpRequest, sleep } from '../lib/harness.mjs';
@@ -16,7 +14,6 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '5' },
     'election-timeout': { type: 'string', default: '1000' },
     heartbeat: { type: 'string', default: '100' },
-    signal: { type: 'string', default: 'kill' },
   },
 });
 const runs = Number(values.runs);
@@ -62,8 +59,7 @@ for (let r = 0; r < runs; r++) {
     })();
     await sleep(500);
     killedAt = Date.now();
-    if (values.signal === 'term') await c.stop(leader);
-    else await c.kill9(leader);
+    await c.kill9(leader);
     while (!firstOkAfter && Date.now() - killedAt < 30000) await sleep(5);
     stop = true;
     await writer;
@@ -81,4 +77,4 @@ for (let r = 0; r < runs; r++) {
   }
 }
 results.sort((a, b) => a - b);
-console.log(`${values.signal === 'term' ? 'SIGTERM' : 'kill -9'}, election timeout ${et} ms, heartbeat ${hb} ms, ${runs} runs: min ${results[0]} ms, median ${results[Math.floor(results.length / 2)]} ms, max ${results.at(-1)} ms`);
+console.log(`election timeout ${et} ms, heartbeat ${hb} ms, ${runs} runs: min ${results[0]} ms, median ${results[Math.floor(results.length / 2)]} ms, max ${results.at(-1)} ms`);
