@@ -396,6 +396,9 @@ int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
                        cons_change_cb cb, void *arg);
 /* Moves leadership to id, or (id 0) to the most up-to-date voter. cb fires
  * when this node is no longer leader or the transfer failed. */
+/* The node is going to stop: it opens no new raft connection from now on
+ * (cons_node_stop implies it). */
+void cons_node_no_dial(struct cons_node *n);
 int cons_leader_transfer(struct cons_node *n, uint32_t id, cons_change_cb cb,
                          void *arg);
 

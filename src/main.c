@@ -216,6 +216,7 @@ static void shutdown_node(struct app *a)
         return;
     a->shutting_down = true;
     LOG_INFO("event=shutdown");
+    cons_node_no_dial(a->cons);
     if (a->net != NULL) {
         net_server_stop(a->net);
         net_server_close(a->net, on_net_closed, a);

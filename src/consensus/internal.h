@@ -55,6 +55,7 @@ struct cons__tp {
     struct cons__hs *hs_head; /* handshakes in progress */
     size_t n_inbound;
     bool closing;
+    bool no_dial; /* the node is stopping: no new outbound connection */
     raft_uv_transport_close_cb close_cb;
     /* Mutual TLS (NULL: plain TCP) and its pumps (tls.c). */
     struct ssl_ctx_st *tls_server, *tls_client;

@@ -471,11 +471,22 @@ int cons_node_start(struct cons_node *n)
     return CONS_OK;
 }
 
+void cons_node_no_dial(struct cons_node *n)
+{
+    /* Fewer sockets opened while the node's other parts close theirs (a
+     * raft connection opened during shutdown has been seen to get an fd
+     * number that libwebsockets then closed a second time; docs/
+     * reliability.md). Peers that dial us are still answered. */
+    if (n != NULL)
+        n->tp.no_dial = true;
+}
+
 void cons_node_stop(struct cons_node *n)
 {
     if (n->stopping)
         return;
     n->stopping = true;
+    cons_node_no_dial(n);
     cons__proposer_fail_all(n, CONS_ECLOSING);
     cons__reads_fail_all(n, CONS_ECLOSING);
 }

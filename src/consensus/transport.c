@@ -678,6 +678,8 @@ static int tp_connect(struct raft_uv_transport *t, struct raft_uv_connect *req,
 
     if (tp->closing)
         return RAFT_CANCELED;
+    if (tp->no_dial)
+        return RAFT_NOCONNECTION;
     if (strlen(address) > TP_ADDR_MAX ||
         !cons_addr_split(address, host, sizeof(host), &port))
         return RAFT_NOCONNECTION;
