@@ -214,26 +214,30 @@ export function check(records, opts = {}) {
   // A node may lag behind a removal (cut off, frozen): it is held to it
   // only once its commit index has passed the removal's log entry. That
   // index is bounded from the probes' configuration indexes (the entry
-  // holding the configuration each node uses): a configuration that lists
-  // the node is its addition or later (index >= L, the least such); one
-  // that does not list it, at an index >= L, comes after its removal (ids
-  // are never reused), so the removal's entry is at most B, the least such
-  // index. A node whose commit index is >= B and that still lists the
-  // node has committed the removal and ignores it. (An earlier version
-  // took the highest commit index of the probe round after the removal,
-  // which is no bound when only a lagging node answered that round.)
+  // holding the configuration each node uses), counting only committed
+  // configurations (entry <= the node's commit index: an uncommitted one
+  // may be cut from the log, e.g. a change whose leader lost its term): a
+  // committed configuration that lists the node is its addition or later
+  // (index >= L, the least such); one that does not list it, at an index
+  // >= L, comes after its removal (ids are never reused), so the removal's
+  // entry is at most B, the least such index. A node whose commit index is
+  // >= B and that still lists the node has committed the removal and
+  // ignores it. (An earlier version took the highest commit index of the
+  // probe round after the removal, which is no bound when only a lagging
+  // node answered that round.)
   if (records.probes && records.changes) {
     const reported = new Set();
+    const committed = records.probes.filter((p) => p.configIndex > 0 && p.configIndex <= p.commit);
     for (const c of records.changes) {
       if (c.op !== 'remove' || !c.ok) continue;
-      const withIt = records.probes.filter((p) => p.configIndex > 0 && p.ids.includes(c.id));
+      const withIt = committed.filter((p) => p.ids.includes(c.id));
       if (withIt.length === 0) continue;
       const L = Math.min(...withIt.map((p) => p.configIndex));
-      const after = records.probes.filter((p) => p.configIndex >= L && !p.ids.includes(c.id));
+      const after = committed.filter((p) => p.configIndex >= L && !p.ids.includes(c.id));
       if (after.length === 0) continue;
       const bound = Math.min(...after.map((p) => p.configIndex));
       const at = c.t0 + c.ms;
-      for (const p of withIt) {
+      for (const p of records.probes.filter((x) => x.configIndex > 0 && x.ids.includes(c.id))) {
         if (p.commit < bound || reported.has(`${p.node}/${c.id}`)) continue;
         reported.add(`${p.node}/${c.id}`);
         fail('membership', `node ${p.node} lists node ${c.id} at +${p.t - (records.tStart ?? 0)} ms (term ${p.term}, commit ${p.commit}, configuration ${JSON.stringify(p.ids)} of entry ${p.configIndex}), ${p.t - at} ms after its removal succeeded, though its commit index is past the removal's entry (<= ${bound})`);
