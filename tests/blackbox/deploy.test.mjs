@@ -276,7 +276,8 @@ describe('deployment files', () => {
   });
 
   test('the deployment scripts pass bash -n and shellcheck', T, () => {
-    const scripts = ['deploy/run-cluster.sh', 'deploy/run-local.sh', 'deploy/docker/make-secrets.sh', 'deploy/k8s/entrypoint.sh'];
+    const scripts = ['deploy/run-cluster.sh', 'deploy/run-local.sh', 'deploy/docker/make-secrets.sh', 'deploy/k8s/entrypoint.sh',
+      'scripts/deps.sh', 'scripts/patched-deps.sh', 'scripts/bench.sh'];
     for (const f of scripts) {
       const r = spawnSync('bash', ['-n', path.join(ROOT, f)], { encoding: 'utf8' });
       assert.equal(r.status, 0, `${f}: ${r.stderr}`);
