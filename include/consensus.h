@@ -47,6 +47,8 @@ enum {
     CONS_ECLOSED = 19,      /* unknown: shutting down after it was sent */
     CONS_ENOSPACE = 20,     /* disk full: the log refused it, NOT applied */
     CONS_EPERM = 21,        /* a forward link carried a command it may not */
+    CONS_EISLEADER = 22,    /* membership: the node named is the leader */
+    CONS_ELASTVOTER = 23,   /* membership: the node named is the last voter */
 };
 
 const char *cons_strerror(int code);

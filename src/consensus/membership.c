@@ -158,7 +158,7 @@ static int check_quorum_without(struct cons_node *n, uint32_t id, bool force)
             live++;
     }
     if (voters == 0)
-        return refuse(n, CONS_EINVAL, "node %u is the last voter", id);
+        return refuse(n, CONS_ELASTVOTER, "node %u is the last voter", id);
     if (!force && live < voters / 2 + 1)
         return refuse(n, CONS_EQUORUM,
                       "only %u of the %u remaining voters are up to date "
@@ -347,7 +347,7 @@ int cons_member_assign(struct cons_node *n, uint32_t id, enum cons_role role,
                       role == CONS_ROLE_VOTER ? "a voter" : "a standby");
     if (raft_role != RAFT_VOTER) {
         if (id == n->cfg.id)
-            return refuse(n, CONS_EINVAL,
+            return refuse(n, CONS_EISLEADER,
                           "node %u is the leader: transfer leadership first",
                           id);
         rv = check_quorum_without(n, id, force);
@@ -380,7 +380,7 @@ int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
     if (srv == NULL)
         return refuse(n, CONS_ENOTFOUND, "node %u is not a member", id);
     if (id == n->cfg.id)
-        return refuse(n, CONS_EINVAL,
+        return refuse(n, CONS_EISLEADER,
                       "node %u is the leader: transfer leadership first", id);
     if (srv->role == RAFT_VOTER) {
         rv = check_quorum_without(n, id, force);

@@ -57,6 +57,10 @@ const char *cons_strerror(int code)
         return "a new leader is settling in: retry shortly";
     case CONS_EPERM:
         return "command not allowed on a forward link";
+    case CONS_EISLEADER:
+        return "the node is the leader: transfer leadership first";
+    case CONS_ELASTVOTER:
+        return "the node is the last voter";
     case CONS_EQUORUM:
         return "the change would leave the cluster without a working majority";
     case CONS_EUNREACHABLE:

@@ -116,13 +116,14 @@ static void respond_cons_err(struct net_conn *c, int code, const char *msg)
     case CONS_ENOTFOUND:
         respond_err(c, 404, "not_found", msg);
         return;
+    case CONS_EISLEADER:
+        respond_err(c, 400, "is_leader", msg);
+        return;
+    case CONS_ELASTVOTER:
+        respond_err(c, 400, "last_voter", msg);
+        return;
     case CONS_EINVAL:
-        if (strstr(msg, "is the leader") != NULL)
-            respond_err(c, 400, "is_leader", msg);
-        else if (strstr(msg, "last voter") != NULL)
-            respond_err(c, 400, "last_voter", msg);
-        else
-            respond_err(c, 400, "invalid", msg);
+        respond_err(c, 400, "invalid", msg);
         return;
     default:
         respond_err(c, 503, "unavailable", msg);
