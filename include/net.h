@@ -28,6 +28,9 @@ enum {
     NET_EBUSY = 4,   /* a per-client limit refused it */
 };
 
+/* A short text for a NET_* code (never NULL). */
+const char *net_strerror(int code);
+
 /* Longest admin token (checked at start-up: a longer one would not fit the
  * headers that carry it). */
 #define NET_ADMIN_TOKEN_MAX 256

@@ -730,7 +730,7 @@ int main(int argc, char **argv)
     }
     rv = net_server_init(&app.net, &app.loop, &opts.net, app.cons);
     if (rv != NET_OK) {
-        LOG_ERROR("event=init_failed what=net code=%d", rv);
+        LOG_ERROR("event=init_failed what=net err=\"%s\"", net_strerror(rv));
         app.exit_code = 1;
         app.net = NULL;
         goto out_shutdown;

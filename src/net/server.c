@@ -73,6 +73,24 @@ void net_config_default(struct net_config *cfg)
     cfg->message_timeout_ms = NET_MESSAGE_TIMEOUT_MS;
 }
 
+const char *net_strerror(int code)
+{
+    switch (code) {
+    case NET_OK:
+        return "ok";
+    case NET_ENOMEM:
+        return "out of memory";
+    case NET_EINVAL:
+        return "invalid configuration";
+    case NET_ELISTEN:
+        return "could not listen";
+    case NET_EBUSY:
+        return "refused by a per-client limit";
+    default:
+        return "unknown error";
+    }
+}
+
 const char *net_server_errmsg(const struct net_server *s)
 {
     return s == NULL ? "no server" : s->errmsg;
