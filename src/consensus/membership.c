@@ -327,6 +327,33 @@ int cons_member_add(struct cons_node *n, uint32_t id, const char *raft_addr,
     return change_begin(n, ch, rv, what);
 }
 
+/* The refusals every change of member id starts with: this node must lead,
+ * and id must be a member (*srv). */
+static int find_member(struct cons_node *n, uint32_t id,
+                       const struct raft_server **srv)
+{
+    int rv = check_leader(n);
+
+    if (rv != CONS_OK)
+        return rv;
+    *srv = find_server(n, id);
+    if (*srv == NULL)
+        return refuse(n, CONS_ENOTFOUND, "node %u is not a member", id);
+    return CONS_OK;
+}
+
+/* Node id stops being a voter (demoted or removed): never the leader itself
+ * (it moves leadership first), and unless forced, a working majority of up
+ * to date voters must remain when it was one. */
+static int check_voter_leaving(struct cons_node *n, uint32_t id, bool voter,
+                               bool force)
+{
+    if (id == n->cfg.id)
+        return refuse(n, CONS_EISLEADER,
+                      "node %u is the leader: transfer leadership first", id);
+    return voter ? check_quorum_without(n, id, force) : CONS_OK;
+}
+
 int cons_member_assign(struct cons_node *n, uint32_t id, enum cons_role role,
                        bool force, cons_change_cb cb, void *arg)
 {
@@ -336,21 +363,14 @@ int cons_member_assign(struct cons_node *n, uint32_t id, enum cons_role role,
     char what[160];
     int rv;
 
-    rv = check_leader(n);
+    rv = find_member(n, id, &srv);
     if (rv != CONS_OK)
         return rv;
-    srv = find_server(n, id);
-    if (srv == NULL)
-        return refuse(n, CONS_ENOTFOUND, "node %u is not a member", id);
     if (srv->role == raft_role)
         return refuse(n, CONS_EINVAL, "node %u is already %s", id,
                       role == CONS_ROLE_VOTER ? "a voter" : "a standby");
     if (raft_role != RAFT_VOTER) {
-        if (id == n->cfg.id)
-            return refuse(n, CONS_EISLEADER,
-                          "node %u is the leader: transfer leadership first",
-                          id);
-        rv = check_quorum_without(n, id, force);
+        rv = check_voter_leaving(n, id, true, force);
         if (rv != CONS_OK)
             return rv;
     }
@@ -373,20 +393,12 @@ int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
     char what[160];
     int rv;
 
-    rv = check_leader(n);
+    rv = find_member(n, id, &srv);
     if (rv != CONS_OK)
         return rv;
-    srv = find_server(n, id);
-    if (srv == NULL)
-        return refuse(n, CONS_ENOTFOUND, "node %u is not a member", id);
-    if (id == n->cfg.id)
-        return refuse(n, CONS_EISLEADER,
-                      "node %u is the leader: transfer leadership first", id);
-    if (srv->role == RAFT_VOTER) {
-        rv = check_quorum_without(n, id, force);
-        if (rv != CONS_OK)
-            return rv;
-    }
+    rv = check_voter_leaving(n, id, srv->role == RAFT_VOTER, force);
+    if (rv != CONS_OK)
+        return rv;
     ch = change_new(n, CH_REMOVE, id, cb, arg);
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
