@@ -235,8 +235,8 @@ static void respond_error(struct net_conn *c, unsigned status, const char *fmt,
     respond(c, status, CT_JSON, body, error_json(body, sizeof(body), msg));
 }
 
-void net__http_respond_built(struct net_conn *c, const char *ctype,
-                             char *body, size_t len)
+void net__http_respond_built(struct net_conn *c, const char *ctype, char *body,
+                             size_t len)
 {
     if (body == NULL) {
         respond_error(c, 503, "out of memory");
@@ -469,6 +469,36 @@ static bool room_exists(struct net_server *s, const char *id, size_t len)
     return relay_room_exists(cons_node_state(s->cons), id, len);
 }
 
+/*
+ * Proposes cmd under this request's session and holds the answer until the
+ * command is applied or fails (net__http_on_applied / on_failed); what
+ * names the command in a refusal ("push not applied: ...").
+ */
+static void propose_and_wait(struct net_conn *c, struct relay_cmd *cmd,
+                             enum net_pending pending, const char *what)
+{
+    struct net_server *s = c->srv;
+    int rv;
+
+    if (net__owner_register(s, c) != NET_OK) {
+        respond_error(c, 503, "out of memory");
+        return;
+    }
+    cmd->origin.node = cons_node_id(s->cons);
+    cmd->origin.session = c->session;
+    cmd->origin.counter = 1;
+    rv = cons_propose(s->cons, cmd);
+    if (rv != CONS_OK) {
+        net__owner_unregister(s, c);
+        respond_error(c, 503, "%s: %s", what, cons_strerror(rv));
+        return;
+    }
+    c->http.pending = pending;
+    c->http.acted = true;
+    /* The answer may wait up to the queue timeout (lws would cut it). */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_READ_WAIT_S);
+}
+
 static void start_new(struct net_conn *c)
 {
     static const char b64url[] =
@@ -478,7 +508,6 @@ static void start_new(struct net_conn *c)
     uint8_t rnd[ROOM_ID_RANDOM_BYTES];
     struct relay_cmd cmd;
     size_t i, o = 0;
-    int rv;
 
     if (!net__ip_take_room(s, c)) {
         respond_error(c, 429,
@@ -505,27 +534,11 @@ static void start_new(struct net_conn *c)
     h->room[o] = '\0';
     h->room_len = o;
 
-    if (net__owner_register(s, c) != NET_OK) {
-        respond_error(c, 503, "out of memory");
-        return;
-    }
     memset(&cmd, 0, sizeof(cmd));
     cmd.type = RELAY_CMD_CREATE_ROOM;
-    cmd.origin.node = cons_node_id(s->cons);
-    cmd.origin.session = c->session;
-    cmd.origin.counter = 1;
     cmd.room = h->room;
     cmd.room_len = h->room_len;
-    rv = cons_propose(s->cons, &cmd);
-    if (rv != CONS_OK) {
-        net__owner_unregister(s, c);
-        respond_error(c, 503, "room not created: %s", cons_strerror(rv));
-        return;
-    }
-    h->pending = NET_PENDING_NEW;
-    h->acted = true;
-    /* The answer may wait up to the queue timeout (lws would cut it). */
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_READ_WAIT_S);
+    propose_and_wait(c, &cmd, NET_PENDING_NEW, "room not created");
 }
 
 static void send_push(struct net_conn *c, const struct relay_msg *m)
@@ -533,17 +546,9 @@ static void send_push(struct net_conn *c, const struct relay_msg *m)
     struct net_server *s = c->srv;
     struct net_http *h = &c->http;
     struct relay_cmd cmd;
-    int rv;
 
-    if (net__owner_register(s, c) != NET_OK) {
-        respond_error(c, 503, "out of memory");
-        return;
-    }
     memset(&cmd, 0, sizeof(cmd));
     cmd.type = RELAY_CMD_PUSH;
-    cmd.origin.node = cons_node_id(s->cons);
-    cmd.origin.session = c->session;
-    cmd.origin.counter = 1;
     cmd.room = h->room;
     cmd.room_len = h->room_len;
     cmd.key = m->key;
@@ -555,46 +560,20 @@ static void send_push(struct net_conn *c, const struct relay_msg *m)
     if ((unsigned)m->action < 4)
         s->metrics.pushes[NET_TR_HTTP][m->action]++;
     h->push_ns = uv_hrtime();
-    rv = cons_propose(s->cons, &cmd);
-    if (rv != CONS_OK) {
-        net__owner_unregister(s, c);
-        respond_error(c, 503, "push not applied: %s", cons_strerror(rv));
-        return;
-    }
-    h->pending = NET_PENDING_SEND;
-    h->acted = true;
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_READ_WAIT_S);
+    propose_and_wait(c, &cmd, NET_PENDING_SEND, "push not applied");
 }
 
 void net__http_propose_config(struct net_conn *c, size_t setting,
                               uint64_t value)
 {
-    struct net_server *s = c->srv;
-    struct net_http *h = &c->http;
     struct relay_cmd cmd;
-    int rv;
 
-    if (net__owner_register(s, c) != NET_OK) {
-        respond_error(c, 503, "out of memory");
-        return;
-    }
     memset(&cmd, 0, sizeof(cmd));
     cmd.type = RELAY_CMD_CONFIG;
-    cmd.origin.node = cons_node_id(s->cons);
-    cmd.origin.session = c->session;
-    cmd.origin.counter = 1;
     cmd.key = relay_setting_name(setting);
     cmd.key_len = strlen(cmd.key);
     cmd.compact_seq = value;
-    rv = cons_propose(s->cons, &cmd);
-    if (rv != CONS_OK) {
-        net__owner_unregister(s, c);
-        respond_error(c, 503, "setting not applied: %s", cons_strerror(rv));
-        return;
-    }
-    h->pending = NET_PENDING_CONFIG;
-    h->acted = true;
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, NET_READ_WAIT_S);
+    propose_and_wait(c, &cmd, NET_PENDING_CONFIG, "setting not applied");
 }
 
 static void send_get(struct net_conn *c, const struct relay_msg *m)
