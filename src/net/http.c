@@ -547,18 +547,7 @@ static void send_push(struct net_conn *c, const struct relay_msg *m)
     struct net_http *h = &c->http;
     struct relay_cmd cmd;
 
-    memset(&cmd, 0, sizeof(cmd));
-    cmd.type = RELAY_CMD_PUSH;
-    cmd.room = h->room;
-    cmd.room_len = h->room_len;
-    cmd.key = m->key;
-    cmd.key_len = m->key_len;
-    cmd.action = m->action;
-    cmd.compact_seq = m->compact_seq;
-    cmd.value = m->value;
-    cmd.value_len = m->value_len;
-    if ((unsigned)m->action < 4)
-        s->metrics.pushes[NET_TR_HTTP][m->action]++;
+    net__push_cmd(s, NET_TR_HTTP, &cmd, h->room, h->room_len, m);
     h->push_ns = uv_hrtime();
     propose_and_wait(c, &cmd, NET_PENDING_SEND, "push not applied");
 }

@@ -471,6 +471,12 @@ struct net_metrics {
     struct cons_hist deliver; /* leader's stamp -> push frames queued here */
 };
 
+/* The push command of client message m in room (origin left zero; both
+ * transports fill it their way), counted in the pushes metric of tr. */
+void net__push_cmd(struct net_server *s, enum net_transport tr,
+                   struct relay_cmd *cmd, const char *room, size_t room_len,
+                   const struct relay_msg *m);
+
 /* Records one push -> ack latency, from a uv_hrtime() taken at proposal. */
 void net__metrics_latency(struct net_server *s, uint64_t start_ns);
 /* GET /metrics: the text exposition format 0.0.4; malloc'd, NULL without

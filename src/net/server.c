@@ -186,6 +186,24 @@ static struct net_conn *owner_find(struct net_server *s,
     return n == NULL ? NULL : HTAB_ENTRY(n, struct net_conn, owner_node);
 }
 
+void net__push_cmd(struct net_server *s, enum net_transport tr,
+                   struct relay_cmd *cmd, const char *room, size_t room_len,
+                   const struct relay_msg *m)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->type = RELAY_CMD_PUSH;
+    cmd->room = room;
+    cmd->room_len = room_len;
+    cmd->key = m->key;
+    cmd->key_len = m->key_len;
+    cmd->action = m->action;
+    cmd->compact_seq = m->compact_seq;
+    cmd->value = m->value;
+    cmd->value_len = m->value_len;
+    if ((unsigned)m->action < 4)
+        s->metrics.pushes[tr][m->action]++;
+}
+
 /* ---- consensus hooks ---------------------------------------------------- */
 
 void net_server_on_applied(void *arg, const struct cons_applied *ev)

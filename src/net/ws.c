@@ -72,8 +72,8 @@ void net__frame_unref(struct net_frame *f)
 /* One message held back until the session's earlier pushes resolved. */
 struct net_deferred {
     struct net_deferred *next;
-    size_t cost;          /* raw frame bytes, against the bound */
-    bool is_error;        /* a decode error to report, not a message */
+    size_t cost;   /* raw frame bytes, against the bound */
+    bool is_error; /* a decode error to report, not a message */
     /* A get that replays: it runs once the read it asked consensus for
      * (read_seq-th of this session) is answered, with read_status. */
     uint64_t read_seq;
@@ -197,8 +197,7 @@ void net__ws_run_closes(struct net_server *s)
             lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
                              (unsigned char *)c->close_reason,
                              strlen(c->close_reason));
-            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
-                            LWS_TO_KILL_SYNC);
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
             continue;
         }
         lws_callback_on_writable(c->wsi);
@@ -446,9 +445,8 @@ static void set_skip(struct net_conn *c, const struct relay_msg *m)
             c->subs[i]->skip_upto = m->has_seq && m->seq > last ? m->seq : 0;
             /* The init that follows (or, without a seq, nothing) brings the
              * client to the room's last seq, or it is already further. */
-            c->subs[i]->seen = c->subs[i]->skip_upto > last
-                                   ? c->subs[i]->skip_upto
-                                   : last;
+            c->subs[i]->seen =
+                c->subs[i]->skip_upto > last ? c->subs[i]->skip_upto : last;
             return;
         }
     }
@@ -490,7 +488,7 @@ int net__ws_on_confirm(struct net_conn *c)
     if (why != NULL) {
         net__count_error(s, NET_ERR_NOT_READY);
         return net__http_write_now_retry(c, 503, why, NET_RETRY_AFTER_S) ? -1
-                                                                        : 1;
+                                                                         : 1;
     }
     /* A room this node does not know yet may have been created elsewhere
      * a moment ago (reads are linearizable: "not found" only after a read
@@ -595,21 +593,10 @@ static void do_push(struct net_conn *c, const struct relay_msg *m)
     struct relay_cmd cmd;
     int rv;
 
-    memset(&cmd, 0, sizeof(cmd));
-    cmd.type = RELAY_CMD_PUSH;
+    net__push_cmd(s, NET_TR_WS, &cmd, c->room_id, c->room_len, m);
     cmd.origin.node = cons_node_id(s->cons);
     cmd.origin.session = c->session;
     cmd.origin.counter = ++c->counter;
-    cmd.room = c->room_id;
-    cmd.room_len = c->room_len;
-    cmd.key = m->key;
-    cmd.key_len = m->key_len;
-    cmd.action = m->action;
-    cmd.compact_seq = m->compact_seq;
-    cmd.value = m->value;
-    cmd.value_len = m->value_len;
-    if ((unsigned)m->action < 4)
-        s->metrics.pushes[NET_TR_WS][m->action]++;
     c->push_ns[c->counter % NET_PUSH_TIMES] = uv_hrtime();
     rv = cons_propose(s->cons, &cmd);
     if (rv != CONS_OK) {
@@ -822,8 +809,7 @@ void net__ws_on_read(struct net_conn *c, int status)
         c->room_unconfirmed = false;
         if (status != CONS_OK) {
             net__count_error(c->srv, NET_ERR_NOT_READY);
-            net__ws_close(c, NET_CLOSE_TRY_LATER,
-                          "not ready, retry");
+            net__ws_close(c, NET_CLOSE_TRY_LATER, "not ready, retry");
         } else if (!relay_room_exists(cons_node_state(c->srv->cons), c->room_id,
                                       c->room_len)) {
             net__count_error(c->srv, NET_ERR_ROOM_NOT_FOUND);
@@ -1057,8 +1043,8 @@ void net__ws_on_restored(struct net_server *s)
         for (size_t i = 0; i < c->n_subs; i++) {
             struct net_sub *sub = c->subs[i];
 
-            sub->seen = send_init(c, sub->key->key, sub->key->key_len,
-                                  sub->seen, true);
+            sub->seen =
+                send_init(c, sub->key->key, sub->key->key_len, sub->seen, true);
         }
         caught_up++;
     }
