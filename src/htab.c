@@ -80,8 +80,7 @@ uint64_t htab_siphash(const uint8_t seed[HTAB_SEED_LEN], const void *data,
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* ---- the table ------------------------------------------------------------
- */
+/* ---- the table ---------------------------------------------------------- */
 
 void htab_init(struct htab *t, const uint8_t *seed)
 {

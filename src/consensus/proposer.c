@@ -68,8 +68,7 @@ int cons__proposer_init(struct cons_node *n)
     return CONS_OK;
 }
 
-/* ---- queues ---------------------------------------------------------------
- */
+/* ---- queues ------------------------------------------------------------- */
 
 static void pcmd_free(struct cons__pcmd *p)
 {
@@ -205,8 +204,7 @@ static uint32_t known_leader(struct cons_node *n)
     return (uint32_t)id;
 }
 
-/* ---- proposing ------------------------------------------------------------
- */
+/* ---- proposing ---------------------------------------------------------- */
 
 int cons_propose(struct cons_node *n, const struct relay_cmd *cmd)
 {
@@ -400,8 +398,7 @@ void cons__proposer_on_restored(struct cons_node *n)
     }
 }
 
-/* ---- flushing -------------------------------------------------------------
- */
+/* ---- flushing ----------------------------------------------------------- */
 
 static void send_carrier(struct cons_node *n);
 

@@ -72,8 +72,7 @@ static void ssl_reason(char *buf, size_t len)
     ERR_clear_error();
 }
 
-/* ---- contexts -------------------------------------------------------------
- */
+/* ---- contexts ----------------------------------------------------------- */
 
 static SSL_CTX *make_ctx(bool server, const char *cert, const char *key,
                          const char *ca, char *err, size_t errlen)
@@ -136,8 +135,7 @@ void cons__tls_free(struct cons__tp *tp)
     tp->tls_client = NULL;
 }
 
-/* ---- writing --------------------------------------------------------------
- */
+/* ---- writing ------------------------------------------------------------ */
 
 static void on_written(uv_write_t *req, int status);
 
@@ -219,8 +217,7 @@ static void on_written(uv_write_t *req, int status)
     resume_reads(p);
 }
 
-/* ---- the two directions ---------------------------------------------------
- */
+/* ---- the two directions ------------------------------------------------- */
 
 /* TLS records in net_in -> plain text to the socketpair. */
 static void drain_tls(struct cons__pump *p)
@@ -311,8 +308,7 @@ static void on_plain_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     free(buf->base);
 }
 
-/* ---- lifecycle ------------------------------------------------------------
- */
+/* ---- lifecycle ---------------------------------------------------------- */
 
 static void pump_maybe_free(struct cons__pump *p)
 {

@@ -271,8 +271,7 @@ static bool wrap_tls(struct cons__hs *h, const char *host)
     return true;
 }
 
-/* ---- server side ----------------------------------------------------------
- */
+/* ---- server side -------------------------------------------------------- */
 
 static const char *server_got_hello(struct cons__hs *h)
 {
@@ -345,8 +344,7 @@ static const char *server_got_proof(struct cons__hs *h, bool *auth_failure)
     return NULL;
 }
 
-/* ---- client side ----------------------------------------------------------
- */
+/* ---- client side -------------------------------------------------------- */
 
 static const char *client_got_chal(struct cons__hs *h, bool *auth_failure)
 {
@@ -375,8 +373,7 @@ static const char *client_got_chal(struct cons__hs *h, bool *auth_failure)
     return NULL;
 }
 
-/* ---- reading --------------------------------------------------------------
- */
+/* ---- reading ------------------------------------------------------------ */
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
@@ -466,8 +463,7 @@ static struct cons__hs *hs_new(struct cons__tp *tp, bool outbound)
     return h;
 }
 
-/* ---- listening ------------------------------------------------------------
- */
+/* ---- listening ---------------------------------------------------------- */
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -592,8 +588,7 @@ static int tp_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
     return 0;
 }
 
-/* ---- connecting -----------------------------------------------------------
- */
+/* ---- connecting --------------------------------------------------------- */
 
 static void on_connect(uv_connect_t *req, int status)
 {
@@ -714,8 +709,7 @@ static int tp_connect(struct raft_uv_transport *t, struct raft_uv_connect *req,
     return 0;
 }
 
-/* ---- closing --------------------------------------------------------------
- */
+/* ---- closing ------------------------------------------------------------ */
 
 void cons__tp_maybe_closed(struct cons__tp *tp)
 {

@@ -55,8 +55,7 @@ struct ctl {
     char errmsg[1024]; /* detail of the last transport failure */
 };
 
-/* ---- http.c ---------------------------------------------------------------
- */
+/* ---- http.c ------------------------------------------------------------- */
 
 /* Reads nothing from the network. server is copied. Returns CTL_OK or
  * CTL_EFAIL (message printed). ctl_close() is safe after any return. */
@@ -117,8 +116,7 @@ int ctl_print_json(const json_t *root);
 /* Prints "driftctl: ..." and a newline on stderr. */
 void ctl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* ---- commands -------------------------------------------------------------
- */
+/* ---- commands ----------------------------------------------------------- */
 
 /* show.c */
 int ctl_cmd_status(struct ctl *c);

@@ -139,8 +139,7 @@ static const char *str_or(const char *s, const char *dflt)
     return s != NULL ? s : dflt;
 }
 
-/* ---- status ---------------------------------------------------------------
- */
+/* ---- status ------------------------------------------------------------- */
 
 /* GET base/path with short timeouts; a JSON object or NULL (owned). */
 static json_t *probe(struct ctl *c, const char *base, const char *path)
@@ -296,8 +295,7 @@ int ctl_cmd_status(struct ctl *c)
     return rv;
 }
 
-/* ---- rooms ----------------------------------------------------------------
- */
+/* ---- rooms -------------------------------------------------------------- */
 
 int ctl_cmd_rooms(struct ctl *c)
 {

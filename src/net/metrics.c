@@ -33,8 +33,7 @@ void net__metrics_latency(struct net_server *s, uint64_t start_ns)
                   now > start_ns ? (double)(now - start_ns) / 1e6 : 0);
 }
 
-/* ---- the text buffer ------------------------------------------------------
- */
+/* ---- the text buffer ---------------------------------------------------- */
 
 struct out {
     char *buf;
@@ -110,8 +109,7 @@ static void histogram(struct out *o, const char *name, const char *help,
     put(o, "%s_count %llu\n", name, (unsigned long long)h->count);
 }
 
-/* ---- families -------------------------------------------------------------
- */
+/* ---- families ----------------------------------------------------------- */
 
 static const char *const fmt_names[RELAY_FMT_COUNT] = {"json", "cbor",
                                                        "msgpack"};

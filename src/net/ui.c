@@ -95,8 +95,7 @@ void net__ui_serve(struct net_conn *c)
     net__http_respond(c, 200, a->ctype, a->data, a->len);
 }
 
-/* ---- headers -------------------------------------------------------------
- */
+/* ---- headers ------------------------------------------------------------ */
 
 static int add(struct lws *wsi, const char *name, const char *value,
                unsigned char **p, unsigned char *end)
