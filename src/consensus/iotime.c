@@ -12,7 +12,6 @@
  *
  * Not here: commit time (proposer.c, on the leader).
  */
-#define LOG_MODULE "cons"
 #include <stddef.h>
 
 #include "internal.h"
