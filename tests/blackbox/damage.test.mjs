@@ -23,23 +23,10 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 
 import { createRoom, httpSend, withTimeout } from './lib/harness.mjs';
-import { Cluster, replay, waitRoomEverywhere, waitSameReplay } from './lib/cluster.mjs';
-import { ctlOk, requireCtl, waitMembers } from './lib/admin.mjs';
+import { replay, waitRoomEverywhere, waitSameReplay } from './lib/cluster.mjs';
+import { ctlOk, requireCtl, runCluster, waitMembers } from './lib/admin.mjs';
 
 const T = { timeout: 120000 };
-
-async function withCluster(opts, fn) {
-  const c = await Cluster.start({ name: 'damage', ...opts });
-  try {
-    await c.waitLeader();
-    await fn(c);
-  } catch (e) {
-    c.dump('damage', null);
-    throw e;
-  } finally {
-    await c.dispose({ clean: false });
-  }
-}
 
 // Sends pushes one at a time (each its own log entry), each answered 200.
 async function pushSeq(c, id, room, from, count, key = 'k') {
@@ -98,8 +85,8 @@ function assertPrefix(data, sent, what) {
 describe('damaged data on disk', () => {
   for (const [what, cutAt] of [['a few bytes cut off', (end) => end - 3],
     ['only the first 4 KiB left', () => 4096]]) {
-    test(`torn open segment (${what}): a single node starts with a gap-free prefix of its pushes`, T, async () => {
-      await withCluster({ size: 1 }, async (c) => {
+    test(`torn open segment (${what}): a single node starts with a gap-free prefix of its pushes`, T, async (t) => {
+      await runCluster(t, { name: 'damage', size: 1 }, async (c) => {
         const { room } = await createRoom(c.base(1));
         await pushSeq(c, 1, room, 0, 120);
         await c.kill9(1);
@@ -121,8 +108,8 @@ describe('damaged data on disk', () => {
     });
   }
 
-  test('torn open segment on a cluster member: it starts, catches up, and every acknowledged push is on every node', T, async () => {
-    await withCluster({ size: 3 }, async (c) => {
+  test('torn open segment on a cluster member: it starts, catches up, and every acknowledged push is on every node', T, async (t) => {
+    await runCluster(t, { name: 'damage', size: 3 }, async (c) => {
       const leader = await c.waitLeader();
       const victim = c.ids.find((id) => id !== leader);
       const { room } = await createRoom(c.base(leader));
@@ -139,9 +126,9 @@ describe('damaged data on disk', () => {
     });
   });
 
-  test('a bad byte in a closed segment: the node refuses to start, naming the file; removed, cleared and added again, it serves every push', T, async () => {
+  test('a bad byte in a closed segment: the node refuses to start, naming the file; removed, cleared and added again, it serves every push', T, async (t) => {
     requireCtl();
-    await withCluster({ size: 3 }, async (c) => {
+    await runCluster(t, { name: 'damage', size: 3 }, async (c) => {
       const leader = await c.waitLeader();
       const victim = c.ids.find((id) => id !== leader);
       const { room } = await createRoom(c.base(leader));
@@ -184,8 +171,8 @@ describe('damaged data on disk', () => {
     });
   });
 
-  test('a bad byte in a snapshot: the node refuses to start, naming the file, instead of serving a different value', T, async () => {
-    await withCluster({ size: 1, args: ['--snapshot-threshold', '16', '--snapshot-trailing', '4'] }, async (c) => {
+  test('a bad byte in a snapshot: the node refuses to start, naming the file, instead of serving a different value', T, async (t) => {
+    await runCluster(t, { name: 'damage', size: 1, args: ['--snapshot-threshold', '16', '--snapshot-trailing', '4'] }, async (c) => {
       const { room } = await createRoom(c.base(1));
       // A value whose bytes the test can find in the snapshot.
       const r = await httpSend(c.base(1), room, { type: 'push', action: { type: 'replace' }, key: 'm', value: 'MARKER-abcdefgh' });
