@@ -98,7 +98,9 @@ build_libwebsockets() {
 # received in mid-batch as never committed (nodes disagreed on the member
 # list; changes stuck "in progress"), a torn open segment crashed the node at
 # start, the leader never re-sent entries a follower lost, and io_destroy()
-# stalled the loop ~40 ms at every segment switch.
+# stalled the loop ~40 ms at every segment switch; a snapshot that could not
+# be written (or whose data a forked encoder failed to produce) tripped an
+# assertion.
 pkg_raft() {
     # bookworm-backports' 0.22.1 (bookworm's own 0.15 lacks the split-brain
     # and disk-failure fixes of 0.17+).
