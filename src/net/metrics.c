@@ -217,6 +217,13 @@ static void put_traffic(struct out *o, struct net_server *s)
               "frames queued to this node's subscribers (clocks of different "
               "machines add their skew; millisecond resolution).",
               &m->deliver);
+    histogram(o, "driftd_loop_lag_seconds",
+              "How late the loop lag probe's timer fired: how long the event "
+              "loop was kept from it (--loop-probe-ms).",
+              &m->loop_lag);
+    head(o, "driftd_loop_lag_max_seconds", "gauge",
+         "The longest loop lag seen since the start.");
+    put(o, "driftd_loop_lag_max_seconds %.6f\n", m->loop_lag_max_ms / 1e3);
 }
 
 static void put_forward(struct out *o, struct net_server *s)

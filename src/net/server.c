@@ -48,6 +48,8 @@
 /* After this, a context that has not finished destroying is logged. */
 #define NET_CLOSE_CTX_WAIT_MS 10000
 #define NET_CLOSE_TICK_MS 5
+/* A loop lag at least this long is a stall worth a log line. */
+#define NET_STALL_LOG_MS 10
 
 /* Bytes lws hands to one LWS_CALLBACK_RECEIVE at most (per connection). */
 #define NET_RX_BUFFER_SIZE 4096
@@ -71,6 +73,7 @@ void net_config_default(struct net_config *cfg)
     cfg->byte_rate = 64u << 20;
     cfg->header_timeout_ms = NET_HEADER_TIMEOUT_MS;
     cfg->message_timeout_ms = NET_MESSAGE_TIMEOUT_MS;
+    cfg->loop_probe_ms = 1;
 }
 
 const char *net_strerror(int code)
@@ -619,9 +622,13 @@ int net_server_init(struct net_server **out, uv_loop_t *loop,
         goto err_free_url;
     }
     s->timer.data = s;
+    /* libuv's uv_timer_init only fills the handle in and returns 0; were it
+     * to fail, s->timer above could not be closed before s is freed. */
+    (void)uv_timer_init(loop, &s->lag_timer);
+    s->lag_timer.data = s;
     net__fwd_init(s); /* its timer: nothing can fail after this */
     net__limits_init(s);
-    s->open_handles = 3;
+    s->open_handles = 4;
     *out = s;
     return NET_OK;
 
@@ -632,6 +639,67 @@ err_free_host:
 err_free_server:
     free(s);
     return rv;
+}
+
+/*
+ * The loop lag probe: a one-shot timer re-armed each time it fires; how much
+ * later than due it fires is how long the loop was busy elsewhere (a long
+ * callback, a snapshot, a stall in a library) when it came due. It measures
+ * pauses to within its period plus libuv's millisecond timer resolution,
+ * which is what the "no loop pause over 10 ms" figure needs; its cost is one
+ * wake-up per period when the node is idle.
+ */
+static void on_lag_probe(uv_timer_t *t);
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void arm_lag_probe(struct net_server *s)
+{
+    s->lag_armed_ns = uv_hrtime();
+    s->lag_armed_cpu_ns = thread_cpu_ns();
+    uv_timer_start(&s->lag_timer, on_lag_probe, s->cfg.loop_probe_ms, 0);
+}
+
+/* A stall of the loop is logged (at most once a second, with how many
+ * there were since) with the loop thread's CPU time over it: about the
+ * stall's length when our own code ran that long, near zero when the
+ * thread waited (descheduled on a busy machine, or blocked in a call). */
+static void log_stall(struct net_server *s, double late_ms, double cpu_ms)
+{
+    uint64_t now = uv_now(s->loop);
+
+    s->lag_stalls++;
+    if (s->lag_logged_at != 0 && now - s->lag_logged_at < 1000)
+        return;
+    LOG_INFO("event=loop_stall ms=%.1f cpu_ms=%.1f stalls=%llu", late_ms,
+             cpu_ms, (unsigned long long)s->lag_stalls);
+    s->lag_logged_at = now;
+    s->lag_stalls = 0;
+}
+
+static void on_lag_probe(uv_timer_t *t)
+{
+    struct net_server *s = t->data;
+    double late_ms = (double)(uv_hrtime() - s->lag_armed_ns) / 1e6 -
+                     (double)s->cfg.loop_probe_ms;
+
+    if (late_ms < 0)
+        late_ms = 0;
+    cons_hist_add(&s->metrics.loop_lag, late_ms);
+    if (late_ms > s->metrics.loop_lag_max_ms)
+        s->metrics.loop_lag_max_ms = late_ms;
+    if (late_ms >= NET_STALL_LOG_MS)
+        log_stall(s, late_ms,
+                  (double)(thread_cpu_ns() - s->lag_armed_cpu_ns) / 1e6);
+    if (!s->stopping)
+        arm_lag_probe(s);
 }
 
 static void collect_handle(uv_handle_t *h, void *arg)
@@ -712,6 +780,8 @@ int net_server_start(struct net_server *s)
              s->cfg.tls_cert != NULL ? "yes" : "no");
     net__fwd_start(s);
     net__limits_start(s);
+    if (s->cfg.loop_probe_ms > 0)
+        arm_lag_probe(s);
     return NET_OK;
 }
 
@@ -722,6 +792,7 @@ void net_server_stop(struct net_server *s)
     if (s == NULL || s->stopping)
         return;
     s->stopping = true;
+    uv_timer_stop(&s->lag_timer);
     net__limits_stop(s);
     /* Consensus stops calling us before anything goes away; our link to
      * the leader closes (its queued batches are dropped: consensus keeps
@@ -778,6 +849,7 @@ static void on_timer_closed(uv_handle_t *h)
 static void close_handles(struct net_server *s)
 {
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&s->lag_timer, on_timer_closed);
     uv_close((uv_handle_t *)&s->sweep, on_timer_closed);
     net__fwd_close(s, on_timer_closed);
 }
