@@ -117,6 +117,9 @@ struct cons_config {
     unsigned snapshot_threshold;   /* entries between snapshots, 65536 */
     size_t snapshot_bytes;         /* or log bytes between them, 64 MiB */
     unsigned snapshot_trailing;    /* entries kept after one, 2048 */
+    /* Snapshots encoded by a forked child (snapfork.c), true; false: on
+     * the loop, which then stalls for the encoding. */
+    bool snapshot_fork;
     size_t max_batch_bytes;        /* one raft entry, default 1 MiB */
     size_t max_queue_cmds;         /* proposer queue bound, default 65536 */
     size_t max_queue_bytes;        /* proposer queue bytes, 64 MiB */

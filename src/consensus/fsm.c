@@ -24,7 +24,6 @@
 #include "log.h"
 
 #define SNAP_HDR_MAGIC "DRS1"
-#define SNAP_HDR_LEN 8
 
 struct apply_ctx {
     struct cons_node *node;
@@ -183,46 +182,40 @@ static bool snapshot_deferred(struct cons_node *n)
            now - n->snap_guard_since < 3 * (uint64_t)n->cfg.election_timeout_ms;
 }
 
-static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
-                        unsigned *n_bufs)
+void cons__snap_header(uint8_t hdr[CONS_SNAP_HDR_LEN], const uint8_t *payload,
+                       size_t len)
 {
-    struct cons_node *n = fsm->data;
-    uint64_t t0 = uv_hrtime();
-    uint8_t *snap, *hdr;
-    size_t len;
-    uint32_t crc;
-    int rv;
+    uint32_t crc = crc32c(0, payload, len);
 
-    if (snapshot_deferred(n))
-        return RAFT_BUSY;
-    rv = relay_state_snapshot(n->state, &snap, &len);
-    if (rv != RELAY_OK)
-        return RAFT_NOMEM;
-    *bufs = raft_malloc(sizeof(**bufs));
-    if (*bufs == NULL)
-        goto err_free_snap;
-    (*bufs)[0].base = raft_malloc(SNAP_HDR_LEN + len);
-    if ((*bufs)[0].base == NULL)
-        goto err_free_bufs;
-    crc = crc32c(0, snap, len);
-    hdr = (*bufs)[0].base;
     memcpy(hdr, SNAP_HDR_MAGIC, 4);
     hdr[4] = (uint8_t)crc;
     hdr[5] = (uint8_t)(crc >> 8);
     hdr[6] = (uint8_t)(crc >> 16);
     hdr[7] = (uint8_t)(crc >> 24);
-    memcpy(hdr + SNAP_HDR_LEN, snap, len);
-    (*bufs)[0].len = SNAP_HDR_LEN + len;
+}
+
+/* The state encoded here, on the loop: with --snapshot-mode inline, or when
+ * no child could be forked. */
+static int snapshot_inline(struct cons_node *n, struct raft_buffer *bufs[],
+                           unsigned *n_bufs)
+{
+    uint8_t *snap;
+    size_t len;
+
+    if (relay_state_snapshot(n->state, &snap, &len) != RELAY_OK)
+        return RAFT_NOMEM;
+    *bufs = raft_malloc(sizeof(**bufs));
+    if (*bufs == NULL)
+        goto err_free_snap;
+    (*bufs)[0].base = raft_malloc(CONS_SNAP_HDR_LEN + len);
+    if ((*bufs)[0].base == NULL)
+        goto err_free_bufs;
+    cons__snap_header((*bufs)[0].base, snap, len);
+    memcpy((uint8_t *)(*bufs)[0].base + CONS_SNAP_HDR_LEN, snap, len);
+    (*bufs)[0].len = CONS_SNAP_HDR_LEN + len;
     *n_bufs = 1;
     free(snap);
-    snapshot_taken(n);
-    n->stats.snapshots++;
     n->stats.snapshot_bytes = len;
-    n->stats.snapshot_seconds = (double)(uv_hrtime() - t0) / 1e9;
-    /* The encoding runs on the loop: ms is how long this node stalled. */
-    LOG_INFO("event=snapshot bytes=%zu applied=%llu ms=%.1f", len,
-             (unsigned long long)raft_last_applied(&n->raft),
-             n->stats.snapshot_seconds * 1e3);
     return 0;
 err_free_bufs:
     raft_free(*bufs);
@@ -230,6 +223,41 @@ err_free_bufs:
 err_free_snap:
     free(snap);
     return RAFT_NOMEM;
+}
+
+static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                        unsigned *n_bufs)
+{
+    struct cons_node *n = fsm->data;
+    uint64_t t0 = uv_hrtime();
+    bool forked = false;
+    int rv;
+
+    if (snapshot_deferred(n) || uv_now(n->loop) < n->snap_retry_at)
+        return RAFT_BUSY;
+    if (n->cfg.snapshot_fork)
+        forked = cons__snapfork_start(n, bufs, n_bufs) == 0;
+    if (!forked) {
+        rv = snapshot_inline(n, bufs, n_bufs);
+        if (rv != 0)
+            return rv;
+    }
+    snapshot_taken(n);
+    n->stats.snapshots++;
+    /* How long this node's loop stalled for it: the fork, or the whole
+     * encoding. A child's bytes are logged as they come in (snapfork.c). */
+    n->stats.snapshot_seconds = (double)(uv_hrtime() - t0) / 1e9;
+    if (forked)
+        LOG_DEBUG("event=snapshot_forked applied=%llu loop_ms=%.1f",
+                  (unsigned long long)raft_last_applied(&n->raft),
+                  n->stats.snapshot_seconds * 1e3);
+    else
+        LOG_INFO("event=snapshot bytes=%llu applied=%llu mode=inline "
+                 "loop_ms=%.1f",
+                 (unsigned long long)n->stats.snapshot_bytes,
+                 (unsigned long long)raft_last_applied(&n->raft),
+                 n->stats.snapshot_seconds * 1e3);
+    return 0;
 }
 
 /*
@@ -248,23 +276,23 @@ static int snapshot_payload(struct cons_node *n, const struct raft_buffer *buf,
     *len = buf->len;
     if (buf->len < 4 || memcmp(b, SNAP_HDR_MAGIC, 4) != 0)
         return 0; /* written before the header existed */
-    if (buf->len < SNAP_HDR_LEN) {
+    if (buf->len < CONS_SNAP_HDR_LEN) {
         snprintf(n->restore_err, sizeof(n->restore_err),
                  "snapshot of %zu bytes is cut short", buf->len);
         return -1;
     }
     want = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 |
            (uint32_t)b[7] << 24;
-    got = crc32c(0, b + SNAP_HDR_LEN, buf->len - SNAP_HDR_LEN);
+    got = crc32c(0, b + CONS_SNAP_HDR_LEN, buf->len - CONS_SNAP_HDR_LEN);
     if (got != want) {
         snprintf(n->restore_err, sizeof(n->restore_err),
                  "snapshot checksum mismatch (stored %08x, computed %08x "
                  "over %zu bytes)",
-                 want, got, buf->len - SNAP_HDR_LEN);
+                 want, got, buf->len - CONS_SNAP_HDR_LEN);
         return -1;
     }
-    *p = b + SNAP_HDR_LEN;
-    *len = buf->len - SNAP_HDR_LEN;
+    *p = b + CONS_SNAP_HDR_LEN;
+    *len = buf->len - CONS_SNAP_HDR_LEN;
     return 0;
 }
 

@@ -132,6 +132,15 @@ struct cons_node {
                      raft_io_append_cb cb);
     int (*io_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
                     raft_io_recv_cb recv);
+    /* raft_uv's snapshot_put and close, wrapped so that a snapshot's put
+     * waits for the bytes a forked child encodes (snapfork.c) */
+    int (*io_snapshot_put)(struct raft_io *io, unsigned trailing,
+                           struct raft_io_snapshot_put *req,
+                           const struct raft_snapshot *snapshot,
+                           raft_io_snapshot_put_cb cb);
+    void (*io_close)(struct raft_io *io, raft_io_close_cb cb);
+    struct cons__snapjob *snap_job; /* the child encoding, NULL: none */
+    uint64_t snap_retry_at; /* uv_now() before which no snapshot is tried */
     raft_io_tick_cb raft_tick_cb;
     raft_io_recv_cb raft_recv_cb;
     /* The node is ready once sync_index is applied, for the leader
@@ -212,6 +221,24 @@ struct cons_node {
     cons_close_cb close_cb;
     void *close_arg;
 };
+
+/* A snapshot's data: this 8-byte header ("DRS1" and the CRC-32C of the
+ * relay bytes that follow, little-endian), then relay's bytes (fsm.c). */
+#define CONS_SNAP_HDR_LEN 8
+void cons__snap_header(uint8_t hdr[CONS_SNAP_HDR_LEN], const uint8_t *payload,
+                       size_t len);
+/* After a snapshot whose encoder failed, none is tried for this long. */
+#define CONS_SNAP_RETRY_MS 5000
+
+/* Snapshots encoded by a forked child (snapfork.c). wrap_io: after
+ * raft_uv_init, before raft_init. start: forks the encoder of the state as
+ * it is now and gives raft a placeholder buffer whose put waits for the
+ * child's bytes; non-zero: nothing forked (encode in place instead).
+ * fork_seconds: how long the last fork held the loop. */
+void cons__snapfork_wrap_io(struct cons_node *n);
+int cons__snapfork_start(struct cons_node *n, struct raft_buffer **bufs,
+                         unsigned *n_bufs);
+double cons__snapfork_fork_seconds(const struct cons_node *n);
 
 /* Times raft_uv's appends into stats.append (iotime.c); after
  * raft_uv_init, before raft_init. */

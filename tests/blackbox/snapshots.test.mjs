@@ -1,0 +1,183 @@
+// Snapshots encoded by a forked child (src/consensus/snapfork.c): while the
+// child encodes, the node goes on acknowledging pushes; a child that dies
+// costs nothing but a later snapshot; a node that stops (SIGTERM) or dies
+// (kill -9) while its child encodes takes the child with it; the child holds
+// none of the node's sockets. Every acknowledged push survives each case.
+//
+// The child is caught in the act: the test watches for a process whose
+// parent is the node and stops it (SIGSTOP) before it finishes. A child that
+// finishes first is simply missed and the next snapshot is tried.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import {
+  useDriftd, createRoom, RawClient, waitFor, shutdownTest,
+} from './lib/harness.mjs';
+
+// A snapshot per 2 MiB of log (the count threshold out of the way), values
+// of 16 KiB: a snapshot every ~128 pushes, each bigger than the last.
+const ARGS = ['--snapshot-threshold', '1000000', '--snapshot-bytes', '2',
+  '--snapshot-trailing', '16', '--log-level', 'debug'];
+const VALUE = 'v'.repeat(16 * 1024);
+
+// Processes whose parent is pid (/proc/N/stat: "N (comm) S PPID ...").
+function childrenOf(pid) {
+  const out = [];
+  for (const name of fs.readdirSync('/proc')) {
+    const n = Number(name);
+    if (!Number.isInteger(n) || n <= pid) continue; // forked after the node
+    let stat;
+    try { stat = fs.readFileSync(`/proc/${n}/stat`, 'utf8'); } catch { continue; }
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(rest[1]) === pid) out.push({ pid: n, state: rest[0] });
+  }
+  return out;
+}
+
+function stateOf(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    return null; // gone (reaped)
+  }
+}
+
+const gone = (pid) => { const s = stateOf(pid); return s === null || s === 'Z' || s === 'X'; };
+
+class Writer {
+  constructor(client, key) {
+    this.c = client;
+    this.key = key;
+    this.acked = [];
+    this.n = 0;
+  }
+
+  static async open(url, key) {
+    const c = await RawClient.connect(url, { label: `writer of ${key}` });
+    await c.get(key);
+    return new Writer(c, key);
+  }
+
+  // Pushes count values, pipelined, and waits for every ack.
+  async push(count) {
+    const first = this.n;
+    for (let i = 0; i < count; i++) this.c.push(this.key, { i: this.n++, pad: VALUE });
+    for (let i = 0; i < count; i++) {
+      const m = await this.c.next((x) => x.type === 'push' && x.key === this.key, 30000,
+        `ack ${first + i} on ${this.key}`);
+      this.acked.push({ value: m.value, seq: m.seq });
+    }
+  }
+}
+
+// Pushes in rounds of 16 until a snapshot child of the node appears, and
+// stops it. A child that finishes before it is stopped is missed; the next
+// snapshot is tried. Returns the stopped child's pid.
+async function catchEncoder(srv, w, maxPushes = 4000) {
+  let caught = null;
+  let done = false;
+  const watcher = (async () => {
+    while (!done && caught === null) {
+      for (const ch of childrenOf(srv.pid)) {
+        try { process.kill(ch.pid, 'SIGSTOP'); } catch { continue; }
+        if (stateOf(ch.pid) === 'T') { caught = ch.pid; break; }
+      }
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
+  try {
+    while (caught === null && w.n < maxPushes) await w.push(16);
+  } finally {
+    done = true;
+    await watcher;
+  }
+  assert.ok(caught !== null, `no snapshot child caught in ${w.n} pushes:\n${srv.tail(4000)}`);
+  return caught;
+}
+
+async function retained(url, key) {
+  const c = await RawClient.connect(url, { label: `reader of ${key}` });
+  const init = await c.get(key, 0, 30000);
+  await c.close();
+  return init.data;
+}
+
+// Log lines matching re since the node's latest start.
+function countSinceStart(srv, re) {
+  const s = srv.output();
+  const i = s.lastIndexOf(`start #${srv.starts}:`);
+  return ((i < 0 ? s : s.slice(i)).match(re) ?? []).length;
+}
+
+const TAKEN = /event=snapshot bytes=\d+ applied=\d+ mode=fork/g;
+
+describe('snapshots by a forked child', () => {
+  const ctx = useDriftd({ name: 'snapshots', args: ARGS });
+
+  test('the node acknowledges pushes while its child encodes; a killed child costs only that snapshot', async () => {
+    const { socket_url: url } = await createRoom(ctx.srv.base);
+    const w = await Writer.open(url, 'a');
+    const child = await catchEncoder(ctx.srv, w);
+
+    // The child holds the standard streams and its pipe, none of the
+    // node's sockets or files: a port the node closes is closed.
+    const fds = fs.readdirSync(`/proc/${child}/fd`).map(Number).sort((a, b) => a - b);
+    const links = fds.filter((fd) => fd > 2).map((fd) => fs.readlinkSync(`/proc/${child}/fd/${fd}`));
+    assert.deepEqual(links.map((l) => l.replace(/\[\d+\]/, '[]')), ['pipe:[]'],
+      `the child's descriptors beyond 0-2: ${links.join(' ')}`);
+
+    // Stopped mid-snapshot, and the node goes on: 64 more pushes acked.
+    const before = w.acked.length;
+    await w.push(64);
+    assert.equal(w.acked.length, before + 64);
+    assert.equal(stateOf(child), 'T', 'the child is still stopped: the acks did not wait for it');
+
+    // The child dies: the snapshot is dropped, logged, and a later one is
+    // taken (after the retry pause, at the next 2 MiB of log).
+    const taken = countSinceStart(ctx.srv, TAKEN);
+    process.kill(child, 'SIGKILL');
+    await waitFor(() => /event=snapshot_failed/.test(ctx.srv.output()), 10000, 'event=snapshot_failed in the log');
+    assert.match(ctx.srv.output(), /event=snapshot_child_failed pid=\d+ signal=9/);
+    while (countSinceStart(ctx.srv, TAKEN) === taken) {
+      assert.ok(w.n < 4000, `no snapshot after the failed one in ${w.n} pushes:\n${ctx.srv.tail(4000)}`);
+      await w.push(16);
+    }
+
+    // Everything acknowledged is there after a kill -9 and a restart
+    // (from the later snapshot, once raft has written it, and the log).
+    await w.c.close();
+    await waitFor(() => fs.readdirSync(ctx.srv.dataDir).some((f) => /^snapshot-.*\.meta$/.test(f)),
+      10000, 'a snapshot file in the data dir');
+    await ctx.srv.kill9();
+    await ctx.srv.launch();
+    assert.deepEqual(await retained(url, 'a'), w.acked);
+    assert.equal(countSinceStart(ctx.srv, /event=restore bytes=\d+/g), 1, 'restarted from a snapshot');
+  });
+
+  test('SIGTERM while the child encodes: exit 0, the child ends too, nothing acknowledged is lost', async () => {
+    const { socket_url: url } = await createRoom(ctx.srv.base);
+    const w = await Writer.open(url, 'b');
+    const child = await catchEncoder(ctx.srv, w);
+    await w.push(16);
+    await w.c.close();
+    await ctx.srv.stopClean();
+    assert.ok(gone(child), `child ${child} outlived its node (state ${stateOf(child)})`);
+    await ctx.srv.launch();
+    assert.deepEqual(await retained(url, 'b'), w.acked);
+  });
+
+  test('kill -9 while the child encodes: the child dies with its node; a restart on the same ports keeps everything', async () => {
+    const { socket_url: url } = await createRoom(ctx.srv.base);
+    const w = await Writer.open(url, 'c');
+    const child = await catchEncoder(ctx.srv, w);
+    await w.push(16);
+    await w.c.close();
+    await ctx.srv.kill9();
+    await waitFor(() => gone(child), 5000, `child ${child} to die with its node`);
+    await ctx.srv.launch();
+    assert.deepEqual(await retained(url, 'c'), w.acked);
+  });
+
+  shutdownTest(ctx);
+});
