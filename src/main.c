@@ -107,6 +107,9 @@ static void usage(FILE *f)
 "  --snapshot-bytes MIB    or after this many MiB of log, whichever comes\n"
 "                          first (64; 0: by count only)\n"
 "  --snapshot-trailing N   entries kept after a snapshot (2048)\n"
+"  --snapshot-mode MODE    fork (a child process encodes the state; the\n"
+"                          node goes on) or inline (the node stalls for\n"
+"                          the encoding) (fork)\n"
 "  --max-batch-bytes BYTES one log entry, group commit bound (1048576)\n"
 "\n"
 "Other:\n"
@@ -114,6 +117,8 @@ static void usage(FILE *f)
 "                          time with driftctl log-level\n"
 "  --log-format FORMAT     text (key=value lines) or json (one object per\n"
 "                          line) (text)\n"
+"  --loop-probe-ms MS      period of the loop lag probe\n"
+"                          (driftd_loop_lag_seconds) (1; 0: off)\n"
 "  --help, --version\n");
 }
 // clang-format on
@@ -242,7 +247,7 @@ enum {
     OPT_ADMIN_TOKEN_FILE, OPT_CLUSTER_KEY_FILE, OPT_INSECURE, OPT_TLS_CERT,
     OPT_TLS_KEY, OPT_PEER_CA, OPT_PEER_CERT, OPT_PEER_KEY, OPT_CONNS_PER_IP,
     OPT_ROOM_RATE, OPT_MSG_RATE, OPT_BYTE_RATE, OPT_HEADER_TIMEOUT,
-    OPT_MESSAGE_TIMEOUT, OPT_LOG_FORMAT,
+    OPT_MESSAGE_TIMEOUT, OPT_LOG_FORMAT, OPT_SNAP_MODE, OPT_LOOP_PROBE,
 };
 
 static const struct option long_opts[] = {
@@ -287,6 +292,8 @@ static const struct option long_opts[] = {
     {"max-byte-rate", required_argument, NULL, OPT_BYTE_RATE},
     {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
     {"message-timeout", required_argument, NULL, OPT_MESSAGE_TIMEOUT},
+    {"snapshot-mode", required_argument, NULL, OPT_SNAP_MODE},
+    {"loop-probe-ms", required_argument, NULL, OPT_LOOP_PROBE},
     {NULL, 0, NULL, 0},
 };
 
@@ -511,6 +518,19 @@ static int parse_args(int argc, char **argv, struct options *o)
             if (parse_u64(optarg, 100, 600000, &v) != 0)
                 return bad_value(name, optarg, "want 100..600000 ms");
             o->net.header_timeout_ms = (unsigned)v;
+            break;
+        case OPT_SNAP_MODE:
+            if (strcmp(optarg, "fork") == 0)
+                o->cons.snapshot_fork = true;
+            else if (strcmp(optarg, "inline") == 0)
+                o->cons.snapshot_fork = false;
+            else
+                return bad_value(name, optarg, "want fork|inline");
+            break;
+        case OPT_LOOP_PROBE:
+            if (parse_u64(optarg, 0, 1000, &v) != 0)
+                return bad_value(name, optarg, "want 0..1000 ms");
+            o->net.loop_probe_ms = (unsigned)v;
             break;
         case OPT_MESSAGE_TIMEOUT:
             if (parse_u64(optarg, 100, 3600000, &v) != 0)
