@@ -35,7 +35,9 @@
 # DURATION, WARMUP, SCENARIOS, SECURITY, BASE_PORT (18180), DRIFTD_ARGS
 # (extra node flags), BENCH_ARGS (extra driftd-bench flags, e.g.
 # --msgpack), LATENCY_RATE (the latency scenario's rate instead of 10% of
-# the ingest median), CONNS (connections per node in that scenario).
+# the ingest median), CONNS (connections per node in that scenario),
+# SNAPSHOT_RATE and SNAPSHOT_DURATION (the snapshots scenario's rate instead
+# of half the ingest median, and its length, 40 s).
 set -uo pipefail
 
 BUILD=${1:-${BUILD:-build}}
@@ -54,7 +56,7 @@ else
     DURATION=${DURATION:-10}
     WARMUP=${WARMUP:-2}
 fi
-SCENARIOS=${SCENARIOS:-"ingest latency fanout rooms connections"}
+SCENARIOS=${SCENARIOS:-"ingest latency snapshots fanout rooms connections"}
 OUT=${OUT:-$BUILD/bench/$(date +%Y%m%d-%H%M%S)}
 read -r -a EXTRA_NODE <<< "${DRIFTD_ARGS:-}"
 read -r -a EXTRA_BENCH <<< "${BENCH_ARGS:-}"
@@ -144,8 +146,9 @@ healthy() { # PORT
     [[ $line == "HTTP/1."?" 200"* ]]
 }
 
-start_cluster() { # NAME
+start_cluster() { # NAME [NODE_FLAGS...]
     local name=$1 i
+    shift
     CLUSTER_DIR="$OUT/$name"
     rm -rf "$CLUSTER_DIR/data"
     PIDS=()
@@ -156,7 +159,7 @@ start_cluster() { # NAME
             --data "$CLUSTER_DIR/data/node$i" --bootstrap "$BOOTSTRAP" \
             --max-connections 10100 --max-connections-per-ip 0 \
             --max-room-rate 0 --max-msg-rate 0 --max-byte-rate 0 \
-            "${SEC_NODE[@]}" "${EXTRA_NODE[@]}" \
+            "${SEC_NODE[@]}" "${EXTRA_NODE[@]}" "$@" \
             >> "$CLUSTER_DIR/node$i.log" 2>&1 &
         PIDS[i]=$!
     done
@@ -245,6 +248,41 @@ else
 fi
 PEAK=
 
+# metrics PORT: GET /metrics of the node on PORT (as healthy() does).
+metrics() {
+    if [[ $SCHEME == https ]]; then
+        printf 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$1" |
+            timeout 5 openssl s_client -quiet -connect "127.0.0.1:$1" \
+                -CAfile "$CA" -verify_return_error -verify_ip 127.0.0.1 2> /dev/null
+        return
+    fi
+    { exec 3<> "/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+    printf 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$1" >&3
+    timeout 5 cat <&3
+    exec 3<&- 3>&-
+}
+
+# node_figures NAME N: what each node says of the run in /metrics (snapshots
+# taken, the loop lag probe's maximum and its count over 10 ms, elections),
+# one line per node in $OUT/NAME-N-nodes.txt.
+node_figures() {
+    local i file="$OUT/$1-$2-nodes.txt"
+    : > "$file"
+    for i in 1 2 3; do
+        metrics $((BASE_PORT + i)) | tr -d '\r' | awk -v node="$i" '
+            $1 == "driftd_snapshots_total" { snaps = $2 }
+            $1 == "driftd_loop_lag_max_seconds" { lag = $2 * 1000 }
+            $1 == "driftd_loop_lag_seconds_bucket{le=\"0.01\"}" { le10 = $2 }
+            $1 == "driftd_loop_lag_seconds_count" { count = $2 }
+            $1 == "driftd_raft_elections_total" { elections = $2 }
+            END {
+                printf "node %d: snapshots %d, loop lag max %.1f ms, probes over 10 ms %d of %d, elections %d\n",
+                    node, snaps, lag, count - le10, count, elections
+            }' >> "$file"
+    done
+    sed "s/^/bench.sh: $1 run $2: /" "$file" >&2
+}
+
 # fresh NAME N SCENARIO ARGS...: run N of NAME on a cluster of its own.
 fresh() {
     start_cluster "$1-$2" || exit 1
@@ -272,6 +310,28 @@ for s in $SCENARIOS; do
         for n in $(seq "$RUNS"); do
             fresh latency "$n" ingest --publishers "$PUBS" --subscribers "$PUBS" \
                 --rate "$rate" --window 1000 --value-size 64
+        done
+        ;;
+    snapshots)
+        # Ingest at half the peak rate for long enough that every node takes
+        # several snapshots (the defaults: one per 64 MiB of log, ~every 7 s
+        # at 60k pushes/s), with the loop lag probe's figures per node: the
+        # push->ack tail and the longest loop pause while snapshots are
+        # taken. Rate: half the ingest median (run ingest first), else
+        # $SNAPSHOT_RATE or 50,000/s.
+        rate=${SNAPSHOT_RATE:-50000}
+        if [[ -z ${SNAPSHOT_RATE:-} && -n $PEAK ]]; then
+            rate=$(awk -v p="$PEAK" 'BEGIN { r = int(p / 2); print (r < 1 ? 1 : r) }')
+        fi
+        snap_args=()
+        [[ $QUICK == 1 ]] && snap_args=(--snapshot-bytes 4)
+        for n in $(seq "$RUNS"); do
+            start_cluster "snapshots-$n" "${snap_args[@]}" || exit 1
+            DURATION=${SNAPSHOT_DURATION:-$((QUICK == 1 ? 6 : 40))} \
+                run snapshots "$n" ingest --publishers "$PUBS" --rate "$rate" \
+                --window 64 --value-size 64
+            node_figures snapshots "$n"
+            stop_cluster || FAILED=1
         done
         ;;
     fanout)
@@ -306,7 +366,7 @@ for s in $SCENARIOS; do
         done
         ;;
     *)
-        log "unknown scenario $s (ingest latency fanout rooms connections)"
+        log "unknown scenario $s (ingest latency snapshots fanout rooms connections)"
         exit 2
         ;;
     esac
@@ -327,6 +387,18 @@ done
         for f in "$OUT/$s"-*.json; do [[ -e $f ]] && files+=("$f"); done
     done
     ((${#files[@]} > 0)) && "$BENCH" report "${files[@]}"
+    if compgen -G "$OUT/snapshots-*-nodes.txt" > /dev/null; then
+        echo
+        echo "### snapshots: the nodes' own figures"
+        echo
+        echo "From each node's /metrics at the end of each run (loop lag: the"
+        echo "lateness of a 1 ms timer, driftd_loop_lag_seconds)."
+        echo
+        for f in "$OUT"/snapshots-*-nodes.txt; do
+            r=${f##*/snapshots-}
+            sed "s/^/    run ${r%-nodes.txt}: /" "$f"
+        done
+    fi
 } > "$OUT/results.md"
 cat "$OUT/results.md"
 log "results: $OUT/results.md"
