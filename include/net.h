@@ -68,10 +68,6 @@ struct net_config {
     const char *tls_cert;
     const char *tls_key;
     const char *peer_ca;
-    /* The loop lag probe's period (driftd_loop_lag_seconds): a timer this
-     * often, whose lateness is how long the loop was kept from it. 0: off.
-     * Default 1. */
-    unsigned loop_probe_ms;
 };
 
 void net_config_default(struct net_config *cfg);

@@ -263,7 +263,7 @@ metrics() {
 }
 
 # node_figures NAME N: what each node says of the run in /metrics (snapshots
-# taken, the loop lag probe's maximum and its count over 10 ms, elections),
+# taken, the longest loop turn and the turns over 10 ms, elections),
 # one line per node in $OUT/NAME-N-nodes.txt.
 node_figures() {
     local i file="$OUT/$1-$2-nodes.txt"
@@ -276,7 +276,7 @@ node_figures() {
             $1 == "driftd_loop_lag_seconds_count" { count = $2 }
             $1 == "driftd_raft_elections_total" { elections = $2 }
             END {
-                printf "node %d: snapshots %d, loop lag max %.1f ms, probes over 10 ms %d of %d, elections %d\n",
+                printf "node %d: snapshots %d, loop lag max %.1f ms, turns over 10 ms %d of %d, elections %d\n",
                     node, snaps, lag, count - le10, count, elections
             }' >> "$file"
     done
@@ -392,7 +392,8 @@ done
         echo "### snapshots: the nodes' own figures"
         echo
         echo "From each node's /metrics at the end of each run (loop lag: the"
-        echo "lateness of a 1 ms timer, driftd_loop_lag_seconds)."
+        echo "longest turn of the event loop outside its wait for events, and"
+        echo "how many turns took over 10 ms: driftd_loop_lag_seconds)."
         echo
         for f in "$OUT"/snapshots-*-nodes.txt; do
             r=${f##*/snapshots-}

@@ -117,8 +117,6 @@ static void usage(FILE *f)
 "                          time with driftctl log-level\n"
 "  --log-format FORMAT     text (key=value lines) or json (one object per\n"
 "                          line) (text)\n"
-"  --loop-probe-ms MS      period of the loop lag probe\n"
-"                          (driftd_loop_lag_seconds) (1; 0: off)\n"
 "  --help, --version\n");
 }
 // clang-format on
@@ -247,7 +245,7 @@ enum {
     OPT_ADMIN_TOKEN_FILE, OPT_CLUSTER_KEY_FILE, OPT_INSECURE, OPT_TLS_CERT,
     OPT_TLS_KEY, OPT_PEER_CA, OPT_PEER_CERT, OPT_PEER_KEY, OPT_CONNS_PER_IP,
     OPT_ROOM_RATE, OPT_MSG_RATE, OPT_BYTE_RATE, OPT_HEADER_TIMEOUT,
-    OPT_MESSAGE_TIMEOUT, OPT_LOG_FORMAT, OPT_SNAP_MODE, OPT_LOOP_PROBE,
+    OPT_MESSAGE_TIMEOUT, OPT_LOG_FORMAT, OPT_SNAP_MODE,
 };
 
 static const struct option long_opts[] = {
@@ -293,7 +291,6 @@ static const struct option long_opts[] = {
     {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
     {"message-timeout", required_argument, NULL, OPT_MESSAGE_TIMEOUT},
     {"snapshot-mode", required_argument, NULL, OPT_SNAP_MODE},
-    {"loop-probe-ms", required_argument, NULL, OPT_LOOP_PROBE},
     {NULL, 0, NULL, 0},
 };
 
@@ -527,11 +524,6 @@ static int parse_args(int argc, char **argv, struct options *o)
             else
                 return bad_value(name, optarg, "want fork|inline");
             break;
-        case OPT_LOOP_PROBE:
-            if (parse_u64(optarg, 0, 1000, &v) != 0)
-                return bad_value(name, optarg, "want 0..1000 ms");
-            o->net.loop_probe_ms = (unsigned)v;
-            break;
         case OPT_MESSAGE_TIMEOUT:
             if (parse_u64(optarg, 100, 3600000, &v) != 0)
                 return bad_value(name, optarg, "want 100..3600000 ms");
@@ -735,6 +727,9 @@ int main(int argc, char **argv)
     fit_fd_limit(&opts);
 
     uv_loop_init(&app.loop);
+    /* The time the loop waits for events, which net's loop lag probe
+     * subtracts from each turn (driftd_loop_lag_seconds). */
+    uv_loop_configure(&app.loop, UV_METRICS_IDLE_TIME);
     uv_signal_init(&app.loop, &app.sigterm);
     uv_signal_init(&app.loop, &app.sigint);
     app.sigterm.data = &app;

@@ -469,7 +469,7 @@ struct net_metrics {
     uint64_t fwd_batches;     /* batches written on our link */
     struct cons_hist ack;     /* push proposed here -> applied here */
     struct cons_hist deliver; /* leader's stamp -> push frames queued here */
-    struct cons_hist loop_lag; /* the probe timer's lateness (server.c) */
+    struct cons_hist loop_lag; /* loop turns' busy time (server.c) */
     double loop_lag_max_ms;
 };
 
@@ -539,12 +539,13 @@ struct net_server {
     uint64_t close_deadline;
     bool close_overdue_logged;
     uv_timer_t timer;      /* drives the close sequence */
-    uv_timer_t lag_timer;  /* the loop lag probe (server.c) */
-    uint64_t lag_armed_ns; /* uv_hrtime() when it was last armed */
-    uint64_t lag_armed_cpu_ns; /* the loop thread's CPU time then */
-    uint64_t lag_logged_at;    /* uv_now() of the last stall logged */
-    uint64_t lag_stalls;       /* stalls since then */
-    unsigned open_handles; /* the timers, until closed */
+    /* The loop lag probe (server.c): the start of this loop turn, and
+     * libuv's idle time then. */
+    uv_prepare_t turn_probe;
+    uint64_t turn_start_ns, turn_idle_ns;
+    uint64_t lag_logged_at; /* uv_now() of the last stall logged */
+    uint64_t lag_stalls;    /* stalls since then */
+    unsigned open_handles;  /* the timers and turn_probe, until closed */
     net_close_cb close_cb;
     void *close_arg;
 

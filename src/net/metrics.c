@@ -218,8 +218,9 @@ static void put_traffic(struct out *o, struct net_server *s)
               "machines add their skew; millisecond resolution).",
               &m->deliver);
     histogram(o, "driftd_loop_lag_seconds",
-              "How late the loop lag probe's timer fired: how long the event "
-              "loop was kept from it (--loop-probe-ms).",
+              "Each turn of the event loop: its time outside the wait for "
+              "events, i.e. how long an event arriving meanwhile waited for "
+              "the loop.",
               &m->loop_lag);
     head(o, "driftd_loop_lag_max_seconds", "gauge",
          "The longest loop lag seen since the start.");
