@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the standard benchmark set against a local 3-node driftd cluster on
-# loopback and writes the results table (what `make bench` runs).
+# Runs the standard benchmark set against a local 3-node driftd cluster (or
+# 5 nodes: NODES=5) on loopback and writes the results table (what `make
+# bench` runs).
 #
 #   scripts/bench.sh [BUILD_DIR]        # default build/
 #   RUNS=5 scripts/bench.sh             # runs per scenario (default 3)
@@ -32,7 +33,8 @@
 #   mtls  tls + mutual TLS on raft links (--peer-cert/--peer-key/--peer-ca)
 #
 # Environment: BUILD, DRIFTD, DRIFTCTL, BENCH (binaries), OUT, RUNS, QUICK,
-# DURATION, WARMUP, SCENARIOS, SECURITY, BASE_PORT (18180), DRIFTD_ARGS
+# DURATION, WARMUP, SCENARIOS, SECURITY, NODES (3 or 5 voters), BASE_PORT
+# (18180), DRIFTD_ARGS
 # (extra node flags), BENCH_ARGS (extra driftd-bench flags, e.g.
 # --msgpack), LATENCY_RATE (the latency scenario's rate instead of 10% of
 # the ingest median), CONNS (connections per node in that scenario),
@@ -45,6 +47,7 @@ DRIFTD=${DRIFTD:-$BUILD/driftd}
 BENCH=${BENCH:-$BUILD/driftd-bench}
 DRIFTCTL=${DRIFTCTL:-$BUILD/driftctl}
 SECURITY=${SECURITY:-open}
+NODES=${NODES:-3}
 QUICK=${QUICK:-0}
 BASE_PORT=${BASE_PORT:-18180}
 if [[ $QUICK == 1 ]]; then
@@ -63,6 +66,10 @@ read -r -a EXTRA_BENCH <<< "${BENCH_ARGS:-}"
 
 log() { echo "bench.sh: $*" >&2; }
 
+if [[ $NODES != 3 && $NODES != 5 ]]; then
+    log "NODES=$NODES: 3 or 5 voters"
+    exit 2
+fi
 case $SECURITY in
 open | key | tls | mtls) ;;
 *)
@@ -122,8 +129,15 @@ fi
 # 10,000 connections per node, and the tool holds all 30,000 of them.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-URLS="$SCHEME://127.0.0.1:$((BASE_PORT + 1)),$SCHEME://127.0.0.1:$((BASE_PORT + 2)),$SCHEME://127.0.0.1:$((BASE_PORT + 3))"
-BOOTSTRAP="1=127.0.0.1:$((BASE_PORT + 101)),2=127.0.0.1:$((BASE_PORT + 102)),3=127.0.0.1:$((BASE_PORT + 103))"
+# NODES voters (3 or 5), node i on BASE_PORT+i (HTTP) and BASE_PORT+100+i
+# (raft); the tool spreads its clients over all of them.
+NODE_IDS=$(seq "$NODES")
+URLS=''
+BOOTSTRAP=''
+for i in $NODE_IDS; do
+    URLS+="${URLS:+,}$SCHEME://127.0.0.1:$((BASE_PORT + i))"
+    BOOTSTRAP+="${BOOTSTRAP:+,}$i=127.0.0.1:$((BASE_PORT + 100 + i))"
+done
 declare -a PIDS=()
 CLUSTER_DIR=
 
@@ -152,7 +166,7 @@ start_cluster() { # NAME [NODE_FLAGS...]
     CLUSTER_DIR="$OUT/$name"
     rm -rf "$CLUSTER_DIR/data"
     PIDS=()
-    for i in 1 2 3; do
+    for i in $NODE_IDS; do
         mkdir -p "$CLUSTER_DIR/data/node$i" || return 1
         "$DRIFTD" --id "$i" --http "127.0.0.1:$((BASE_PORT + i))" \
             --raft "127.0.0.1:$((BASE_PORT + 100 + i))" \
@@ -163,7 +177,7 @@ start_cluster() { # NAME [NODE_FLAGS...]
             >> "$CLUSTER_DIR/node$i.log" 2>&1 &
         PIDS[i]=$!
     done
-    for i in 1 2 3; do
+    for i in $NODE_IDS; do
         local deadline=$((SECONDS + 30))
         until healthy $((BASE_PORT + i)); do
             if ! kill -0 "${PIDS[i]}" 2>/dev/null; then
@@ -209,7 +223,7 @@ trap 'log interrupted; exit 130' INT TERM
 
 FAILED=0
 
-# run NAME N SCENARIO ARGS...: one run against all three nodes (or only
+# run NAME N SCENARIO ARGS...: one run against all the nodes (or only
 # node $NODE when set), its JSON in $OUT/NAME-N.json (NAME-N-nodeI.json).
 run() {
     local name=$1 n=$2
@@ -268,7 +282,7 @@ metrics() {
 node_figures() {
     local i file="$OUT/$1-$2-nodes.txt"
     : > "$file"
-    for i in 1 2 3; do
+    for i in $NODE_IDS; do
         metrics $((BASE_PORT + i)) | tr -d '\r' | awk -v node="$i" '
             $1 == "driftd_snapshots_total" { snaps = $2 }
             $1 == "driftd_loop_lag_max_seconds" { lag = $2 * 1000 }
@@ -348,13 +362,13 @@ for s in $SCENARIOS; do
         done
         ;;
     connections)
-        # $CONNS connections on EACH node at once, from three tool processes
-        # (one per node): one process cannot hold 30,000 sockets where the
+        # $CONNS connections on EACH node at once, from one tool process
+        # per node: one process cannot hold 30,000 sockets where the
         # hard RLIMIT_NOFILE is 20,000 and raising it is not permitted.
         for n in $(seq "$RUNS"); do
             start_cluster "connections-$n" || exit 1
             bpids=()
-            for i in 1 2 3; do
+            for i in $NODE_IDS; do
                 NODE=$i run connections "$n" connections --connections "$CONNS" \
                     --rooms 100 --concurrency 256 &
                 bpids+=($!)
@@ -376,7 +390,7 @@ done
     echo "# driftd-bench results, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
     echo "Machine: $(nproc) CPU ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)."
-    echo "3 driftd nodes and the tool on this machine, loopback. $RUNS run(s) per scenario, $DURATION s measured after $WARMUP s warm-up."
+    echo "$NODES driftd nodes (voters) and the tool on this machine, loopback. $RUNS run(s) per scenario, $DURATION s measured after $WARMUP s warm-up."
     echo "Security: $SECURITY${SEC_NODE[*]:+ (node flags: ${SEC_NODE[*]//$SEC_DIR\//})}."
     echo
     echo "Commands:"
