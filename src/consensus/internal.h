@@ -239,6 +239,10 @@ void cons__snapfork_wrap_io(struct cons_node *n);
 int cons__snapfork_start(struct cons_node *n, struct raft_buffer **bufs,
                          unsigned *n_bufs);
 double cons__snapfork_fork_seconds(const struct cons_node *n);
+/* Kills a child that has encoded for longer than CONS_SNAP_CHILD_MAX_MS
+ * (from the node's tick): its snapshot then fails and is tried again. */
+void cons__snapfork_check(struct cons_node *n);
+#define CONS_SNAP_CHILD_MAX_MS (5 * 60 * 1000)
 
 /* Times raft_uv's appends into stats.append (iotime.c); after
  * raft_uv_init, before raft_init. */

@@ -382,6 +382,23 @@ double cons__snapfork_fork_seconds(const struct cons_node *n)
     return job != NULL ? (double)(job->fork_ns - job->start_ns) / 1e9 : 0;
 }
 
+/* A child stuck (never scheduled, or deadlocked: a lock some other thread
+ * held at the fork, which cannot happen with glibc's malloc but could with
+ * another allocator) would hold every later snapshot back, and with them
+ * the log's truncation, for as long as the node runs. */
+void cons__snapfork_check(struct cons_node *n)
+{
+    struct cons__snapjob *job = n->snap_job;
+
+    if (job == NULL || job->pid == 0 || job->done ||
+        uv_hrtime() - job->start_ns < (uint64_t)CONS_SNAP_CHILD_MAX_MS * 1000000)
+        return;
+    LOG_WARN("event=snapshot_child_stuck pid=%d index=%llu got=%zu of=%zu: "
+             "killed",
+             (int)job->pid, (unsigned long long)job->index, job->got, job->len);
+    kill(job->pid, SIGKILL); /* the pipe's EOF ends the job as failed */
+}
+
 /* raft_uv's snapshot_put, wrapped: the put of the placeholder that
  * cons__snapfork_start handed raft waits for the child's bytes. */
 static int held_put(struct raft_io *io, unsigned trailing,
