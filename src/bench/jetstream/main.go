@@ -69,6 +69,7 @@ type options struct {
 // difference between two snapshots, as in driftd-bench.
 type counters struct {
 	sent, acked, errors atomic.Int64
+	notSent             atomic.Int64 // errors of PublishAsync itself
 }
 
 type snapshot struct{ sent, acked, errors int64 }
@@ -130,6 +131,7 @@ func (r *run) publish(p *publisher, stop <-chan struct{}, wg *sync.WaitGroup) {
 		f, err := p.js.PublishAsync(p.subject, value)
 		if err != nil {
 			r.c.errors.Add(1)
+			r.c.notSent.Add(1)
 			r.fail("publisher %d (%s): publish: %v", p.id, p.server, err)
 			return
 		}
@@ -149,7 +151,9 @@ func (r *run) collect(p *publisher, pending <-chan inflight, slots <-chan struct
 			default:
 			}
 		}
-		timer.Reset(timeout)
+		// counted from the publish, not from when its turn came: after a
+		// lost server the window's unanswered publishes time out together
+		timer.Reset(time.Until(it.t0.Add(timeout)))
 		select {
 		case <-it.f.Ok():
 			lat := time.Since(it.t0)
@@ -492,7 +496,8 @@ func mainRC() int {
 		"window":         counts(win),
 		"totals":         counts(total),
 		"check": map[string]interface{}{
-			"ok": ok, "errors": total.errors, "unacked": total.sent - total.acked - total.errors,
+			"ok": ok, "errors": total.errors,
+			"unacked": total.sent - total.acked - (total.errors - r.c.notSent.Load()),
 		},
 		"cpu":   cpu,
 		"nodes": nodes,
