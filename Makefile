@@ -79,7 +79,8 @@ fuzz-seeds: fuzz-build
 	$(FUZZ_BUILD)/fuzz_seeds tests/fuzz/corpus
 
 # A local 3-node cluster, the standard benchmark set, the results table
-# (docs/benchmarks.md). RUNS=, QUICK=1, SCENARIOS= pass through.
+# (docs/benchmarks.md), with NATS JetStream under the ingest load next to
+# driftd. RUNS=, QUICK=1, SCENARIOS= pass through.
 bench: build
 	./scripts/bench.sh $(BUILD)
 

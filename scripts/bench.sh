@@ -8,6 +8,7 @@
 #   QUICK=1 scripts/bench.sh            # 1 short run each, small counts
 #   SCENARIOS="ingest fanout" scripts/bench.sh
 #   SECURITY=tls scripts/bench.sh       # the same over TLS (see below)
+#   SCENARIOS="ingest jetstream" scripts/bench.sh   # driftd next to JetStream
 #
 # Every run gets a fresh cluster (empty data dirs under $OUT/NAME-N/data;
 # node i: HTTP 127.0.0.1:$((BASE_PORT+i)), raft 127.0.0.1:$((BASE_PORT+100+i)),
@@ -21,6 +22,20 @@
 # node), each node's log (NAME-N/nodeI.log), commands.txt, and
 # results.md: median, min and max over the runs (driftd-bench report).
 # Exit status: 0 when every run passed its loss/order check, 1 otherwise.
+#
+# The `jetstream` scenario runs the same load as ingest (the same
+# publishers, window 64, 64 B values, each publisher its own subject as it
+# has its own room) against NATS JetStream on this machine: per run a fresh
+# cluster of 3 nats-server processes (client port 127.0.0.1:$((BASE_PORT+200+i)),
+# routes $((BASE_PORT+210+i)), monitoring $((BASE_PORT+220+i)); store in
+# $OUT/jetstream-N/data/nodeI), a stream of 3 replicas on file storage made
+# by the load generator, src/bench/jetstream/main.go (built here into
+# $BUILD/jetstream-bench, offline, in GOPATH mode against Debian's
+# golang-github-nats-io-go-nats-dev). When SCENARIOS holds both ingest and
+# jetstream, their runs alternate (ingest 1, jetstream 1, ingest 2, ...) and
+# results.md gets the median of the per-pair ratios. JetStream does not
+# fsync each message (2.9 syncs about once a minute; from 2.10,
+# sync_interval, 2 min by default); driftd does.
 #
 # SECURITY selects what protects the cluster (the material is made here,
 # in $OUT/security, with driftctl keygen and the openssl command line: a
@@ -40,6 +55,8 @@
 # the ingest median), CONNS (connections per node in that scenario),
 # SNAPSHOT_RATE and SNAPSHOT_DURATION (the snapshots scenario's rate instead
 # of half the ingest median, and its length, 40 s).
+# NATS_SERVER (the nats-server binary), JSBENCH (a prebuilt jetstream-bench;
+# else built from source when missing or older than it).
 set -uo pipefail
 
 BUILD=${1:-${BUILD:-build}}
@@ -59,10 +76,12 @@ else
     DURATION=${DURATION:-10}
     WARMUP=${WARMUP:-2}
 fi
-SCENARIOS=${SCENARIOS:-"ingest latency snapshots fanout rooms connections"}
+SCENARIOS=${SCENARIOS:-"ingest jetstream latency snapshots fanout rooms connections"}
 OUT=${OUT:-$BUILD/bench/$(date +%Y%m%d-%H%M%S)}
 read -r -a EXTRA_NODE <<< "${DRIFTD_ARGS:-}"
 read -r -a EXTRA_BENCH <<< "${BENCH_ARGS:-}"
+NATS_SERVER=${NATS_SERVER:-nats-server}
+JSBENCH_SRC=$(cd "$(dirname "$0")/.." && pwd)/src/bench/jetstream
 
 log() { echo "bench.sh: $*" >&2; }
 
@@ -70,6 +89,8 @@ if [[ $NODES != 3 && $NODES != 5 ]]; then
     log "NODES=$NODES: 3 or 5 voters"
     exit 2
 fi
+has_scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
 case $SECURITY in
 open | key | tls | mtls) ;;
 *)
@@ -87,6 +108,41 @@ for bin in "${bins[@]}"; do
 done
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
+
+# jetstream-bench, built offline from src/bench/jetstream in GOPATH mode:
+# nats.go and what it imports come from Debian's packages in
+# /usr/share/gocode (scripts/deps.sh), no module is downloaded. The build
+# cache lives in $BUILD/go-cache.
+build_jsbench() {
+    local build_abs
+    if [[ -n ${JSBENCH:-} ]]; then
+        [[ -x $JSBENCH ]] && return 0
+        log "JSBENCH=$JSBENCH is not executable"
+        return 1
+    fi
+    JSBENCH="$BUILD/jetstream-bench"
+    [[ -x $JSBENCH && $JSBENCH -nt $JSBENCH_SRC/main.go ]] && return 0
+    if ! command -v go > /dev/null; then
+        log "go is missing (scripts/deps.sh installs golang-go and golang-github-nats-io-go-nats-dev)"
+        return 1
+    fi
+    mkdir -p "$BUILD/go-cache" || return 1
+    build_abs=$(cd "$BUILD" && pwd)
+    log "building $JSBENCH from $JSBENCH_SRC"
+    (cd "$JSBENCH_SRC" && GO111MODULE=off GOPATH=/usr/share/gocode \
+        GOCACHE="$build_abs/go-cache" GOPROXY=off GOFLAGS='' \
+        go build -o "$build_abs/jetstream-bench" .) || {
+        log "building jetstream-bench failed"
+        return 1
+    }
+}
+if has_scenario jetstream; then
+    if ! command -v "$NATS_SERVER" > /dev/null; then
+        log "$NATS_SERVER is missing (scripts/deps.sh installs nats-server)"
+        exit 2
+    fi
+    build_jsbench || exit 2
+fi
 
 # The cluster key and certificates of this invocation, and the flags they
 # give the nodes (SEC_NODE) and the tool (SEC_BENCH).
@@ -166,6 +222,8 @@ start_cluster() { # NAME [NODE_FLAGS...]
     CLUSTER_DIR="$OUT/$name"
     rm -rf "$CLUSTER_DIR/data"
     PIDS=()
+    STOP_OK=0
+    KIND=node
     for i in $NODE_IDS; do
         mkdir -p "$CLUSTER_DIR/data/node$i" || return 1
         "$DRIFTD" --id "$i" --http "127.0.0.1:$((BASE_PORT + i))" \
@@ -194,6 +252,11 @@ start_cluster() { # NAME [NODE_FLAGS...]
     log "cluster up for $name: pids ${PIDS[*]} ($URLS, security $SECURITY)"
 }
 
+# SIGTERM to every process of the cluster; its status must be STOP_OK (0 for
+# driftd; 1 for nats-server: 2.9.10 exits 1 after a clean shutdown on
+# SIGTERM, "Server Exiting.." in its log, and 0 only on SIGINT).
+STOP_OK=0
+KIND=node
 stop_cluster() {
     local i rc status=0
     for i in "${!PIDS[@]}"; do
@@ -202,14 +265,98 @@ stop_cluster() {
     for i in "${!PIDS[@]}"; do
         wait "${PIDS[i]}"
         rc=$?
-        if ((rc != 0)); then
-            log "node $i exited with status $rc; see $CLUSTER_DIR/node$i.log"
+        if ((rc != STOP_OK)); then
+            log "$KIND $i exited with status $rc; see $CLUSTER_DIR/node$i.log"
             status=1
         fi
     done
     PIDS=()
     [[ -n $CLUSTER_DIR ]] && rm -rf "$CLUSTER_DIR/data"
     return $status
+}
+
+# ---- NATS JetStream, the peer of the ingest scenario ----
+
+JS_URLS="nats://127.0.0.1:$((BASE_PORT + 201)),nats://127.0.0.1:$((BASE_PORT + 202)),nats://127.0.0.1:$((BASE_PORT + 203))"
+
+# Whether the nats-server on monitoring port PORT knows the JetStream meta
+# leader (GET /jsz: "meta_cluster": {..., "leader": "nI", ...}).
+js_meta_leader() { # PORT
+    local body
+    { exec 3<> "/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+    printf 'GET /jsz HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$1" >&3
+    body=$(timeout 2 cat <&3)
+    exec 3<&- 3>&-
+    [[ $body == *'"meta_cluster"'*'"leader"'* ]]
+}
+
+# A fresh 3-server JetStream cluster for run NAME, like start_cluster: its
+# PIDs in PIDS (stop_cluster stops it), its store under $OUT/NAME/data.
+start_js_cluster() { # NAME
+    local name=$1 i conf
+    CLUSTER_DIR="$OUT/$name"
+    rm -rf "$CLUSTER_DIR/data"
+    PIDS=()
+    STOP_OK=1
+    KIND=nats-server
+    for i in 1 2 3; do
+        mkdir -p "$CLUSTER_DIR/data/node$i" || return 1
+        conf="$CLUSTER_DIR/node$i.conf"
+        cat > "$conf" << EOF || return 1
+server_name: n$i
+listen: 127.0.0.1:$((BASE_PORT + 200 + i))
+http: 127.0.0.1:$((BASE_PORT + 220 + i))
+jetstream {
+  store_dir: "$CLUSTER_DIR/data/node$i"
+}
+cluster {
+  name: driftd-bench
+  listen: 127.0.0.1:$((BASE_PORT + 210 + i))
+  routes: [
+    nats-route://127.0.0.1:$((BASE_PORT + 211))
+    nats-route://127.0.0.1:$((BASE_PORT + 212))
+    nats-route://127.0.0.1:$((BASE_PORT + 213))
+  ]
+}
+EOF
+        "$NATS_SERVER" -c "$conf" >> "$CLUSTER_DIR/node$i.log" 2>&1 &
+        PIDS[i]=$!
+    done
+    for i in 1 2 3; do
+        local deadline=$((SECONDS + 30))
+        until js_meta_leader $((BASE_PORT + 220 + i)); do
+            if ! kill -0 "${PIDS[i]}" 2>/dev/null; then
+                log "nats-server $i exited during start; see $CLUSTER_DIR/node$i.log"
+                return 1
+            fi
+            if ((SECONDS > deadline)); then
+                log "nats-server $i: no JetStream meta leader after 30 s; see $CLUSTER_DIR/node$i.log"
+                return 1
+            fi
+            sleep 0.1
+        done
+    done
+    log "JetStream cluster up for $name: pids ${PIDS[*]} ($JS_URLS)"
+}
+
+# js_run N: run N of the jetstream scenario, on a cluster of its own; its
+# JSON in $OUT/jetstream-N.json.
+js_run() {
+    local n=$1 args pids
+    args=(--publishers "$PUBS" --window 64 --value-size 64 --replicas 3
+        --storage file --stream BENCH --subject-prefix bench)
+    start_js_cluster "jetstream-$n" || exit 1
+    pids=$(IFS=,; echo "${PIDS[*]}")
+    log "jetstream run $n/$RUNS: $(basename "$JSBENCH") ${args[*]} --servers $JS_URLS"
+    echo "$(basename "$JSBENCH") ${args[*]} --servers $JS_URLS --duration $DURATION --warmup $WARMUP" \
+        >> "$OUT/commands.txt"
+    if ! "$JSBENCH" "${args[@]}" --servers "$JS_URLS" --pids "$pids" \
+        --duration "$DURATION" --warmup "$WARMUP" --label jetstream \
+        --json "$OUT/jetstream-$n.json"; then
+        log "jetstream run $n FAILED: $OUT/jetstream-$n.json"
+        FAILED=1
+    fi
+    stop_cluster || FAILED=1
 }
 
 # shellcheck disable=SC2317  # invoked by the EXIT trap
@@ -304,13 +451,24 @@ fresh() {
     stop_cluster || FAILED=1
 }
 
+# ingest and jetstream together: their runs alternate, pair by pair
+PAIRED=0
+has_scenario ingest && has_scenario jetstream && PAIRED=1
+
 for s in $SCENARIOS; do
     case $s in
     ingest)
         for n in $(seq "$RUNS"); do
             fresh ingest "$n" ingest --publishers "$PUBS" --window 64 --value-size 64
+            ((PAIRED)) && js_run "$n"
         done
         PEAK=$(median_of ingest "acked pushes/s")
+        ;;
+    jetstream)
+        ((PAIRED)) && continue # run with ingest, alternately
+        for n in $(seq "$RUNS"); do
+            js_run "$n"
+        done
         ;;
     latency)
         # publish->deliver latency at 10% of the peak ingest rate: one
@@ -380,11 +538,78 @@ for s in $SCENARIOS; do
         done
         ;;
     *)
-        log "unknown scenario $s (ingest latency snapshots fanout rooms connections)"
+        log "unknown scenario $s (ingest jetstream latency snapshots fanout rooms connections)"
         exit 2
         ;;
     esac
 done
+
+# The median of FIGURE over the results FILE... (empty if none has it).
+median_in() { # FIGURE FILE...
+    local fig=$1
+    shift
+    "$BENCH" report --median "$fig" "$@" 2>/dev/null
+}
+
+# results.md's section on JetStream: its figures next to driftd's ingest
+# and, when they ran in pairs, the median of the per-pair ratios.
+js_section() {
+    local js=() in=() n d j ratios=() list label fig fmt dv jv row
+    for n in $(seq "$RUNS"); do
+        [[ -e $OUT/jetstream-$n.json ]] && js+=("$OUT/jetstream-$n.json")
+        [[ -e $OUT/ingest-$n.json ]] && in+=("$OUT/ingest-$n.json")
+    done
+    ((${#js[@]} > 0)) || return 0
+    echo
+    echo "## driftd ingest and NATS JetStream R3"
+    echo
+    echo "JetStream ($("$NATS_SERVER" --version 2>&1 | head -1)): 3 servers on 127.0.0.1 in one cluster (routes between them), one stream of 3 replicas on file storage (subjects bench.*), a fresh cluster per run; the same load as ingest: $PUBS publishers, one connection and one subject each, round-robin over the 3 servers, at most 64 publishes unacknowledged per publisher, 64 B values, $DURATION s measured after $WARMUP s. Server 1's configuration: jetstream-1/node1.conf.${SEC_NODE[*]:+ JetStream has no TLS or authentication here; driftd runs with SECURITY=$SECURITY.}"
+    echo
+    echo "| figure (median over runs) | driftd ingest | JetStream R3 |"
+    echo "|---|---:|---:|"
+    for row in "acked pushes/s|acknowledged publishes/s|%.0f" \
+        "push->ack p50 ms|publish->ack p50, ms|%.2f" \
+        "push->ack p99 ms|publish->ack p99, ms|%.2f" \
+        "push->ack p99.9 ms|publish->ack p99.9, ms|%.2f" \
+        "nodes CPU % (sum)|servers' CPU, % of one core (sum of 3)|%.0f"; do
+        IFS='|' read -r fig label fmt <<< "$row"
+        dv=-
+        jv=-
+        ((${#in[@]} > 0)) && dv=$(median_in "$fig" "${in[@]}")
+        jv=$(median_in "$fig" "${js[@]}")
+        printf '| %s | %s | %s |\n' "$label" \
+            "$(awk -v v="$dv" -v f="$fmt" 'BEGIN { if (v == "" || v == "-") print "-"; else printf f, v }')" \
+            "$(awk -v v="$jv" -v f="$fmt" 'BEGIN { if (v == "") print "-"; else printf f, v }')"
+    done
+    echo
+    if ((PAIRED)); then
+        for n in $(seq "$RUNS"); do
+            [[ -e $OUT/ingest-$n.json && -e $OUT/jetstream-$n.json ]] || continue
+            d=$(median_in "acked pushes/s" "$OUT/ingest-$n.json")
+            j=$(median_in "acked pushes/s" "$OUT/jetstream-$n.json")
+            [[ -n $d && -n $j ]] || continue
+            ratios+=("$(awk -v d="$d" -v j="$j" 'BEGIN { if (j > 0) printf "%.3f", d / j }')")
+        done
+        if ((${#ratios[@]} > 0)); then
+            list=$(printf '%s, ' "${ratios[@]}")
+            printf '%s\n' "${ratios[@]}" | sort -g | awk -v list="${list%, }" '
+                { v[NR] = $1 }
+                END {
+                    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                    printf "driftd ingest / JetStream R3 = %.2f (median of per-pair ratios over %d pair%s: %s)\n", m, NR, NR == 1 ? "" : "s", list
+                }'
+        else
+            echo "driftd ingest / JetStream R3: no complete pair"
+        fi
+        echo
+        echo "Runs alternated (ingest 1, JetStream 1, ingest 2, ...), so each pair saw about the same machine. Acknowledged publishes per second, driftd over JetStream, pair by pair."
+        echo
+    else
+        echo "No driftd ingest runs in this set, so no ratio: SCENARIOS=\"ingest jetstream\" runs them in pairs."
+        echo
+    fi
+    echo "Not the same durability: driftd acknowledges a push once the raft entry holding it is fsynced on a majority of the nodes; JetStream acknowledges a publish once the stream's raft group has it on a majority of the replicas, written to files without fsync (nats-server 2.9 syncs them in the background about once a minute, 2.10 and later every sync_interval, 2 min by default): a power loss on a majority can lose acknowledged JetStream messages."
+}
 
 {
     echo "# driftd-bench results, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -414,6 +639,7 @@ done
             sed "s/^/    run ${r%-nodes.txt}: /" "$f"
         done
     fi
+    has_scenario jetstream && js_section
 } > "$OUT/results.md"
 cat "$OUT/results.md"
 log "results: $OUT/results.md"

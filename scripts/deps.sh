@@ -10,12 +10,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 # clang-14 and libclang-rt-14-dev (libFuzzer, ASan and UBSan runtimes):
 # make fuzz, which make test runs. iproute2, nftables, util-linux (ip netns,
 # nft, tc, unshare): the chaos suite (tests/chaos/). chromium: the
-# dashboard's browser test (tests/blackbox/ui.test.mjs). No libwebsockets-dev
-# or libraft-dev: patched-deps.sh builds our own.
+# dashboard's browser test (tests/blackbox/ui.test.mjs). nats-server,
+# golang-go, golang-github-nats-io-go-nats-dev (with nkeys and nuid): the
+# benchmark's NATS JetStream peer (scripts/bench.sh, its load generator built
+# offline from src/bench/jetstream against /usr/share/gocode); on a host run
+# by systemd the package also enables a nats-server service on port 4222,
+# which the benchmark does not use. No libwebsockets-dev or libraft-dev:
+# patched-deps.sh builds our own.
 PKGS=(build-essential cmake pkg-config libuv1-dev
       libmsgpack-dev libjansson-dev libcbor-dev libcmocka-dev
       libcurl4-openssl-dev libssl-dev openssl nodejs npm haproxy clang-14
-      libclang-rt-14-dev iproute2 nftables util-linux chromium)
+      libclang-rt-14-dev iproute2 nftables util-linux chromium
+      nats-server golang-go golang-github-nats-io-go-nats-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do

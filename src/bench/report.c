@@ -390,12 +390,12 @@ static void report_group(json_t *runs, const char *label, bool as_json,
                json_string_value(json_object_get(p, "action")),
                (int)json_integer_value(json_object_get(p, "value_size")),
                json_string_value(json_object_get(first, "format")));
-        if (json_real_value(json_object_get(p, "rate")) > 0)
+        if (json_number_value(json_object_get(p, "rate")) > 0)
             printf("rate %.0f/s, ",
-                   json_real_value(json_object_get(p, "rate")));
+                   json_number_value(json_object_get(p, "rate")));
         printf("window %d, %.0f s measured\n\n",
                (int)json_integer_value(json_object_get(p, "window")),
-               json_real_value(json_object_get(p, "duration_s")));
+               json_number_value(json_object_get(p, "duration_s")));
         printf("runs: %zu, check passed: %zu\n\n", n, ok);
         printf("| figure | median | min | max |\n|---|---:|---:|---:|\n");
     }

@@ -10,6 +10,11 @@
 // with the openssl command line) the tool speaks https and wss, verifying
 // the nodes against --cacert.
 //
+// Last, scripts/bench.sh itself in its quick mode, with one pair of runs:
+// driftd's ingest scenario, then the same load against a 3-server NATS
+// JetStream cluster (nats-server, and the Go load generator the script
+// builds): both must pass, and results.md must hold the ratio line.
+//
 // The tool: $DRIFTD_BENCH_BIN (set by ctest), else driftd-bench next to
 // $DRIFTD_BIN.
 import { after, describe, test } from 'node:test';
@@ -17,8 +22,10 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { WebSocketServer } from 'ws';
 import {
   useDriftd, shutdownTest, requireBin, trustCA,
@@ -370,5 +377,96 @@ describe('driftd-bench against a 3-node TLS cluster (wss, https; mutual TLS on r
       '--publishers', '1']);
     assert.equal(r.code, 2, `${r.stderr}\n${r.stdout}`);
     assert.match(r.stderr, /TLS: certificate/);
+  });
+});
+
+// ---- scripts/bench.sh: driftd's ingest next to NATS JetStream -----------------
+
+// A base port for scripts/bench.sh whose derived ports are all free now:
+// driftd HTTP BASE+1..3, raft BASE+101..103, nats-server client BASE+201..203,
+// routes BASE+211..213, monitoring BASE+221..223. BENCH_TEST_BASE_PORT fixes it.
+async function freeBenchBase() {
+  if (process.env.BENCH_TEST_BASE_PORT) return Number(process.env.BENCH_TEST_BASE_PORT);
+  const offsets = [1, 2, 3, 101, 102, 103, 201, 202, 203, 211, 212, 213, 221, 222, 223];
+  const bindable = (port) => new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+  for (let i = 0; i < 50; i++) {
+    const base = 20000 + 10 * Math.floor(Math.random() * 900);
+    let ok = true;
+    for (const o of offsets) {
+      if (!(await bindable(base + o))) { ok = false; break; }
+    }
+    if (ok) return base;
+  }
+  throw new Error('no free port range for scripts/bench.sh');
+}
+
+// The quick set of ingest and jetstream, one pair: both run, the JetStream
+// result has acknowledged publishes and no error, results.md has the ratio
+// line and the fsync note. No figure is compared with another.
+describe('scripts/bench.sh: driftd ingest and NATS JetStream R3, one quick pair', () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'driftd-bench-sh-'));
+  after(() => fs.rmSync(out, { recursive: true, force: true }));
+
+  test('both run, the ratio is written next to the figures', { timeout: 240000 }, async (t) => {
+    for (const bin of ['nats-server', 'go']) {
+      // scripts/deps.sh installs them: their absence is a set-up fault
+      assert.equal(spawnSync('sh', ['-c', `command -v ${bin}`]).status, 0,
+        `${bin} is not installed (scripts/deps.sh installs nats-server, golang-go, golang-github-nats-io-go-nats-dev)`);
+    }
+    const build = path.dirname(requireBin());
+    const script = fileURLToPath(new URL('../../scripts/bench.sh', import.meta.url));
+    const base = await freeBenchBase();
+    const env = {
+      ...process.env, QUICK: '1', RUNS: '1', DURATION: '2', WARMUP: '1', SCENARIOS: 'ingest jetstream',
+      BASE_PORT: String(base), OUT: out, DRIFTD: requireBin(), BENCH: benchBin(),
+    };
+    const r = await new Promise((resolve, reject) => {
+      const p = spawn(script, [build], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let log = '';
+      p.stdout.on('data', (d) => { log += d; });
+      p.stderr.on('data', (d) => { log += d; });
+      const timer = setTimeout(() => { p.kill('SIGTERM'); reject(new Error(`bench.sh did not finish\n${log}`)); }, 220000);
+      p.on('error', (e) => { clearTimeout(timer); reject(e); });
+      p.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal, log }); });
+    });
+    t.diagnostic(`BASE_PORT ${base}`);
+    assert.equal(r.code, 0, `bench.sh exit ${r.code} ${r.signal ?? ''}\n${r.log}`);
+
+    const ingest = JSON.parse(fs.readFileSync(path.join(out, 'ingest-1.json'), 'utf8'));
+    assert.equal(ingest.ok, true, r.log);
+    const js = JSON.parse(fs.readFileSync(path.join(out, 'jetstream-1.json'), 'utf8'));
+    assert.equal(js.scenario, 'jetstream');
+    assert.equal(js.ok, true, JSON.stringify(js));
+    assert.equal(js.params.publishers, ingest.params.publishers);
+    assert.equal(js.params.window, ingest.params.window);
+    assert.equal(js.params.value_size, ingest.params.value_size);
+    assert.equal(js.params.replicas, 3);
+    assert.equal(js.params.storage, 'file');
+    assert.equal(js.params.urls.length, 3);
+    assert.ok(js.pushes.acked > 0 && js.pushes.acked_per_s > 0, JSON.stringify(js.pushes));
+    assert.equal(js.pushes.errors, 0);
+    assert.equal(js.totals.errors, 0);
+    assert.equal(js.totals.acked, js.totals.sent, 'every publish of the run acknowledged');
+    assert.equal(js.ack_latency_ms.count, js.pushes.acked);
+    const l = js.ack_latency_ms;
+    assert.ok(l.min > 0 && l.p50 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max, JSON.stringify(l));
+    assert.equal(js.nodes.length, 3);
+    for (const n of js.nodes) assert.ok(n.pid > 0 && n.cpu_s >= 0, JSON.stringify(n));
+
+    const md = fs.readFileSync(path.join(out, 'results.md'), 'utf8');
+    const m = /^driftd ingest \/ JetStream R3 = ([0-9.]+) \(median of per-pair ratios over 1 pair: ([0-9.]+)\)$/m.exec(md);
+    assert.ok(m, `no ratio line in results.md:\n${md}`);
+    const want = ingest.pushes.acked_per_s / js.pushes.acked_per_s;
+    assert.ok(Math.abs(Number(m[2]) - want) <= 0.001 + 1e-3 * want, `ratio ${m[2]}, want ${want}`);
+    assert.ok(Math.abs(Number(m[1]) - want) <= 0.01 + 1e-2 * want, `ratio ${m[1]}, want ${want}`);
+    assert.match(md, /^## driftd ingest and NATS JetStream R3$/m);
+    assert.match(md, /without fsync/);
+    assert.match(md, /^\| acknowledged publishes\/s \| [0-9]+ \| [0-9]+ \|$/m);
+    // the stores went with their clusters
+    for (const d of ['ingest-1', 'jetstream-1']) assert.equal(fs.existsSync(path.join(out, d, 'data')), false, d);
   });
 });
