@@ -13,9 +13,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 # dashboard's browser test (tests/blackbox/ui.test.mjs). nats-server,
 # golang-go, golang-github-nats-io-go-nats-dev (with nkeys and nuid): the
 # benchmark's NATS JetStream peer (scripts/bench.sh, its load generator built
-# offline from src/bench/jetstream against /usr/share/gocode); on a host run
-# by systemd the package also enables a nats-server service on port 4222,
-# which the benchmark does not use. No libwebsockets-dev or libraft-dev:
+# offline from src/bench/jetstream against /usr/share/gocode). No
+# libwebsockets-dev or libraft-dev:
 # patched-deps.sh builds our own.
 PKGS=(build-essential cmake pkg-config libuv1-dev
       libmsgpack-dev libjansson-dev libcbor-dev libcmocka-dev
@@ -56,5 +55,11 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Debian's nats-server package enables and starts a service (port 4222) on a
+# host run by systemd; the benchmark starts servers of its own, so a server
+# installed here for it does not stay running.
+if [[ " ${missing[*]} " == *" nats-server "* && -d /run/systemd/system ]]; then
+    systemctl disable --now nats-server.service > /dev/null 2>&1 || true
+fi
 echo "deps: installed"
 exec "$here/patched-deps.sh"
