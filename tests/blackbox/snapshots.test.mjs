@@ -74,12 +74,20 @@ class Writer {
 // Pushes in rounds of 16 until a snapshot child of the node appears, and
 // stops it. A child that finishes before it is stopped is missed; the next
 // snapshot is tried. Returns the stopped child's pid.
+// The child is stopped only once it has closed what it inherited (its
+// first step; fds counts what it still held when last seen), so that what
+// the test then sees of it is what it holds while it encodes.
 async function catchEncoder(srv, w, maxPushes = 4000) {
   let caught = null;
   let done = false;
+  const fdsSeen = [];
   const watcher = (async () => {
     while (!done && caught === null) {
       for (const ch of childrenOf(srv.pid)) {
+        let fds;
+        try { fds = fs.readdirSync(`/proc/${ch.pid}/fd`).length; } catch { continue; }
+        fdsSeen.push(fds);
+        if (fds > 4) continue; // 0-2 and the pipe
         try { process.kill(ch.pid, 'SIGSTOP'); } catch { continue; }
         if (stateOf(ch.pid) === 'T') { caught = ch.pid; break; }
       }
@@ -92,7 +100,7 @@ async function catchEncoder(srv, w, maxPushes = 4000) {
     done = true;
     await watcher;
   }
-  assert.ok(caught !== null, `no snapshot child caught in ${w.n} pushes:\n${srv.tail(4000)}`);
+  assert.ok(caught !== null, `no snapshot child caught in ${w.n} pushes (descriptors seen in children: ${fdsSeen.slice(-20).join(' ')}):\n${srv.tail(4000)}`);
   return caught;
 }
 
