@@ -190,16 +190,17 @@ void net__push_cmd(struct net_server *s, enum net_transport tr,
                    struct relay_cmd *cmd, const char *room, size_t room_len,
                    const struct relay_msg *m)
 {
-    memset(cmd, 0, sizeof(*cmd));
-    cmd->type = RELAY_CMD_PUSH;
-    cmd->room = room;
-    cmd->room_len = room_len;
-    cmd->key = m->key;
-    cmd->key_len = m->key_len;
-    cmd->action = m->action;
-    cmd->compact_seq = m->compact_seq;
-    cmd->value = m->value;
-    cmd->value_len = m->value_len;
+    *cmd = (struct relay_cmd){
+        .type = RELAY_CMD_PUSH,
+        .room = room,
+        .room_len = room_len,
+        .key = m->key,
+        .key_len = m->key_len,
+        .action = m->action,
+        .compact_seq = m->compact_seq,
+        .value = m->value,
+        .value_len = m->value_len,
+    };
     if ((unsigned)m->action < 4)
         s->metrics.pushes[tr][m->action]++;
 }
