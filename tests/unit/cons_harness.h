@@ -102,103 +102,60 @@ static struct raft *h_map(struct raft *r)
     return r;
 }
 
-/* The getters consensus calls: the same call on the fixture's raft. */
-#define H_WRAP_GET(type, name, rtype)                                          \
-    type __real_##name(rtype *r);                                              \
-    type __wrap_##name(rtype *r);                                              \
-    type __wrap_##name(rtype *r)                                               \
+/*
+ * Each call consensus makes: __wrap_NAME, with the parameters params,
+ * calls libraft's own (__real_NAME) with args, where the raft r has been
+ * mapped. H_WRAP_VOID for the calls that return nothing.
+ */
+#define H_WRAP(type, name, params, args)                                       \
+    type __real_##name params;                                                 \
+    type __wrap_##name params;                                                 \
+    type __wrap_##name params                                                  \
     {                                                                          \
-        return __real_##name(h_map((struct raft *)r));                         \
+        return __real_##name args;                                             \
     }
-H_WRAP_GET(enum raft_state, raft_state, struct raft)
-H_WRAP_GET(raft_index, raft_last_applied, struct raft)
-H_WRAP_GET(raft_index, raft_last_index, struct raft)
-H_WRAP_GET(raft_index, raft_commit_index, const struct raft)
-H_WRAP_GET(raft_term, raft_current_term, const struct raft)
-H_WRAP_GET(const char *, raft_errmsg, struct raft)
+#define H_WRAP_VOID(name, params, args)                                        \
+    void __real_##name params;                                                 \
+    void __wrap_##name params;                                                 \
+    void __wrap_##name params                                                  \
+    {                                                                          \
+        __real_##name args;                                                    \
+    }
+#define H_R h_map((struct raft *)r)
 
-void __real_raft_leader(struct raft *r, raft_id *id, const char **address);
-void __wrap_raft_leader(struct raft *r, raft_id *id, const char **address);
-void __wrap_raft_leader(struct raft *r, raft_id *id, const char **address)
-{
-    __real_raft_leader(h_map(r), id, address);
-}
-
-int __real_raft_match_index(const struct raft *r, raft_id id,
-                            raft_index *index);
-int __wrap_raft_match_index(const struct raft *r, raft_id id,
-                            raft_index *index);
-int __wrap_raft_match_index(const struct raft *r, raft_id id, raft_index *index)
-{
-    return __real_raft_match_index(h_map((struct raft *)r), id, index);
-}
-
-void __real_raft_set_snapshot_threshold(struct raft *r, unsigned n);
-void __wrap_raft_set_snapshot_threshold(struct raft *r, unsigned n);
-void __wrap_raft_set_snapshot_threshold(struct raft *r, unsigned n)
-{
-    __real_raft_set_snapshot_threshold(h_map(r), n);
-}
-
-void __real_raft_set_snapshot_trailing(struct raft *r, unsigned n);
-void __wrap_raft_set_snapshot_trailing(struct raft *r, unsigned n);
-void __wrap_raft_set_snapshot_trailing(struct raft *r, unsigned n)
-{
-    __real_raft_set_snapshot_trailing(h_map(r), n);
-}
-
-int __real_raft_apply(struct raft *r, struct raft_apply *req,
-                      const struct raft_buffer bufs[], const unsigned n,
-                      raft_apply_cb cb);
-int __wrap_raft_apply(struct raft *r, struct raft_apply *req,
-                      const struct raft_buffer bufs[], const unsigned n,
-                      raft_apply_cb cb);
-int __wrap_raft_apply(struct raft *r, struct raft_apply *req,
-                      const struct raft_buffer bufs[], const unsigned n,
-                      raft_apply_cb cb)
-{
-    return __real_raft_apply(h_map(r), req, bufs, n, cb);
-}
-
-int __real_raft_add(struct raft *r, struct raft_change *req, raft_id id,
-                    const char *address, raft_change_cb cb);
-int __wrap_raft_add(struct raft *r, struct raft_change *req, raft_id id,
-                    const char *address, raft_change_cb cb);
-int __wrap_raft_add(struct raft *r, struct raft_change *req, raft_id id,
-                    const char *address, raft_change_cb cb)
-{
-    return __real_raft_add(h_map(r), req, id, address, cb);
-}
-
-int __real_raft_assign(struct raft *r, struct raft_change *req, raft_id id,
-                       int role, raft_change_cb cb);
-int __wrap_raft_assign(struct raft *r, struct raft_change *req, raft_id id,
-                       int role, raft_change_cb cb);
-int __wrap_raft_assign(struct raft *r, struct raft_change *req, raft_id id,
-                       int role, raft_change_cb cb)
-{
-    return __real_raft_assign(h_map(r), req, id, role, cb);
-}
-
-int __real_raft_remove(struct raft *r, struct raft_change *req, raft_id id,
-                       raft_change_cb cb);
-int __wrap_raft_remove(struct raft *r, struct raft_change *req, raft_id id,
-                       raft_change_cb cb);
-int __wrap_raft_remove(struct raft *r, struct raft_change *req, raft_id id,
-                       raft_change_cb cb)
-{
-    return __real_raft_remove(h_map(r), req, id, cb);
-}
-
-int __real_raft_transfer(struct raft *r, struct raft_transfer *req, raft_id id,
-                         raft_transfer_cb cb);
-int __wrap_raft_transfer(struct raft *r, struct raft_transfer *req, raft_id id,
-                         raft_transfer_cb cb);
-int __wrap_raft_transfer(struct raft *r, struct raft_transfer *req, raft_id id,
-                         raft_transfer_cb cb)
-{
-    return __real_raft_transfer(h_map(r), req, id, cb);
-}
+H_WRAP(enum raft_state, raft_state, (struct raft * r), (H_R))
+H_WRAP(raft_index, raft_last_applied, (struct raft * r), (H_R))
+H_WRAP(raft_index, raft_last_index, (struct raft * r), (H_R))
+H_WRAP(raft_index, raft_commit_index, (const struct raft *r), (H_R))
+H_WRAP(raft_term, raft_current_term, (const struct raft *r), (H_R))
+H_WRAP(const char *, raft_errmsg, (struct raft * r), (H_R))
+H_WRAP(int, raft_match_index,
+       (const struct raft *r, raft_id id, raft_index *index), (H_R, id, index))
+H_WRAP_VOID(raft_leader, (struct raft * r, raft_id *id, const char **address),
+            (H_R, id, address))
+H_WRAP_VOID(raft_set_snapshot_threshold, (struct raft * r, unsigned n),
+            (H_R, n))
+H_WRAP_VOID(raft_set_snapshot_trailing, (struct raft * r, unsigned n), (H_R, n))
+H_WRAP(int, raft_apply,
+       (struct raft * r, struct raft_apply *req,
+        const struct raft_buffer bufs[], const unsigned n, raft_apply_cb cb),
+       (H_R, req, bufs, n, cb))
+H_WRAP(int, raft_add,
+       (struct raft * r, struct raft_change *req, raft_id id,
+        const char *address, raft_change_cb cb),
+       (H_R, req, id, address, cb))
+H_WRAP(int, raft_assign,
+       (struct raft * r, struct raft_change *req, raft_id id, int role,
+        raft_change_cb cb),
+       (H_R, req, id, role, cb))
+H_WRAP(int, raft_remove,
+       (struct raft * r, struct raft_change *req, raft_id id,
+        raft_change_cb cb),
+       (H_R, req, id, cb))
+H_WRAP(int, raft_transfer,
+       (struct raft * r, struct raft_transfer *req, raft_id id,
+        raft_transfer_cb cb),
+       (H_R, req, id, cb))
 
 /* ---- the node's callbacks --------------------------------------------- */
 

@@ -103,32 +103,34 @@ static void assert_done(struct h *h, int rv, struct answer *a)
 
 /* ---- tests --------------------------------------------------------------- */
 
+/* Removing or demoting node id is refused with code, for why. */
+static void assert_cannot_leave(struct h *h, unsigned id, int code,
+                                const char *why)
+{
+    struct cons_node *leader = node(h, 1);
+
+    assert_refused(h, cons_member_remove(leader, id, true, on_change, &ans[0]),
+                   code, &ans[0], why);
+    assert_refused(h,
+                   cons_member_assign(leader, id, CONS_ROLE_STANDBY, true,
+                                      on_change, &ans[0]),
+                   code, &ans[0], why);
+}
+
 static void test_remove_unknown_node_refused(void **state)
 {
     struct h *h = *state;
-    struct answer *a = &ans[0];
 
-    assert_refused(h, cons_member_remove(node(h, 1), 9, false, on_change, a),
-                   CONS_ENOTFOUND, a, "node 9 is not a member");
-    assert_refused(h,
-                   cons_member_assign(node(h, 1), 9, CONS_ROLE_STANDBY, false,
-                                      on_change, a),
-                   CONS_ENOTFOUND, a, "node 9 is not a member");
-    assert_refused(h, cons_leader_transfer(node(h, 1), 9, on_change, a),
-                   CONS_ENOTFOUND, a, "node 9 is not a member");
+    assert_cannot_leave(h, 9, CONS_ENOTFOUND, "node 9 is not a member");
+    assert_refused(h, cons_leader_transfer(node(h, 1), 9, on_change, &ans[0]),
+                   CONS_ENOTFOUND, &ans[0], "node 9 is not a member");
 }
 
 static void test_remove_leader_refused(void **state)
 {
     struct h *h = *state;
-    struct answer *a = &ans[0];
 
-    assert_refused(h, cons_member_remove(node(h, 1), 1, true, on_change, a),
-                   CONS_EISLEADER, a, "node 1 is the leader");
-    assert_refused(h,
-                   cons_member_assign(node(h, 1), 1, CONS_ROLE_STANDBY, true,
-                                      on_change, a),
-                   CONS_EISLEADER, a, "node 1 is the leader");
+    assert_cannot_leave(h, 1, CONS_EISLEADER, "node 1 is the leader");
     assert_int_equal(role_of(h, 1), RAFT_VOTER);
 }
 

@@ -98,6 +98,18 @@ static void assert_each_once(const struct h_node *hn, uint64_t s, unsigned n)
     }
 }
 
+/* Pumps and steps until everything settled, then: node i heard each of
+ * session s's commands (the room and n pushes) once, and every node's
+ * room holds the n pushes once. */
+static void settle_and_check(struct h *h, unsigned i, uint64_t s,
+                             const char *room, unsigned n)
+{
+    assert_true(h_until(h, all_settled, NULL, STEP_MS));
+    assert_each_once(&h->nodes[i], s, n + 1);
+    for (unsigned k = 0; k < h->n; k++)
+        assert_int_equal(h_last_seq(&h->nodes[k], room), n);
+}
+
 /* ---- tests --------------------------------------------------------------- */
 
 /* On the leader: ten pushes are applied once each, in order, on every
@@ -107,10 +119,7 @@ static void test_leader_applies_each_once_in_order(void **state)
     struct h *h = *state;
 
     propose_room_and_pushes(h, 0, SA, "r1", 10);
-    assert_true(h_until(h, all_settled, NULL, STEP_MS));
-    assert_each_once(&h->nodes[0], SA, 11);
-    for (unsigned i = 0; i < 3; i++)
-        assert_int_equal(h_last_seq(&h->nodes[i], "r1"), 10);
+    settle_and_check(h, 0, SA, "r1", 10);
     assert_int_equal(h->nodes[0].n_failed, 0);
 }
 
@@ -121,11 +130,8 @@ static void test_follower_forwards_each_once(void **state)
     struct h *h = *state;
 
     propose_room_and_pushes(h, 1, SA, "r1", 10);
-    assert_true(h_until(h, all_settled, NULL, STEP_MS));
+    settle_and_check(h, 1, SA, "r1", 10);
     assert_true(h->nodes[1].n_sent >= 1);
-    assert_each_once(&h->nodes[1], SA, 11);
-    for (unsigned i = 0; i < 3; i++)
-        assert_int_equal(h_last_seq(&h->nodes[i], "r1"), 10);
 }
 
 /* The batches a follower sent were lost with its leader (the link went
@@ -146,12 +152,8 @@ static void test_lost_forward_resent_to_new_leader(void **state)
     assert_true(h_until(h, has_no_leader, NULL, STEP_MS));
     raft_fixture_elect(&h->f, 2);
     h->nodes[1].link_frozen = false;
-    assert_true(h_until(h, all_settled, NULL, STEP_MS));
-
+    settle_and_check(h, 1, SA, "r1", 5);
     assert_true(h->nodes[1].n_sent > sent);
-    assert_each_once(&h->nodes[1], SA, 6);
-    for (unsigned i = 0; i < 3; i++)
-        assert_int_equal(h_last_seq(&h->nodes[i], "r1"), 5);
 }
 
 /* The follower's commands were committed by the old leader (with the
@@ -179,12 +181,8 @@ static void test_committed_then_resent_applied_once(void **state)
     assert_true(h_until(h, has_no_leader, NULL, STEP_MS));
     raft_fixture_elect(&h->f, 2);
     raft_fixture_desaturate(&h->f, 0, 1);
-    assert_true(h_until(h, all_settled, NULL, STEP_MS));
-
+    settle_and_check(h, 1, SA, "r1", 5);
     assert_true(h->nodes[1].n_sent > sent); /* it did send them again */
-    assert_each_once(&h->nodes[1], SA, 6);
-    for (unsigned i = 0; i < 3; i++)
-        assert_int_equal(h_last_seq(&h->nodes[i], "r1"), 5);
 }
 
 /* The leader took the commands into its own log only, then lost the
@@ -207,13 +205,26 @@ static void test_leader_change_resends_own_uncommitted(void **state)
     raft_fixture_desaturate(&h->f, 0, 2);
     raft_fixture_desaturate(&h->f, 1, 0);
     raft_fixture_desaturate(&h->f, 2, 0);
-    assert_true(h_until(h, all_settled, NULL, STEP_MS));
-
+    settle_and_check(h, 0, SA, "r1", 5);
     assert_true(h->nodes[0].n_sent >= 1);
-    assert_each_once(&h->nodes[0], SA, 6);
-    for (unsigned i = 0; i < 3; i++)
-        assert_int_equal(h_last_seq(&h->nodes[i], "r1"), 5);
     assert_int_equal(h->nodes[0].n_failed, 0);
+}
+
+/* Proposes node n's directory entry as its directory upkeep does
+ * (directory.c), under that proposer's session, which it returns. */
+static uint64_t propose_dir_entry(struct cons_node *n, const char *raft_addr)
+{
+    struct relay_cmd c;
+
+    memset(&c, 0, sizeof(c));
+    c.type = RELAY_CMD_NODE_SET;
+    cons__sys_origin(n, CONS_OWN_DIR, &c.origin);
+    c.node_id = n->cfg.id;
+    c.raft_addr = raft_addr;
+    c.raft_addr_len = strlen(raft_addr);
+    assert_int_equal(cons_propose(n, &c), CONS_OK);
+    n->dir_inflight = true;
+    return c.origin.session;
 }
 
 /* A node's own proposer (here the directory entry) hears of its command
@@ -231,17 +242,7 @@ static void test_completion_per_owner_and_session(void **state)
     assert_int_equal(cons_propose(n, &c), CONS_OK);
     h_cmd_room(&c, 1, SB, 1, "rb");
     assert_int_equal(cons_propose(n, &c), CONS_OK);
-    memset(&c, 0, sizeof(c));
-    c.type = RELAY_CMD_NODE_SET;
-    cons__sys_origin(n, CONS_OWN_DIR, &c.origin);
-    dir_session = c.origin.session;
-    c.node_id = 1;
-    c.raft_addr = "127.0.0.1:9081";
-    c.raft_addr_len = strlen(c.raft_addr);
-    c.http_addr = "127.0.0.1:8081";
-    c.http_addr_len = strlen(c.http_addr);
-    assert_int_equal(cons_propose(n, &c), CONS_OK);
-    n->dir_inflight = true;
+    dir_session = propose_dir_entry(n, "127.0.0.1:9081");
     assert_true(h_until(h, all_settled, NULL, STEP_MS));
     assert_false(n->dir_inflight); /* the owner heard: applied */
     assert_int_equal(h_applied_count(hn, SA, 1), 1);
@@ -255,14 +256,7 @@ static void test_completion_per_owner_and_session(void **state)
     assert_int_equal(cons_propose(n, &c), CONS_OK);
     h_cmd_push(&c, 1, SB, 2, "rb");
     assert_int_equal(cons_propose(n, &c), CONS_OK);
-    memset(&c, 0, sizeof(c));
-    c.type = RELAY_CMD_NODE_SET;
-    cons__sys_origin(n, CONS_OWN_DIR, &c.origin);
-    c.node_id = 1;
-    c.raft_addr = "127.0.0.1:9091";
-    c.raft_addr_len = strlen(c.raft_addr);
-    assert_int_equal(cons_propose(n, &c), CONS_OK);
-    n->dir_inflight = true;
+    assert_true(propose_dir_entry(n, "127.0.0.1:9091") == dir_session);
     h_pump(h);
     cons_node_stop(n);
 
