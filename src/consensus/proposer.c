@@ -126,10 +126,8 @@ static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
     if (p == NULL)
         return NULL;
     p->data = malloc(bytes > 0 ? bytes : 1);
-    if (p->data == NULL) {
-        free(p);
-        return NULL;
-    }
+    if (p->data == NULL)
+        goto err_free;
     p->cmd = *cmd;
     w = p->data;
     p->cmd.room = put_bytes(&w, cmd->room, cmd->room_len);
@@ -143,6 +141,9 @@ static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
     p->bytes = bytes;
     p->enq_ms = now;
     return p;
+err_free:
+    free(p);
+    return NULL;
 }
 
 /*

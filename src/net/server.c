@@ -301,19 +301,16 @@ static int conn_open(struct net_server *s, struct lws *wsi)
      * at once: each one waiting for its 503 holds a descriptor, and a
      * flood of them must not run the process out of descriptors. */
     if (s->n_conns >= s->cfg.max_connections + NET_OVER_LIMIT_GRACE) {
-        free(c);
         LOG_WARN_RL("event=accept_refused why=\"connection limit\" "
                     "conns=%zu limit=%zu",
                     s->n_conns, s->cfg.max_connections);
-        return -1;
+        goto err_free;
     }
     c->srv = s;
     c->wsi = wsi;
     c->opened_ms = uv_now(s->loop);
-    if (net__ip_attach(s, c) != NET_OK) {
-        free(c);
-        return -1;
-    }
+    if (net__ip_attach(s, c) != NET_OK)
+        goto err_free;
     /* Counted while it exists; past the bound the request is answered 503
      * and the socket closed (HTTP and WS alike). */
     c->over_limit = s->n_conns >= s->cfg.max_connections;
@@ -324,6 +321,9 @@ static int conn_open(struct net_server *s, struct lws *wsi)
     s->n_conns++;
     lws_set_opaque_user_data(wsi, c);
     return 0;
+err_free:
+    free(c);
+    return -1;
 }
 
 static void conn_free(struct net_conn *c)

@@ -38,12 +38,13 @@ struct relay__stream *relay__stream_new(const char *key, size_t key_len)
     if (st == NULL)
         return NULL;
     st->key = relay__dup_bytes(key, key_len);
-    if (st->key == NULL) {
-        free(st);
-        return NULL;
-    }
+    if (st->key == NULL)
+        goto err_free;
     st->key_len = key_len;
     return st;
+err_free:
+    free(st);
+    return NULL;
 }
 
 bool relay__stream_reserve(struct relay__stream *st, size_t need)
