@@ -31,6 +31,7 @@
  */
 #define LOG_MODULE "net"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,6 +215,9 @@ void net_server_on_applied(void *arg, const struct cons_applied *ev)
 
     if (s == NULL || ev == NULL || ev->cmd == NULL || ev->eff == NULL)
         return;
+    /* The log is applied in order: its index never goes back. */
+    assert(ev->index >= s->applied_index);
+    s->applied_index = ev->index;
     c = owner_find(s, &ev->cmd->origin);
     if (c != NULL && c->kind == NET_CONN_HTTP)
         net__http_on_applied(c, ev);
