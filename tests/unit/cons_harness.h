@@ -15,10 +15,10 @@
  * in src/ changes for this.
  *
  * The node's uv loop never runs while a test steps (uv_now stays put, so
- * no queue timeout fires by accident): h_pump() runs a node's flush when it
- * asked for one, and carries forwarded batches to their leader, as net's
- * link would, with the link's failure modes (queue dropped on a leader
- * change or a refusal, then cons_forward_reset).
+ * no queue timeout fires by accident): h_pump() runs a node's queue timer
+ * and flush when they would run, and carries forwarded batches to their
+ * leader, as net's link would, with the link's failure modes (queue
+ * dropped on a leader change or a refusal, then cons_forward_reset).
  */
 #ifndef DRIFTD_CONS_HARNESS_H
 #define DRIFTD_CONS_HARNESS_H
@@ -63,7 +63,6 @@ struct h_node {
     struct h_batch link[H_MAX_LINK];
     size_t n_link;
     size_t n_sent;    /* batches fw.send took, ever */
-    bool link_down;   /* fw.send refuses (the link cannot take it) */
     bool link_frozen; /* batches are taken but not delivered */
 };
 
@@ -197,7 +196,7 @@ static int h_fw_send(void *arg, uint32_t leader, const uint8_t *batch,
     struct h_node *hn = arg;
     struct h_batch *b;
 
-    if (hn->link_down || hn->n_link == H_MAX_LINK)
+    if (hn->n_link == H_MAX_LINK)
         return -1;
     b = &hn->link[hn->n_link++];
     b->p = malloc(len);
