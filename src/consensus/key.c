@@ -83,8 +83,7 @@ int cons_key_load(const char *path, uint8_t key[CONS_KEY_LEN], char *err,
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%.200s: not a regular file", path);
-        close(fd);
-        return CONS_EINVAL;
+        goto err_close;
     }
     /* Like ssh with its private keys: a key others can read is no secret. */
     if ((st.st_mode & 0007) != 0) {
@@ -92,8 +91,7 @@ int cons_key_load(const char *path, uint8_t key[CONS_KEY_LEN], char *err,
                  "%.200s: readable by other users; chmod 600 it (and make "
                  "a new key if others may have read it)",
                  path);
-        close(fd);
-        return CONS_EINVAL;
+        goto err_close;
     }
     got = read(fd, buf, sizeof(buf) - 1);
     close(fd);
@@ -117,6 +115,9 @@ int cons_key_load(const char *path, uint8_t key[CONS_KEY_LEN], char *err,
     }
     OPENSSL_cleanse(buf, sizeof(buf));
     return CONS_OK;
+err_close:
+    close(fd);
+    return CONS_EINVAL;
 }
 
 int cons_random(void *buf, size_t len)

@@ -182,6 +182,8 @@ static struct cons__change *change_new(struct cons_node *n,
     ch->arg = arg;
     ch->req.data = ch;
     ch->treq.data = ch;
+    /* The libraft call that starts it comes next (raft_reason). */
+    raft_reason_clear(n);
     return ch;
 }
 
@@ -280,12 +282,23 @@ static void on_change(struct raft_change *req, int status)
 }
 
 /*
- * Ends the start of a change: on a raft refusal (rv != 0) frees it and
- * returns the mapped code with "what: raft's reason"; else installs it.
+ * Ends the start of a change, described by fmt (what it does): on a raft
+ * refusal (rv != 0) frees it and returns the mapped code with "what:
+ * raft's reason"; else installs it.
  */
 static int change_begin(struct cons_node *n, struct cons__change *ch, int rv,
-                        const char *what)
+                        const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int change_begin(struct cons_node *n, struct cons__change *ch, int rv,
+                        const char *fmt, ...)
 {
+    char what[160];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
     if (rv != 0) {
         free(ch);
         return refuse(n, map_raft_err(rv), "%s: %s", what, raft_reason(n, rv));
@@ -300,7 +313,6 @@ int cons_member_add(struct cons_node *n, uint32_t id, const char *raft_addr,
 {
     const struct raft_server *srv;
     struct cons__change *ch;
-    char what[160];
     int rv;
 
     rv = check_leader(n);
@@ -320,11 +332,9 @@ int cons_member_add(struct cons_node *n, uint32_t id, const char *raft_addr,
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
     ch->raft_role = role == CONS_ROLE_VOTER ? RAFT_VOTER : RAFT_STANDBY;
-    raft_reason_clear(n);
     rv = raft_add(&n->raft, &ch->req, id, raft_addr, on_change);
-    snprintf(what, sizeof(what), "add node %u at %.100s as %s", id, raft_addr,
-             role == CONS_ROLE_VOTER ? "voter" : "standby");
-    return change_begin(n, ch, rv, what);
+    return change_begin(n, ch, rv, "add node %u at %.100s as %s", id, raft_addr,
+                        role == CONS_ROLE_VOTER ? "voter" : "standby");
 }
 
 /* The refusals every change of member id starts with: this node must lead,
@@ -360,7 +370,6 @@ int cons_member_assign(struct cons_node *n, uint32_t id, enum cons_role role,
     const struct raft_server *srv;
     struct cons__change *ch;
     int raft_role = role == CONS_ROLE_VOTER ? RAFT_VOTER : RAFT_STANDBY;
-    char what[160];
     int rv;
 
     rv = find_member(n, id, &srv);
@@ -378,11 +387,9 @@ int cons_member_assign(struct cons_node *n, uint32_t id, enum cons_role role,
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
     ch->raft_role = raft_role;
-    raft_reason_clear(n);
     rv = raft_assign(&n->raft, &ch->req, id, raft_role, on_change);
-    snprintf(what, sizeof(what), "make node %u %s", id,
-             role == CONS_ROLE_VOTER ? "a voter" : "a standby");
-    return change_begin(n, ch, rv, what);
+    return change_begin(n, ch, rv, "make node %u %s", id,
+                        role == CONS_ROLE_VOTER ? "a voter" : "a standby");
 }
 
 int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
@@ -390,7 +397,6 @@ int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
 {
     const struct raft_server *srv;
     struct cons__change *ch;
-    char what[160];
     int rv;
 
     rv = find_member(n, id, &srv);
@@ -402,10 +408,8 @@ int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
     ch = change_new(n, CH_REMOVE, id, cb, arg);
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
-    raft_reason_clear(n);
     rv = raft_remove(&n->raft, &ch->req, id, on_change);
-    snprintf(what, sizeof(what), "remove node %u", id);
-    return change_begin(n, ch, rv, what);
+    return change_begin(n, ch, rv, "remove node %u", id);
 }
 
 static void on_transfer(struct raft_transfer *req)
@@ -443,30 +447,23 @@ static void on_transfer(struct raft_transfer *req)
 int cons_leader_transfer(struct cons_node *n, uint32_t id, cons_change_cb cb,
                          void *arg)
 {
-    const struct raft_server *srv;
+    const struct raft_server *srv = NULL;
     struct cons__change *ch;
-    char what[160];
     int rv;
 
-    rv = check_leader(n);
+    /* id 0: no member to check, libraft picks the voter. */
+    rv = id != 0 ? find_member(n, id, &srv) : check_leader(n);
     if (rv != CONS_OK)
         return rv;
-    if (id != 0) {
-        srv = find_server(n, id);
-        if (srv == NULL)
-            return refuse(n, CONS_ENOTFOUND, "node %u is not a member", id);
-        if (srv->role != RAFT_VOTER)
-            return refuse(n, CONS_EINVAL, "node %u is not a voter", id);
-        if (id == n->cfg.id)
-            return refuse(n, CONS_EINVAL, "node %u is already the leader", id);
-    }
+    if (srv != NULL && srv->role != RAFT_VOTER)
+        return refuse(n, CONS_EINVAL, "node %u is not a voter", id);
+    if (id == n->cfg.id)
+        return refuse(n, CONS_EINVAL, "node %u is already the leader", id);
     ch = change_new(n, CH_TRANSFER, id, cb, arg);
     if (ch == NULL)
         return refuse(n, CONS_ENOMEM, "out of memory");
-    raft_reason_clear(n);
     rv = raft_transfer(&n->raft, &ch->treq, id, on_transfer);
-    snprintf(what, sizeof(what), "transfer leadership to node %u", id);
-    return change_begin(n, ch, rv, what);
+    return change_begin(n, ch, rv, "transfer leadership to node %u", id);
 }
 
 void cons__membership_free(struct cons_node *n)

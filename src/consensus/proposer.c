@@ -30,8 +30,14 @@
  * voter (maybe_hand_over).
  *
  * Not here: the link itself (net), the FSM (fsm.c).
+ *
+ * Debug builds assert the invariants: a queue's count and bytes are the
+ * sum of its commands, pending never holds more than max_queue_cmds, at
+ * most max_inflight entries are in flight, and an entry handed to raft is
+ * a whole relay batch (raft_malloc'd, padded to 8 bytes).
  */
 #define LOG_MODULE "cons"
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -91,6 +97,7 @@ static void q_push(struct cons__queue *q, struct cons__pcmd *p)
 
 static void q_unlink(struct cons__queue *q, struct cons__pcmd *p)
 {
+    assert(q->count > 0 && q->bytes >= p->bytes);
     if (p->prev != NULL)
         p->prev->next = p->next;
     else
@@ -126,10 +133,8 @@ static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
     if (p == NULL)
         return NULL;
     p->data = malloc(bytes > 0 ? bytes : 1);
-    if (p->data == NULL) {
-        free(p);
-        return NULL;
-    }
+    if (p->data == NULL)
+        goto err_free;
     p->cmd = *cmd;
     w = p->data;
     p->cmd.room = put_bytes(&w, cmd->room, cmd->room_len);
@@ -143,6 +148,9 @@ static struct cons__pcmd *pcmd_copy(const struct relay_cmd *cmd, uint64_t now)
     p->bytes = bytes;
     p->enq_ms = now;
     return p;
+err_free:
+    free(p);
+    return NULL;
 }
 
 /*
@@ -223,6 +231,7 @@ int cons_propose(struct cons_node *n, const struct relay_cmd *cmd)
     if (p == NULL)
         return CONS_ENOMEM;
     q_push(&n->pending, p);
+    assert(n->pending.count <= n->cfg.max_queue_cmds);
     if (n->cursor == NULL)
         n->cursor = p;
     cons__proposer_kick(n);
@@ -426,6 +435,7 @@ static void on_applied_entry(struct raft_apply *req, int status, void *result)
     bool carrier = f->carrier;
 
     (void)result;
+    assert(n->n_inflight > 0);
     n->n_inflight--;
     if (status == 0)
         count_commit(n, f->start_ns);
@@ -489,6 +499,7 @@ static void pack(struct cons_node *n, bool take_foreign, size_t *n_foreign,
 static void advance(struct cons_node *n, size_t n_foreign, size_t n_local,
                     bool here)
 {
+    assert(n_foreign <= n->foreign.count && n_local <= n->pending.count);
     for (size_t i = 0; i < n_foreign; i++) {
         struct cons__pcmd *p = n->foreign.head;
 
@@ -630,6 +641,8 @@ static bool flush_to_log(struct cons_node *n)
         return false;
     }
     buf.base = base;
+    assert(buf.base != NULL && buf.len > 0 && buf.len % 8 == 0);
+    assert(n->n_inflight < n->max_inflight);
     f->node = n;
     f->req.data = f;
     f->start_ns = uv_hrtime();
@@ -673,6 +686,7 @@ static void send_carrier(struct cons_node *n)
         return;
     }
     buf.base = base;
+    assert(buf.base != NULL && buf.len > 0 && buf.len % 8 == 0);
     f->node = n;
     f->carrier = true;
     f->req.data = f;

@@ -119,12 +119,13 @@ int cons__tls_setup(struct cons__tp *tp, const char *cert, const char *key,
     if (tp->tls_server == NULL)
         return CONS_EINVAL;
     tp->tls_client = make_ctx(false, cert, key, ca, err, errlen);
-    if (tp->tls_client == NULL) {
-        SSL_CTX_free(tp->tls_server);
-        tp->tls_server = NULL;
-        return CONS_EINVAL;
-    }
+    if (tp->tls_client == NULL)
+        goto err_free_server;
     return CONS_OK;
+err_free_server:
+    SSL_CTX_free(tp->tls_server);
+    tp->tls_server = NULL;
+    return CONS_EINVAL;
 }
 
 void cons__tls_free(struct cons__tp *tp)

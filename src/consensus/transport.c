@@ -440,10 +440,8 @@ static struct cons__hs *hs_new(struct cons__tp *tp, bool outbound)
     if (h == NULL)
         return NULL;
     tcp = raft_malloc(sizeof(*tcp));
-    if (tcp == NULL) {
-        free(h);
-        return NULL;
-    }
+    if (tcp == NULL)
+        goto err_free;
     h->tp = tp;
     h->outbound = outbound;
     uv_tcp_init(tp->loop, tcp);
@@ -461,6 +459,9 @@ static struct cons__hs *hs_new(struct cons__tp *tp, bool outbound)
     if (!outbound)
         tp->n_inbound++;
     return h;
+err_free:
+    free(h);
+    return NULL;
 }
 
 /* ---- listening ---------------------------------------------------------- */

@@ -512,8 +512,9 @@ struct net_server {
     const void *lws_handles[NET_MAX_STATIC_HANDLES];
     size_t n_lws_handles;
 
-    uint8_t seed[16];    /* hash seed, from getrandom */
-    uint32_t boot_nonce; /* high half of every session id */
+    uint8_t seed[16];       /* hash seed, from getrandom */
+    uint32_t boot_nonce;    /* high half of every session id */
+    uint64_t applied_index; /* of the last command applied (asserted) */
     uint32_t next_session;
 
     struct htab owners;          /* session id -> struct net_conn */

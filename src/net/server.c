@@ -31,6 +31,7 @@
  */
 #define LOG_MODULE "net"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,16 +193,17 @@ void net__push_cmd(struct net_server *s, enum net_transport tr,
                    struct relay_cmd *cmd, const char *room, size_t room_len,
                    const struct relay_msg *m)
 {
-    memset(cmd, 0, sizeof(*cmd));
-    cmd->type = RELAY_CMD_PUSH;
-    cmd->room = room;
-    cmd->room_len = room_len;
-    cmd->key = m->key;
-    cmd->key_len = m->key_len;
-    cmd->action = m->action;
-    cmd->compact_seq = m->compact_seq;
-    cmd->value = m->value;
-    cmd->value_len = m->value_len;
+    *cmd = (struct relay_cmd){
+        .type = RELAY_CMD_PUSH,
+        .room = room,
+        .room_len = room_len,
+        .key = m->key,
+        .key_len = m->key_len,
+        .action = m->action,
+        .compact_seq = m->compact_seq,
+        .value = m->value,
+        .value_len = m->value_len,
+    };
     if ((unsigned)m->action < 4)
         s->metrics.pushes[tr][m->action]++;
 }
@@ -215,6 +217,9 @@ void net_server_on_applied(void *arg, const struct cons_applied *ev)
 
     if (s == NULL || ev == NULL || ev->cmd == NULL || ev->eff == NULL)
         return;
+    /* The log is applied in order: its index never goes back. */
+    assert(ev->index >= s->applied_index);
+    s->applied_index = ev->index;
     c = owner_find(s, &ev->cmd->origin);
     if (c != NULL && c->kind == NET_CONN_HTTP)
         net__http_on_applied(c, ev);
@@ -302,19 +307,16 @@ static int conn_open(struct net_server *s, struct lws *wsi)
      * at once: each one waiting for its 503 holds a descriptor, and a
      * flood of them must not run the process out of descriptors. */
     if (s->n_conns >= s->cfg.max_connections + NET_OVER_LIMIT_GRACE) {
-        free(c);
         LOG_WARN_RL("event=accept_refused why=\"connection limit\" "
                     "conns=%zu limit=%zu",
                     s->n_conns, s->cfg.max_connections);
-        return -1;
+        goto err_free;
     }
     c->srv = s;
     c->wsi = wsi;
     c->opened_ms = uv_now(s->loop);
-    if (net__ip_attach(s, c) != NET_OK) {
-        free(c);
-        return -1;
-    }
+    if (net__ip_attach(s, c) != NET_OK)
+        goto err_free;
     /* Counted while it exists; past the bound the request is answered 503
      * and the socket closed (HTTP and WS alike). */
     c->over_limit = s->n_conns >= s->cfg.max_connections;
@@ -325,6 +327,9 @@ static int conn_open(struct net_server *s, struct lws *wsi)
     s->n_conns++;
     lws_set_opaque_user_data(wsi, c);
     return 0;
+err_free:
+    free(c);
+    return -1;
 }
 
 static void conn_free(struct net_conn *c)

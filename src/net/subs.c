@@ -83,10 +83,8 @@ int net__room_attach(struct net_server *s, struct net_conn *c)
         memcpy(r->id, c->room_id, c->room_len);
         r->id_len = c->room_len;
         htab_init(&r->keys, s->seed);
-        if (htab_insert(&s->rooms, &r->node, r->id, r->id_len) != HTAB_OK) {
-            free(r);
-            return NET_ENOMEM;
-        }
+        if (htab_insert(&s->rooms, &r->node, r->id, r->id_len) != HTAB_OK)
+            goto err_free_room;
         created = true;
     }
     if (c->debug) {
@@ -103,6 +101,9 @@ int net__room_attach(struct net_server *s, struct net_conn *c)
 err_room:
     if (created)
         room_free(s, r);
+    return NET_ENOMEM;
+err_free_room:
+    free(r); /* not in the table */
     return NET_ENOMEM;
 }
 

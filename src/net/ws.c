@@ -31,6 +31,7 @@
  */
 #define LOG_MODULE "net"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,6 +266,7 @@ void net__ws_queue(struct net_conn *c, struct net_frame *f)
     f->refs++;
     c->q[(c->q_head + c->q_len) % c->q_cap] = f;
     c->q_len++;
+    assert(c->q_len <= c->q_cap);
     c->out_bytes += cost;
     if (c->q_len == 1)
         lws_callback_on_writable(c->wsi);
@@ -275,6 +277,8 @@ static struct net_frame *queue_pop(struct net_conn *c)
 {
     struct net_frame *f = c->q[c->q_head];
 
+    assert(c->q_len > 0 && f != NULL && f->refs > 0);
+    assert(c->out_bytes >= f->len + NET_FRAME_OVERHEAD);
     c->q[c->q_head] = NULL;
     c->q_head = (c->q_head + 1) % c->q_cap;
     c->q_len--;
@@ -334,6 +338,8 @@ static int write_some(struct net_conn *c)
         off += f->len;
         net__frame_unref(queue_pop(c));
     }
+    /* The head frame always fits (it is under a quarter of the buffer). */
+    assert(off > 0 && off <= NET_COALESCE_MAX);
     return lws_write(c->wsi, out, off, LWS_WRITE_HTTP) < 0 ? -1 : 0;
 }
 

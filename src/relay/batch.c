@@ -35,13 +35,14 @@ int relay_batch_enc_create(struct relay_batch_enc **out)
     *out = NULL;
     if (b == NULL)
         return RELAY_ENOMEM;
-    if (relay__buf_init(&b->body, 0, 4096) != RELAY_OK) {
-        free(b);
-        return RELAY_ENOMEM;
-    }
+    if (relay__buf_init(&b->body, 0, 4096) != RELAY_OK)
+        goto err_free;
     relay__buf_packer(&b->body, &b->pk);
     *out = b;
     return RELAY_OK;
+err_free:
+    free(b);
+    return RELAY_ENOMEM;
 }
 
 void relay_batch_enc_destroy(struct relay_batch_enc *b)

@@ -15,6 +15,7 @@
  * was. Not here: deciding when an idle room expires (the leader's
  * consensus/expiry.c proposes a delete conditional on last_ms).
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,12 +39,13 @@ struct relay__stream *relay__stream_new(const char *key, size_t key_len)
     if (st == NULL)
         return NULL;
     st->key = relay__dup_bytes(key, key_len);
-    if (st->key == NULL) {
-        free(st);
-        return NULL;
-    }
+    if (st->key == NULL)
+        goto err_free;
     st->key_len = key_len;
     return st;
+err_free:
+    free(st);
+    return NULL;
 }
 
 bool relay__stream_reserve(struct relay__stream *st, size_t need)
@@ -334,11 +336,14 @@ int relay__apply_push(struct relay_state *s, const struct relay_cmd *cmd,
         st->e[0] = (struct relay_entry){
             .seq = cmd->compact_seq, .value = val, .value_len = cmd->value_len};
         eff->seq = cmd->compact_seq;
+        /* get's binary search needs seqs strictly increasing. */
+        assert(st->n == 1 || st->e[1].seq > st->e[0].seq);
     } else {
         if (cmd->action == RELAY_ACT_REPLACE)
             st->n = 0;
         eff->broadcast = true;
         eff->seq = ++r->last_seq;
+        assert(st->n == 0 || st->e[st->n - 1].seq < eff->seq);
         st->e[st->n++] = (struct relay_entry){
             .seq = eff->seq, .value = val, .value_len = cmd->value_len};
     }
