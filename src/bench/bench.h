@@ -56,6 +56,8 @@ struct bench_hist {
 
 void bench_hist_reset(struct bench_hist *h);
 void bench_hist_add(struct bench_hist *h, uint64_t ns);
+/* Adds h's samples to into (the histograms of several workers). */
+void bench_hist_merge(struct bench_hist *into, const struct bench_hist *h);
 /* The value at quantile q (0..1), in ns: the highest value of the bucket
  * that holds it, capped at the maximum. 0 when empty. */
 uint64_t bench_hist_quantile(const struct bench_hist *h, double q);
@@ -110,7 +112,8 @@ struct bench_opts {
     uint64_t max_per_pub; /* pushes per publisher, 0: unbounded */
     bool coalesce;        /* publishers write many frames at once */
     unsigned connect_concurrency;
-    double settle_s; /* connections: wait before reading RSS */
+    double settle_s;  /* connections: wait before reading RSS */
+    unsigned workers; /* processes sharing the connections (1: this one) */
 };
 
 /* ---- the engine (run.c) -------------------------------------------------- */
