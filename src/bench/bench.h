@@ -35,6 +35,7 @@
 
 #define BENCH_MAX_URLS 16
 #define BENCH_ROOM_ID_MAX 64
+#define BENCH_MAX_WORKERS 64
 
 /* ---- histograms (hist.c) ------------------------------------------------- */
 
@@ -156,7 +157,9 @@ struct bench_result {
     double connect_s; /* first connect -> all subscribed */
     unsigned rooms;
 
-    double bench_cpu_s;      /* this process, in the measured window */
+    double bench_cpu_s; /* the tool (with workers: the parent and all
+                           of them), in the measured window */
+    double worker_cpu_s[BENCH_MAX_WORKERS]; /* each worker's share */
     double machine_busy_pct; /* all CPUs, /proc/stat; -1 unknown */
     unsigned n_cpus;
     struct bench_node_stats nodes[BENCH_MAX_URLS];

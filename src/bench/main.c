@@ -339,7 +339,7 @@ int main(int argc, char **argv)
                 return 2;
             break;
         case OPT_WORKERS:
-            if (num("workers", optarg, 1, 64, &v))
+            if (num("workers", optarg, 1, BENCH_MAX_WORKERS, &v))
                 return 2;
             o.workers = (unsigned)v;
             break;

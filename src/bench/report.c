@@ -280,6 +280,14 @@ void bench_report_json(const struct bench_result *r, bool allow_errors, FILE *f)
                         json_pack("{s:f,s:f}", "bench_s", r->bench_cpu_s,
                                   "bench_pct",
                                   s > 0 ? 100 * r->bench_cpu_s / s : 0));
+    if (o->workers > 1) {
+        /* bench_s is the parent's CPU plus these */
+        json_t *w = json_array();
+
+        for (unsigned i = 0; i < o->workers && i < BENCH_MAX_WORKERS; i++)
+            json_array_append_new(w, json_real(r->worker_cpu_s[i]));
+        json_object_set_new(json_object_get(root, "cpu"), "bench_workers_s", w);
+    }
     if (r->machine_busy_pct >= 0) {
         json_t *cpu = json_object_get(root, "cpu");
 

@@ -216,6 +216,7 @@ struct run {
     size_t next_connect, connecting, n_ready, n_failed, n_open;
     struct bench_counts c, c_measure0, c_prog;
     double cpu0_s; /* the tool's CPU seconds at the window's start */
+    double kid_cpu0_s[BENCH_MAX_WORKERS];
     uint64_t busy0, total0;
     bool have_jiffies;
     double node_cpu0[BENCH_MAX_URLS];
@@ -939,12 +940,28 @@ static double tool_cpu_s(const struct run *r)
     return s;
 }
 
+/* Each worker's CPU seconds: at the window's start (res NULL), or since
+ * then into res. */
+static void kids_cpu(struct run *r, struct bench_result *res)
+{
+    for (unsigned i = 0; i < r->n_kids; i++) {
+        double k = bench_proc_cpu_s(r->kids[i]);
+
+        if (res == NULL)
+            r->kid_cpu0_s[i] = k;
+        else
+            res->worker_cpu_s[i] =
+                k >= 0 && r->kid_cpu0_s[i] >= 0 ? k - r->kid_cpu0_s[i] : -1;
+    }
+}
+
 /* The CPU, node and machine figures at both ends of the measured window:
  * taken by the one process, or by the parent of the workers. */
 static void window_open(struct run *r, double now)
 {
     r->t_measure_start = now;
     r->cpu0_s = tool_cpu_s(r);
+    kids_cpu(r, NULL);
     r->have_jiffies =
         bench_machine_jiffies(&r->busy0, &r->total0, &r->res->n_cpus);
     for (size_t i = 0; i < r->res->n_nodes; i++)
@@ -962,6 +979,7 @@ static void window_close(struct run *r, double now)
     if (r->t_measure_start == 0) /* interrupted before measuring */
         r->t_measure_start = now;
     r->res->bench_cpu_s = tool_cpu_s(r) - r->cpu0_s;
+    kids_cpu(r, r->res);
     if (r->have_jiffies && bench_machine_jiffies(&busy, &total, &n) &&
         total > r->total0)
         r->res->machine_busy_pct =
