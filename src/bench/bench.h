@@ -115,6 +115,7 @@ struct bench_opts {
     unsigned connect_concurrency;
     double settle_s;  /* connections: wait before reading RSS */
     unsigned workers; /* processes sharing the connections (1: this one) */
+    bool lws_rx;      /* WebSocket frames parsed by lws, not by run.c */
 };
 
 /* ---- the engine (run.c) -------------------------------------------------- */

@@ -82,6 +82,10 @@ static void usage(FILE *f)
         "  --workers N        N processes share the connections (1): each\n"
         "                     its own loop, its own share checked; the\n"
         "                     figures are their sums\n"
+        "  --lws-rx           let lws parse the WebSocket frames (default: "
+        "the\n"
+        "                     tool does, from whole reads; lws 4.1's client\n"
+        "                     goes byte by byte)\n"
         "  -q, --quiet        no progress line\n"
         "  -v, --verbose      log retries and every server error\n"
         "  -h, --help\n",
@@ -114,6 +118,7 @@ enum {
     OPT_NO_COALESCE,
     OPT_CACERT,
     OPT_WORKERS,
+    OPT_LWS_RX,
 };
 
 static const struct option long_opts[] = {
@@ -142,6 +147,7 @@ static const struct option long_opts[] = {
     {"no-coalesce", no_argument, NULL, OPT_NO_COALESCE},
     {"cacert", required_argument, NULL, OPT_CACERT},
     {"workers", required_argument, NULL, OPT_WORKERS},
+    {"lws-rx", no_argument, NULL, OPT_LWS_RX},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -271,6 +277,9 @@ int main(int argc, char **argv)
             break;
         case OPT_CACERT:
             o.cacert = optarg;
+            break;
+        case OPT_LWS_RX:
+            o.lws_rx = true;
             break;
         case 'q':
             o.quiet = true;

@@ -35,6 +35,18 @@
  * idle and timer handles have closed, so the close polls with a timer, as
  * the server does (src/net/server.c).
  *
+ * Receiving: lws 4.1's client parses WebSocket frames one byte per call
+ * (lws_ws_client_rx_sm was 47% of the tool's CPU in fan-out, `perf
+ * record -g`), so by default every plain (ws://) connection is an lws *raw*
+ * client connection: run.c writes the upgrade request, checks the 101 answer
+ * (Sec-WebSocket-Accept included) and parses the server's frames itself,
+ * straight out of each read lws hands over (unmasked, so no copy unless a
+ * frame straddles two reads; in the standard fan-out a read holds ~32
+ * frames, what the window lets the server queue per subscriber). It writes
+ * masked frames as before. --lws-rx keeps the lws WebSocket client (the path
+ * before; for comparison), and so do TLS connections (lws 4.1 did not get raw
+ * client connections over TLS going).
+ *
  * Workers (--workers N, N > 1): one thread at ~90% of a core decoding and
  * checking ~1.2M frames/s was the bound of the fan-out figure, not the
  * cluster. The connections are then split into N contiguous shares, one
@@ -62,6 +74,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -178,10 +191,22 @@ struct conn {
     /* publisher */
     uint64_t sent, acked, refused, due;
 
-    /* reassembly of fragmented messages */
+    /* reassembly of fragmented messages; raw: the handshake answer, then
+     * a frame cut by the end of a read */
     uint8_t *rx;
     size_t rx_len, rx_cap;
     bool rx_binary;
+
+    /* raw connections (see the top): the upgrade, fragments, a ping */
+    bool raw;
+    bool hs_sent;
+    char ws_key[32];
+    uint8_t *frag;
+    size_t frag_len, frag_cap;
+    bool frag_on, frag_binary;
+    bool pong_due;
+    uint8_t pong[125];
+    size_t pong_len;
 };
 
 struct run {
@@ -477,6 +502,17 @@ static void conn_start(struct run *r, struct conn *c)
     /* No subprotocol offered (DriftDB clients send none); the local
      * protocol only selects our callback and buffer sizes. */
     ci.local_protocol_name = c->is_pub ? "bench-pub" : "bench-sub";
+    /* raw over TLS did not connect with lws 4.1 ("connection destroyed
+     * while connecting"): wss stays with lws' WebSocket client */
+    c->raw = !r->o->lws_rx && !u->tls;
+    if (c->raw) {
+        ci.method = "RAW"; /* we speak WebSocket ourselves (see the top) */
+        c->hs_sent = false;
+        c->rx_len = 0;
+        c->frag_on = false;
+        c->frag_len = 0;
+        c->pong_due = false;
+    }
     /* wss: the node's certificate must chain to --cacert and name u->host */
     if (u->tls)
         ci.ssl_connection = LCCSCF_USE_SSL;
@@ -703,11 +739,22 @@ static int on_receive(struct run *r, struct conn *c, const uint8_t *in,
 
 /* ---- writing ------------------------------------------------------------- */
 
+static size_t put_frame(struct run *r, uint8_t *out, const uint8_t *p,
+                        size_t n);
+
+/* One message of len bytes at r->wbuf + LWS_PRE, as one frame. */
 static int write_frame(struct run *r, struct conn *c, size_t len)
 {
-    int n = lws_write(c->wsi, r->wbuf + LWS_PRE, len,
-                      r->o->msgpack ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    int n;
 
+    if (c->raw) { /* we frame (and mask) it */
+        memcpy(r->fbuf, r->wbuf + LWS_PRE, len);
+        len = put_frame(r, r->wbuf + LWS_PRE, r->fbuf, len);
+        n = lws_write(c->wsi, r->wbuf + LWS_PRE, len, LWS_WRITE_RAW);
+        return n < 0 ? -1 : 0;
+    }
+    n = lws_write(c->wsi, r->wbuf + LWS_PRE, len,
+                  r->o->msgpack ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     return n < 0 ? -1 : 0;
 }
 
@@ -740,15 +787,17 @@ static uint32_t next_mask(struct run *r)
     return (uint32_t)((r->rng * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
-/* A masked client frame (RFC 6455 section 5.2) around payload p. */
-static size_t put_frame(struct run *r, uint8_t *out, const uint8_t *p, size_t n)
+/* A masked client frame (RFC 6455 section 5.2) around payload p; b0: FIN
+ * and the opcode. */
+static size_t put_frame_op(struct run *r, uint8_t *out, uint8_t b0,
+                           const uint8_t *p, size_t n)
 {
     uint32_t m = next_mask(r);
     uint8_t key[4] = {(uint8_t)(m >> 24), (uint8_t)(m >> 16), (uint8_t)(m >> 8),
                       (uint8_t)m};
     size_t h = 0;
 
-    out[h++] = r->o->msgpack ? 0x82 : 0x81; /* FIN, binary or text */
+    out[h++] = b0;
     if (n < 126) {
         out[h++] = (uint8_t)(0x80 | n);
     } else if (n < 65536) {
@@ -765,6 +814,11 @@ static size_t put_frame(struct run *r, uint8_t *out, const uint8_t *p, size_t n)
     for (size_t i = 0; i < n; i++)
         out[h + i] = p[i] ^ key[i & 3];
     return h + n;
+}
+
+static size_t put_frame(struct run *r, uint8_t *out, const uint8_t *p, size_t n)
+{
+    return put_frame_op(r, out, r->o->msgpack ? 0x82 : 0x81, p, n);
 }
 
 /*
@@ -784,7 +838,8 @@ static int write_batch(struct run *r, struct conn *c)
         off += put_frame(r, out + off, r->fbuf, len);
         pushed(r, c);
     }
-    if (off > 0 && lws_write(c->wsi, out, off, LWS_WRITE_HTTP) < 0)
+    if (off > 0 && lws_write(c->wsi, out, off,
+                             c->raw ? LWS_WRITE_RAW : LWS_WRITE_HTTP) < 0)
         return -1;
     if (can_send(r, c))
         ask_writable(c);
@@ -797,9 +852,23 @@ static int on_writeable(struct run *r, struct conn *c)
 
     c->want_writable = false;
     if (c->closing) {
+        if (c->raw) { /* our close frame, then the socket */
+            static const uint8_t why[] = {0x03, 0xe8, 'b', 'e', 'n', 'c',
+                                          'h',  ' ',  'd', 'o', 'n', 'e'};
+
+            len = put_frame_op(r, r->wbuf + LWS_PRE, 0x88, why, sizeof(why));
+            lws_write(c->wsi, r->wbuf + LWS_PRE, len, LWS_WRITE_RAW);
+            return -1;
+        }
         lws_close_reason(c->wsi, LWS_CLOSE_STATUS_NORMAL,
                          (unsigned char *)"bench done", 10);
         return -1;
+    }
+    if (c->pong_due) { /* raw: a ping's answer goes first */
+        c->pong_due = false;
+        len = put_frame_op(r, r->wbuf + LWS_PRE, 0x8a, c->pong, c->pong_len);
+        if (lws_write(c->wsi, r->wbuf + LWS_PRE, len, LWS_WRITE_RAW) < 0)
+            return -1;
     }
     while (c->gets_sent < conn_n_keys(r, c)) {
         len = bench_wire_get(r->wbuf + LWS_PRE, r->wcap, r->o->msgpack,
@@ -828,7 +897,275 @@ static int on_writeable(struct run *r, struct conn *c)
     return 0;
 }
 
+/* ---- raw connections: our own WebSocket client -------------------------- */
+
+/* Appends n bytes to a growing buffer; -1 past any message of ours. */
+static int buf_add(uint8_t **b, size_t *len, size_t *cap, const uint8_t *p,
+                   size_t n)
+{
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap : 4096;
+        uint8_t *g;
+
+        while (c < *len + n)
+            c *= 2;
+        if (c > (size_t)256 << 20)
+            return -1;
+        g = realloc(*b, c);
+        if (g == NULL)
+            return -1;
+        *b = g;
+        *cap = c;
+    }
+    memcpy(*b + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+static int raw_send_upgrade(struct run *r, struct conn *c)
+{
+    const struct bench_url *u = &r->o->urls[c->url];
+    uint8_t nonce[16];
+    char *req = (char *)r->wbuf + LWS_PRE;
+    int n;
+
+    for (size_t i = 0; i < sizeof(nonce); i += 4) {
+        uint32_t m = next_mask(r);
+
+        memcpy(nonce + i, &m, 4);
+    }
+    lws_b64_encode_string((const char *)nonce, sizeof(nonce), c->ws_key,
+                          sizeof(c->ws_key));
+    n = snprintf(req, r->wcap,
+                 "GET /room/%s/connect%s HTTP/1.1\r\nHost: %s\r\n"
+                 "Origin: %s\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n",
+                 c->room->id, r->o->msgpack ? "?msgpack=true" : "", u->hostport,
+                 u->hostport, c->ws_key);
+    if (n <= 0 || (size_t)n >= r->wcap)
+        return -1;
+    c->hs_sent = true;
+    return lws_write(c->wsi, (uint8_t *)req, (size_t)n, LWS_WRITE_RAW) < 0 ? -1
+                                                                           : 0;
+}
+
+static void conn_established(struct run *r, struct conn *c, struct lws *wsi)
+{
+    if (r->connecting > 0)
+        r->connecting--;
+    c->state = CS_OPEN;
+    c->wsi = wsi;
+    r->n_open++;
+    c->inits_pending = conn_n_keys(r, c);
+    if (c->inits_pending == 0)
+        conn_ready(r, c);
+    else
+        ask_writable(c);
+}
+
+/* The answer to the upgrade, in c->rx: 101 and the accept value RFC 6455
+ * derives from our key. Returns the length of its head, 0 while it is
+ * incomplete, -1 (c failed) when it is not an upgrade. */
+static long raw_upgraded(struct run *r, struct conn *c)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    char kg[96], want[40], why[96];
+    unsigned char md[20];
+    const char *h = (const char *)c->rx, *end = NULL, *a;
+    size_t n = c->rx_len;
+
+    for (size_t i = 3; i < n; i++)
+        if (memcmp(h + i - 3, "\r\n\r\n", 4) == 0) {
+            end = h + i + 1;
+            break;
+        }
+    if (end == NULL)
+        return n > 16384 ? (conn_failed(r, c, "upgrade: no end of head"), -1)
+                         : 0;
+    if (n < 12 || memcmp(h, "HTTP/1.1 101", 12) != 0) {
+        size_t l = strcspn(h, "\r");
+
+        snprintf(why, sizeof(why), "upgrade refused: %.*s",
+                 (int)(l > 60 ? 60 : l), h);
+        conn_failed(r, c, why);
+        return -1;
+    }
+    snprintf(kg, sizeof(kg), "%s%s", c->ws_key, guid);
+    lws_SHA1((const unsigned char *)kg, strlen(kg), md);
+    lws_b64_encode_string((const char *)md, sizeof(md), want, sizeof(want));
+    a = NULL;
+    for (const char *l = h; l < end && a == NULL; l++)
+        if ((l == h || l[-1] == '\n') &&
+            strncasecmp(l, "Sec-WebSocket-Accept:", 21) == 0)
+            a = l + 21;
+    while (a != NULL && *a == ' ')
+        a++;
+    if (a == NULL || strncmp(a, want, strlen(want)) != 0) {
+        conn_failed(r, c, "upgrade: wrong Sec-WebSocket-Accept");
+        return -1;
+    }
+    return (long)(end - h);
+}
+
+static int raw_bad(struct run *r, struct conn *c, const char *what)
+{
+    r->res->bad_frames++;
+    fail(r, "connection %u: %s", c->idx, what);
+    return -1;
+}
+
+/* One whole frame from the server (unmasked). -1: close the connection. */
+static int raw_frame(struct run *r, struct conn *c, uint8_t b0,
+                     const uint8_t *p, size_t n)
+{
+    bool fin = (b0 & 0x80) != 0;
+
+    switch (b0 & 0x0f) {
+    case 0x0: /* continuation */
+        if (!c->frag_on)
+            return raw_bad(r, c, "continuation frame out of a message");
+        if (buf_add(&c->frag, &c->frag_len, &c->frag_cap, p, n) != 0)
+            return -1;
+        if (fin) {
+            c->frag_on = false;
+            on_message(r, c, c->frag, c->frag_len, c->frag_binary);
+            c->frag_len = 0;
+        }
+        return 0;
+    case 0x1:
+    case 0x2:
+        if (c->frag_on)
+            return raw_bad(r, c, "new message inside a fragmented one");
+        if (fin) {
+            on_message(r, c, p, n, (b0 & 0x0f) == 0x2);
+            return 0;
+        }
+        c->frag_on = true;
+        c->frag_binary = (b0 & 0x0f) == 0x2;
+        c->frag_len = 0;
+        return buf_add(&c->frag, &c->frag_len, &c->frag_cap, p, n);
+    case 0x8: /* close: as the server's close with lws (below) */
+        c->close_code = n >= 2 ? p[0] << 8 | p[1] : 1005;
+        return -1;
+    case 0x9: /* ping: answered at the next write */
+        c->pong_len = n > sizeof(c->pong) ? sizeof(c->pong) : n;
+        memcpy(c->pong, p, c->pong_len);
+        c->pong_due = true;
+        ask_writable(c);
+        return 0;
+    case 0xa:
+        return 0;
+    default:
+        return raw_bad(r, c, "frame with an unknown opcode");
+    }
+}
+
+/* Every whole frame in p[0..n); returns the bytes used (a frame cut by the
+ * end stays), or -1 to close. */
+static long raw_frames(struct run *r, struct conn *c, const uint8_t *p,
+                       size_t n)
+{
+    size_t off = 0;
+
+    while (n - off >= 2) {
+        const uint8_t *f = p + off;
+        uint64_t len = f[1] & 0x7f;
+        size_t h = 2;
+
+        if (f[1] & 0x80)
+            return raw_bad(r, c, "masked frame from the server");
+        if (len == 126) {
+            if (n - off < 4)
+                break;
+            len = (uint64_t)f[2] << 8 | f[3];
+            h = 4;
+        } else if (len == 127) {
+            if (n - off < 10)
+                break;
+            len = 0;
+            for (int i = 2; i < 10; i++)
+                len = len << 8 | f[i];
+            h = 10;
+        }
+        if (len > (uint64_t)256 << 20)
+            return raw_bad(r, c, "frame larger than 256 MiB");
+        if (n - off - h < len)
+            break;
+        if (raw_frame(r, c, f[0], f + h, (size_t)len) != 0)
+            return -1;
+        if (c->wsi == NULL)
+            return -1;
+        off += h + (size_t)len;
+    }
+    return (long)off;
+}
+
+/*
+ * A read of a raw connection: the upgrade's answer first, then frames,
+ * parsed in place; only the tail of a frame cut by the end of the read is
+ * kept (in c->rx) for the next one.
+ */
+static int raw_rx(struct run *r, struct conn *c, const uint8_t *in, size_t len)
+{
+    const uint8_t *p = in;
+    size_t n = len;
+    long used;
+
+    if (c->state == CS_CONNECTING) {
+        long head;
+
+        if (buf_add(&c->rx, &c->rx_len, &c->rx_cap, in, len) != 0)
+            return -1;
+        head = raw_upgraded(r, c);
+        if (head <= 0)
+            return head < 0 ? -1 : 0;
+        memmove(c->rx, c->rx + head, c->rx_len - (size_t)head);
+        c->rx_len -= (size_t)head;
+        conn_established(r, c, c->wsi);
+        if (c->rx_len == 0)
+            return 0;
+        p = c->rx;
+        n = c->rx_len;
+    } else if (c->rx_len > 0) {
+        if (buf_add(&c->rx, &c->rx_len, &c->rx_cap, in, len) != 0)
+            return -1;
+        p = c->rx;
+        n = c->rx_len;
+    }
+    used = raw_frames(r, c, p, n);
+    if (used < 0)
+        return -1;
+    if (p == c->rx) {
+        memmove(c->rx, c->rx + used, n - (size_t)used);
+        c->rx_len = n - (size_t)used;
+    } else if ((size_t)used < n && buf_add(&c->rx, &c->rx_len, &c->rx_cap,
+                                           p + used, n - (size_t)used) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- the lws callback ---------------------------------------------------- */
+
+static void conn_closed(struct run *r, struct conn *c)
+{
+    if (c->state == CS_OPEN && r->n_open > 0)
+        r->n_open--;
+    c->state = CS_CLOSED;
+    c->wsi = NULL;
+    member_remove(r, c);
+    if (!c->ready && r->phase == PH_CONNECT)
+        r->n_failed++; /* will never subscribe */
+    if (!c->closing && r->phase < PH_CLOSE) {
+        r->res->unexpected_closes++;
+        if (c->close_code == LWS_CLOSE_STATUS_POLICY_VIOLATION)
+            r->res->slow_consumer++;
+        fail(r, "connection %u to %s closed by the server (code %d%s)", c->idx,
+             r->o->urls[c->url].hostport, c->close_code,
+             c->close_code == 1008 ? ": slow consumer" : "");
+    }
+}
 
 static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
                         void *user, void *in, size_t len)
@@ -850,16 +1187,27 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
     }
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
-        if (r->connecting > 0)
-            r->connecting--;
-        c->state = CS_OPEN;
+        conn_established(r, c, wsi);
+        return 0;
+    case LWS_CALLBACK_RAW_CONNECTED: /* TCP (and TLS) up: the upgrade next */
         c->wsi = wsi;
-        r->n_open++;
-        c->inits_pending = conn_n_keys(r, c);
-        if (c->inits_pending == 0)
-            conn_ready(r, c);
-        else
-            ask_writable(c);
+        ask_writable(c);
+        return 0;
+    case LWS_CALLBACK_RAW_RX:
+        return raw_rx(r, c, in, len);
+    case LWS_CALLBACK_RAW_WRITEABLE:
+        if (c->state == CS_CONNECTING) {
+            c->want_writable = false;
+            return c->hs_sent ? 0 : raw_send_upgrade(r, c);
+        }
+        return on_writeable(r, c);
+    case LWS_CALLBACK_RAW_CLOSE:
+        if (c->state == CS_CONNECTING) {
+            conn_failed(r, c, "closed before the upgrade");
+            return 0;
+        }
+        if (c->state == CS_OPEN)
+            conn_closed(r, c);
         return 0;
     case LWS_CALLBACK_CLIENT_RECEIVE:
         return on_receive(r, c, in, len);
@@ -871,21 +1219,7 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
                 ((const uint8_t *)in)[0] << 8 | ((const uint8_t *)in)[1];
         return 0;
     case LWS_CALLBACK_CLIENT_CLOSED:
-        if (c->state == CS_OPEN && r->n_open > 0)
-            r->n_open--;
-        c->state = CS_CLOSED;
-        c->wsi = NULL;
-        member_remove(r, c);
-        if (!c->ready && r->phase == PH_CONNECT)
-            r->n_failed++; /* will never subscribe */
-        if (!c->closing && r->phase < PH_CLOSE) {
-            r->res->unexpected_closes++;
-            if (c->close_code == LWS_CLOSE_STATUS_POLICY_VIOLATION)
-                r->res->slow_consumer++;
-            fail(r, "connection %u to %s closed by the server (code %d%s)",
-                 c->idx, r->o->urls[c->url].hostport, c->close_code,
-                 c->close_code == 1008 ? ": slow consumer" : "");
-        }
+        conn_closed(r, c);
         return 0;
     case LWS_CALLBACK_WSI_DESTROY:
         if (c->wsi == wsi)
@@ -1496,6 +1830,7 @@ static void release(struct run *r)
         for (size_t i = 0; i < r->n_conns; i++) {
             free(r->conns[i].last_ctr);
             free(r->conns[i].rx);
+            free(r->conns[i].frag);
         }
     if (r->keys != NULL)
         for (size_t i = 0; i <= r->n_pubs; i++)
