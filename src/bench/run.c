@@ -984,8 +984,10 @@ static long raw_upgraded(struct run *r, struct conn *c)
         return n > 16384 ? (conn_failed(r, c, "upgrade: no end of head"), -1)
                          : 0;
     if (n < 12 || memcmp(h, "HTTP/1.1 101", 12) != 0) {
-        size_t l = strcspn(h, "\r");
+        size_t l = 0; /* the status line (c->rx holds no NUL) */
 
+        while (h + l < end && h[l] != '\r')
+            l++;
         snprintf(why, sizeof(why), "upgrade refused: %.*s",
                  (int)(l > 60 ? 60 : l), h);
         conn_failed(r, c, why);
