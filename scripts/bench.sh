@@ -509,9 +509,12 @@ for s in $SCENARIOS; do
     fanout)
         # closed loop: the publisher stays at most 32 pushes ahead of the
         # slowest of the subscribers, so this is the delivery rate the
-        # cluster sustains without growing its queues
+        # cluster sustains without growing its queues. FANOUT_WORKERS (2):
+        # tool processes sharing the subscribers; one alone at ~90% of a
+        # core was the bound (docs/benchmarks.md, "fanout").
         for n in $(seq "$RUNS"); do
-            fresh fanout "$n" fanout --subscribers "$SUBS" --rate 0 --window 32 --value-size 64
+            fresh fanout "$n" fanout --subscribers "$SUBS" --rate 0 --window 32 --value-size 64 \
+                --workers "${FANOUT_WORKERS:-2}"
         done
         ;;
     rooms)

@@ -35,6 +35,7 @@
 
 #define BENCH_MAX_URLS 16
 #define BENCH_ROOM_ID_MAX 64
+#define BENCH_MAX_WORKERS 64
 
 /* ---- histograms (hist.c) ------------------------------------------------- */
 
@@ -56,6 +57,8 @@ struct bench_hist {
 
 void bench_hist_reset(struct bench_hist *h);
 void bench_hist_add(struct bench_hist *h, uint64_t ns);
+/* Adds h's samples to into (the histograms of several workers). */
+void bench_hist_merge(struct bench_hist *into, const struct bench_hist *h);
 /* The value at quantile q (0..1), in ns: the highest value of the bucket
  * that holds it, capped at the maximum. 0 when empty. */
 uint64_t bench_hist_quantile(const struct bench_hist *h, double q);
@@ -110,7 +113,9 @@ struct bench_opts {
     uint64_t max_per_pub; /* pushes per publisher, 0: unbounded */
     bool coalesce;        /* publishers write many frames at once */
     unsigned connect_concurrency;
-    double settle_s; /* connections: wait before reading RSS */
+    double settle_s;  /* connections: wait before reading RSS */
+    unsigned workers; /* processes sharing the connections (1: this one) */
+    bool lws_rx;      /* WebSocket frames parsed by lws, not by run.c */
 };
 
 /* ---- the engine (run.c) -------------------------------------------------- */
@@ -153,7 +158,9 @@ struct bench_result {
     double connect_s; /* first connect -> all subscribed */
     unsigned rooms;
 
-    double bench_cpu_s;      /* this process, in the measured window */
+    double bench_cpu_s; /* the tool (with workers: the parent and all
+                           of them), in the measured window */
+    double worker_cpu_s[BENCH_MAX_WORKERS]; /* each worker's share */
     double machine_busy_pct; /* all CPUs, /proc/stat; -1 unknown */
     unsigned n_cpus;
     struct bench_node_stats nodes[BENCH_MAX_URLS];

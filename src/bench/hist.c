@@ -7,9 +7,12 @@
  * sample is a count-leading-zeros and an increment: no allocation, so
  * millions of samples per second cost nothing that shows in a profile.
  *
- * Not here: merging across threads (the tool has one) and coordinated
- * omission correction (the rate-driven scenarios report how far the
- * publishers fell behind their schedule instead).
+ * Histograms of several worker processes (--workers) are merged by adding
+ * their buckets: the merged percentiles are those of all the samples, with
+ * the same precision.
+ *
+ * Not here: coordinated omission correction (the rate-driven scenarios
+ * report how far the publishers fell behind their schedule instead).
  */
 #include <string.h>
 
@@ -54,6 +57,20 @@ void bench_hist_add(struct bench_hist *h, uint64_t ns)
         h->min = ns;
     if (ns > h->max)
         h->max = ns;
+}
+
+void bench_hist_merge(struct bench_hist *into, const struct bench_hist *h)
+{
+    if (h->count == 0)
+        return;
+    for (unsigned b = 0; b < BENCH_HIST_BUCKETS; b++)
+        into->buckets[b] += h->buckets[b];
+    into->count += h->count;
+    into->sum += h->sum;
+    if (h->min < into->min)
+        into->min = h->min;
+    if (h->max > into->max)
+        into->max = h->max;
 }
 
 uint64_t bench_hist_quantile(const struct bench_hist *h, double q)

@@ -79,6 +79,13 @@ static void usage(FILE *f)
         "  --allow-errors     `error` answers do not fail the run\n"
         "  --no-coalesce      one write per push (default: a publisher writes\n"
         "                     every push its window allows in one send)\n"
+        "  --workers N        N processes share the connections (1): each\n"
+        "                     its own loop, its own share checked; the\n"
+        "                     figures are their sums\n"
+        "  --lws-rx           let lws parse the WebSocket frames (default: "
+        "the\n"
+        "                     tool does, from whole reads; lws 4.1's client\n"
+        "                     goes byte by byte)\n"
         "  -q, --quiet        no progress line\n"
         "  -v, --verbose      log retries and every server error\n"
         "  -h, --help\n",
@@ -110,6 +117,8 @@ enum {
     OPT_CONNECTIONS,
     OPT_NO_COALESCE,
     OPT_CACERT,
+    OPT_WORKERS,
+    OPT_LWS_RX,
 };
 
 static const struct option long_opts[] = {
@@ -137,6 +146,8 @@ static const struct option long_opts[] = {
     {"connections", required_argument, NULL, OPT_CONNECTIONS},
     {"no-coalesce", no_argument, NULL, OPT_NO_COALESCE},
     {"cacert", required_argument, NULL, OPT_CACERT},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"lws-rx", no_argument, NULL, OPT_LWS_RX},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -230,6 +241,7 @@ int main(int argc, char **argv)
     o.progress_s = 1;
     o.connect_concurrency = 256;
     o.coalesce = true;
+    o.workers = 1;
     optind = 2;
     while ((ch = getopt_long(argc, argv, "qvh", long_opts, NULL)) != -1) {
         switch (ch) {
@@ -265,6 +277,9 @@ int main(int argc, char **argv)
             break;
         case OPT_CACERT:
             o.cacert = optarg;
+            break;
+        case OPT_LWS_RX:
+            o.lws_rx = true;
             break;
         case 'q':
             o.quiet = true;
@@ -331,6 +346,11 @@ int main(int argc, char **argv)
         case OPT_CONNECTIONS:
             if (num("connections", optarg, 1, 1000000, &connections))
                 return 2;
+            break;
+        case OPT_WORKERS:
+            if (num("workers", optarg, 1, BENCH_MAX_WORKERS, &v))
+                return 2;
+            o.workers = (unsigned)v;
             break;
         default:
             usage(stderr);
@@ -404,16 +424,21 @@ int main(int argc, char **argv)
     }
     if (o.window == 0)
         o.window = 1;
+    if (o.workers > o.publishers + o.subscribers)
+        o.workers = o.publishers + o.subscribers; /* none without a share */
 
     /* Every connection is a descriptor; lws sizes its tables from the
-     * limit in force when the context is created. */
-    need_fds = (unsigned long)o.publishers + o.subscribers + 256;
+     * limit in force when the context is created (per worker: its
+     * share). */
+    need_fds = ((unsigned long)o.publishers + o.subscribers + o.workers - 1) /
+                   o.workers +
+               256;
     if (bench_raise_nofile(need_fds) < need_fds) {
         fprintf(stderr,
                 "driftd-bench: %lu connections need about %lu file "
-                "descriptors, more than RLIMIT_NOFILE allows here "
+                "descriptors per process, more than RLIMIT_NOFILE allows here "
                 "(raise the hard limit, or split the connections "
-                "over several driftd-bench processes)\n",
+                "over more --workers)\n",
                 (unsigned long)o.publishers + o.subscribers, need_fds);
         return 2;
     }

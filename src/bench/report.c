@@ -109,6 +109,8 @@ void bench_report_table(const struct bench_result *r, bool allow_errors,
     lat_row(f, "connect", &r->connect);
     fprintf(f, "  cpu          bench %.0f%%",
             s > 0 ? 100 * r->bench_cpu_s / s : 0);
+    if (o->workers > 1)
+        fprintf(f, " (%u workers)", o->workers);
     if (r->machine_busy_pct >= 0)
         fprintf(f, ", machine %.0f%% busy of %u CPUs", r->machine_busy_pct,
                 r->n_cpus);
@@ -238,6 +240,8 @@ void bench_report_json(const struct bench_result *r, bool allow_errors, FILE *f)
                   "ok", !bench_result_failed(r, allow_errors), "failure",
                   r->first_failure, "params", params, "measured_s", s);
     json_object_set_new(root, "tls", json_boolean(o->tls));
+    /* processes of the tool; cpu.bench_* is the sum over them */
+    json_object_set_new(root, "workers", json_integer(o->workers));
     json_object_set_new(root, "connections",
                         json_pack("{s:i,s:i,s:f,s:f,s:o}", "target",
                                   (int)r->conns_target, "ready",
@@ -276,6 +280,14 @@ void bench_report_json(const struct bench_result *r, bool allow_errors, FILE *f)
                         json_pack("{s:f,s:f}", "bench_s", r->bench_cpu_s,
                                   "bench_pct",
                                   s > 0 ? 100 * r->bench_cpu_s / s : 0));
+    if (o->workers > 1) {
+        /* bench_s is the parent's CPU plus these */
+        json_t *w = json_array();
+
+        for (unsigned i = 0; i < o->workers && i < BENCH_MAX_WORKERS; i++)
+            json_array_append_new(w, json_real(r->worker_cpu_s[i]));
+        json_object_set_new(json_object_get(root, "cpu"), "bench_workers_s", w);
+    }
     if (r->machine_busy_pct >= 0) {
         json_t *cpu = json_object_get(root, "cpu");
 
@@ -393,8 +405,12 @@ static void report_group(json_t *runs, const char *label, bool as_json,
         if (json_number_value(json_object_get(p, "rate")) > 0)
             printf("rate %.0f/s, ",
                    json_number_value(json_object_get(p, "rate")));
-        printf("window %d, %.0f s measured\n\n",
-               (int)json_integer_value(json_object_get(p, "window")),
+        printf("window %d, ",
+               (int)json_integer_value(json_object_get(p, "window")));
+        if (json_integer_value(json_object_get(first, "workers")) > 1)
+            printf("%d tool workers, ",
+                   (int)json_integer_value(json_object_get(first, "workers")));
+        printf("%.0f s measured\n\n",
                json_number_value(json_object_get(p, "duration_s")));
         printf("runs: %zu, check passed: %zu\n\n", n, ok);
         printf("| figure | median | min | max |\n|---|---:|---:|---:|\n");

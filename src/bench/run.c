@@ -35,14 +35,51 @@
  * idle and timer handles have closed, so the close polls with a timer, as
  * the server does (src/net/server.c).
  *
+ * Receiving: lws 4.1's client parses WebSocket frames one byte per call
+ * (lws_ws_client_rx_sm was 47% of the tool's CPU in fan-out, `perf
+ * record -g`), so by default every plain (ws://) connection is an lws *raw*
+ * client connection: run.c writes the upgrade request, checks the 101 answer
+ * (Sec-WebSocket-Accept included) and parses the server's frames itself,
+ * straight out of each read lws hands over (unmasked, so no copy unless a
+ * frame straddles two reads; in the standard fan-out a read holds ~32
+ * frames, what the window lets the server queue per subscriber). It writes
+ * masked frames as before. --lws-rx keeps the lws WebSocket client (the path
+ * before; for comparison), and so do TLS connections (lws 4.1 did not get raw
+ * client connections over TLS going).
+ *
+ * Workers (--workers N, N > 1): one thread at ~90% of a core decoding and
+ * checking ~1.2M frames/s was the bound of the fan-out figure, not the
+ * cluster. The connections are then split into N contiguous shares, one
+ * per worker process, each with its own loop and lws context and its own
+ * check of its connections; the parent creates the rooms, forks, and only
+ * coordinates: it moves every worker through the phases together, reads
+ * the CPU figures (its own plus every worker's, from /proc) and merges the
+ * workers' results (counts, histograms, the check) into one. Processes
+ * rather than threads: lws 4.1 keeps process-wide state (log level, the
+ * OpenSSL global init) and every lws context sizes its tables from the
+ * process' RLIMIT_NOFILE, so separate processes also split the descriptor
+ * limit (the hard limit here is 20,000); and nothing of the engine had to
+ * become thread-safe. What workers share lives in one anonymous MAP_SHARED
+ * region made before the fork (struct shared): the phase, per room its
+ * acknowledged and live push counts and every worker's slowest member
+ * (the closed-loop fan-out bound spans workers), and per worker its flags,
+ * progress counters and result.
+ *
  * Not here: reconnecting after the set-up phase, the report (report.c).
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libwebsockets.h>
@@ -58,6 +95,7 @@
 #define PUB_RX_BUFFER 65536
 #define MAX_STATIC_HANDLES 16
 #define MAX_LWS_LOG_LINES 20
+#define WORKER_EXIT_WAIT_S 30.0
 
 enum phase {
     PH_CONNECT,
@@ -93,6 +131,38 @@ struct room {
     unsigned members;
 };
 
+/* ---- what worker processes share (--workers) ----------------------------- */
+
+struct shared_room {
+    _Atomic uint64_t acked; /* pushes of its publishers acknowledged */
+    _Atomic uint64_t live;  /* closed loop: pushes sent and not refused */
+};
+
+struct shared_worker {
+    _Atomic int connected; /* its connect phase is over */
+    _Atomic int resolved;  /* drain: its publishers have nothing in flight */
+    _Atomic int drained;   /* drain: its connections have everything */
+    _Atomic int done;      /* res below is complete */
+    _Atomic int setup_failed;
+    double t_first_connect, t_connected, t_fail;
+    /* progress (the parent's progress line): copied at every tick, the
+     * histogram once per progress period; a torn read shows in one line */
+    struct bench_counts c;
+    uint64_t n_ready, n_open, closes;
+    struct bench_hist int_h;
+    struct bench_result res;
+};
+
+struct shared {
+    _Atomic int phase; /* enum phase, set by the parent only */
+    unsigned n_workers;
+    size_t size;
+    struct shared_worker *w;    /* n_workers */
+    struct shared_room *rooms;  /* one per room */
+    _Atomic uint64_t *min_recv; /* room x worker: its slowest member's
+                                   count; UINT64_MAX: no member there */
+};
+
 struct conn {
     struct run *run;
     struct lws *wsi;
@@ -121,10 +191,22 @@ struct conn {
     /* publisher */
     uint64_t sent, acked, refused, due;
 
-    /* reassembly of fragmented messages */
+    /* reassembly of fragmented messages; raw: the handshake answer, then
+     * a frame cut by the end of a read */
     uint8_t *rx;
     size_t rx_len, rx_cap;
     bool rx_binary;
+
+    /* raw connections (see the top): the upgrade, fragments, a ping */
+    bool raw;
+    bool hs_sent;
+    char ws_key[32];
+    uint8_t *frag;
+    size_t frag_len, frag_cap;
+    bool frag_on, frag_binary;
+    bool pong_due;
+    uint8_t pong[125];
+    size_t pong_len;
 };
 
 struct run {
@@ -158,7 +240,8 @@ struct run {
 
     size_t next_connect, connecting, n_ready, n_failed, n_open;
     struct bench_counts c, c_measure0, c_prog;
-    struct bench_cpu cpu0;
+    double cpu0_s; /* the tool's CPU seconds at the window's start */
+    double kid_cpu0_s[BENCH_MAX_WORKERS];
     uint64_t busy0, total0;
     bool have_jiffies;
     double node_cpu0[BENCH_MAX_URLS];
@@ -173,6 +256,17 @@ struct run {
     uint64_t rng;   /* masking keys of our own frames */
     unsigned lws_log_lines;
     bool progress_tty;
+
+    /* --workers: the shared region (NULL: one process does everything);
+     * in a worker, its index and its share [lo, hi) of conns; in the
+     * parent, the workers' pids */
+    struct shared *sh;
+    bool is_worker;
+    unsigned worker;
+    size_t lo, hi;
+    pid_t *kids;
+    unsigned n_kids;
+    double t_fail; /* when first_failure was set */
 };
 
 static uint64_t now_ns(void)
@@ -192,11 +286,47 @@ static void fail(struct run *r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(r->res->first_failure, sizeof(r->res->first_failure), fmt, ap);
     va_end(ap);
+    r->t_fail = bench_now_s();
     if (!r->o->quiet) {
         if (r->progress_tty)
             fputc('\n', stderr);
         fprintf(stderr, "driftd-bench: FAILURE: %s\n", r->res->first_failure);
     }
+}
+
+/* Room counts that span workers: in the shared region when there is one. */
+static struct shared_room *sroom(const struct run *r, const struct room *rm)
+{
+    return &r->sh->rooms[rm - r->rooms];
+}
+
+static uint64_t room_acked(const struct run *r, const struct room *rm)
+{
+    return r->sh != NULL ? atomic_load(&sroom(r, rm)->acked) : rm->acked;
+}
+
+static uint64_t room_live(const struct run *r, const struct room *rm)
+{
+    return r->sh != NULL ? atomic_load(&sroom(r, rm)->live) : rm->live;
+}
+
+/* The fewest pushes any member of the room has received, over all
+ * workers. */
+static uint64_t room_min(const struct run *r, const struct room *rm)
+{
+    uint64_t m = UINT64_MAX;
+    size_t base;
+
+    if (r->sh == NULL)
+        return rm->min_recv;
+    base = (size_t)(rm - r->rooms) * r->sh->n_workers;
+    for (unsigned w = 0; w < r->sh->n_workers; w++) {
+        uint64_t v = atomic_load(&r->sh->min_recv[base + w]);
+
+        if (v < m)
+            m = v;
+    }
+    return m == UINT64_MAX ? room_live(r, rm) : m;
 }
 
 static const char *conn_key(const struct run *r, const struct conn *c,
@@ -224,7 +354,7 @@ static uint64_t conn_expected(const struct run *r, const struct conn *c)
         return c->acked;
     if (r->o->distinct_keys && c->room->n_pubs == 0)
         return 0;
-    return c->room->acked;
+    return room_acked(r, c->room);
 }
 
 static bool publishing(const struct run *r)
@@ -249,8 +379,12 @@ static bool can_send(const struct run *r, const struct conn *c)
         return false;
     if (r->o->rate > 0 && c->sent >= c->due)
         return false;
-    if (r->flow_room && c->room->live - c->room->min_recv >= r->o->window)
-        return false;
+    if (r->flow_room) {
+        uint64_t live = room_live(r, c->room), min = room_min(r, c->room);
+
+        if (live > min && live - min >= r->o->window)
+            return false;
+    }
     return true;
 }
 
@@ -264,15 +398,26 @@ static void ask_writable(struct conn *c)
 
 /* ---- closed-loop fan-out ------------------------------------------------- */
 
+/* Workers: this worker's slowest member of rm, for the others to see. */
+static void publish_min(struct run *r, const struct room *rm)
+{
+    if (r->sh != NULL)
+        atomic_store(
+            &r->sh->min_recv[(size_t)(rm - r->rooms) * r->sh->n_workers +
+                             r->worker],
+            rm->members == 0 ? UINT64_MAX : rm->min_recv);
+}
+
 static void room_advance(struct run *r, struct room *rm)
 {
-    uint64_t before = rm->min_recv;
+    uint64_t before = rm->min_recv, live = room_live(r, rm);
 
     if (rm->members == 0)
-        rm->min_recv = rm->live;
-    while (rm->min_recv < rm->live &&
-           rm->ring[rm->min_recv & rm->ring_mask] == 0)
+        rm->min_recv = live;
+    while (rm->min_recv < live && rm->ring[rm->min_recv & rm->ring_mask] == 0)
         rm->min_recv++;
+    if (rm->min_recv != before)
+        publish_min(r, rm);
     if (rm->min_recv != before && publishing(r))
         for (unsigned i = 0; i < rm->n_pubs; i++) {
             struct conn *p = r->pubs[rm->pubs[i]];
@@ -289,6 +434,7 @@ static void member_add(struct run *r, struct conn *c)
     c->member = true;
     c->room->members++;
     c->room->ring[c->received & c->room->ring_mask]++;
+    publish_min(r, c->room);
 }
 
 static void member_remove(struct run *r, struct conn *c)
@@ -356,6 +502,17 @@ static void conn_start(struct run *r, struct conn *c)
     /* No subprotocol offered (DriftDB clients send none); the local
      * protocol only selects our callback and buffer sizes. */
     ci.local_protocol_name = c->is_pub ? "bench-pub" : "bench-sub";
+    /* raw over TLS did not connect with lws 4.1 ("connection destroyed
+     * while connecting"): wss stays with lws' WebSocket client */
+    c->raw = !r->o->lws_rx && !u->tls;
+    if (c->raw) {
+        ci.method = "RAW"; /* we speak WebSocket ourselves (see the top) */
+        c->hs_sent = false;
+        c->rx_len = 0;
+        c->frag_on = false;
+        c->frag_len = 0;
+        c->pong_due = false;
+    }
     /* wss: the node's certificate must chain to --cacert and name u->host */
     if (u->tls)
         ci.ssl_connection = LCCSCF_USE_SSL;
@@ -392,11 +549,14 @@ static void pump_connects(struct run *r)
     double now = bench_now_s();
     unsigned max = r->o->connect_concurrency;
 
-    while (r->connecting < max && r->next_connect < r->n_conns)
+    if (r->sh != NULL) /* the handshakes in flight are split too */
+        max = (max + r->sh->n_workers - 1) / r->sh->n_workers;
+    while (r->connecting < max && r->next_connect < r->hi)
         conn_start(r, &r->conns[r->next_connect++]);
     if (r->connecting < max) {
         /* retries: a scan, but only while some are waiting */
-        for (size_t i = 0; i < r->next_connect && r->connecting < max; i++) {
+        for (size_t i = r->lo; i < r->next_connect && r->connecting < max;
+             i++) {
             struct conn *c = &r->conns[i];
 
             if (c->state == CS_WAITING && c->retry_at <= now)
@@ -466,6 +626,8 @@ static void on_push(struct run *r, struct conn *c, const struct bench_msg *m)
     if (c->is_pub && st.pub == c->pub_id) {
         c->acked++;
         c->room->acked++;
+        if (r->sh != NULL)
+            atomic_fetch_add(&sroom(r, c->room)->acked, 1);
         r->c.acked++;
         if (measuring)
             bench_hist_add(r->ack_h, lat);
@@ -513,8 +675,11 @@ static void on_message(struct run *r, struct conn *c, const uint8_t *p,
         r->c.errors++;
         if (c->is_pub) {
             c->refused++;
-            if (c->room->live > c->room->min_recv)
+            if (room_live(r, c->room) > room_min(r, c->room)) {
                 c->room->live--; /* nobody will receive it */
+                if (r->sh != NULL)
+                    atomic_fetch_sub(&sroom(r, c->room)->live, 1);
+            }
         }
         if (!r->o->allow_errors)
             fail(r, "connection %u: error from the server: %.*s", c->idx,
@@ -574,11 +739,22 @@ static int on_receive(struct run *r, struct conn *c, const uint8_t *in,
 
 /* ---- writing ------------------------------------------------------------- */
 
+static size_t put_frame(struct run *r, uint8_t *out, const uint8_t *p,
+                        size_t n);
+
+/* One message of len bytes at r->wbuf + LWS_PRE, as one frame. */
 static int write_frame(struct run *r, struct conn *c, size_t len)
 {
-    int n = lws_write(c->wsi, r->wbuf + LWS_PRE, len,
-                      r->o->msgpack ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    int n;
 
+    if (c->raw) { /* we frame (and mask) it */
+        memcpy(r->fbuf, r->wbuf + LWS_PRE, len);
+        len = put_frame(r, r->wbuf + LWS_PRE, r->fbuf, len);
+        n = lws_write(c->wsi, r->wbuf + LWS_PRE, len, LWS_WRITE_RAW);
+        return n < 0 ? -1 : 0;
+    }
+    n = lws_write(c->wsi, r->wbuf + LWS_PRE, len,
+                  r->o->msgpack ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     return n < 0 ? -1 : 0;
 }
 
@@ -597,6 +773,8 @@ static void pushed(struct run *r, struct conn *c)
 {
     c->sent++;
     c->room->live++;
+    if (r->sh != NULL)
+        atomic_fetch_add(&sroom(r, c->room)->live, 1);
     r->c.sent++;
 }
 
@@ -609,15 +787,17 @@ static uint32_t next_mask(struct run *r)
     return (uint32_t)((r->rng * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
-/* A masked client frame (RFC 6455 section 5.2) around payload p. */
-static size_t put_frame(struct run *r, uint8_t *out, const uint8_t *p, size_t n)
+/* A masked client frame (RFC 6455 section 5.2) around payload p; b0: FIN
+ * and the opcode. */
+static size_t put_frame_op(struct run *r, uint8_t *out, uint8_t b0,
+                           const uint8_t *p, size_t n)
 {
     uint32_t m = next_mask(r);
     uint8_t key[4] = {(uint8_t)(m >> 24), (uint8_t)(m >> 16), (uint8_t)(m >> 8),
                       (uint8_t)m};
     size_t h = 0;
 
-    out[h++] = r->o->msgpack ? 0x82 : 0x81; /* FIN, binary or text */
+    out[h++] = b0;
     if (n < 126) {
         out[h++] = (uint8_t)(0x80 | n);
     } else if (n < 65536) {
@@ -634,6 +814,11 @@ static size_t put_frame(struct run *r, uint8_t *out, const uint8_t *p, size_t n)
     for (size_t i = 0; i < n; i++)
         out[h + i] = p[i] ^ key[i & 3];
     return h + n;
+}
+
+static size_t put_frame(struct run *r, uint8_t *out, const uint8_t *p, size_t n)
+{
+    return put_frame_op(r, out, r->o->msgpack ? 0x82 : 0x81, p, n);
 }
 
 /*
@@ -653,7 +838,8 @@ static int write_batch(struct run *r, struct conn *c)
         off += put_frame(r, out + off, r->fbuf, len);
         pushed(r, c);
     }
-    if (off > 0 && lws_write(c->wsi, out, off, LWS_WRITE_HTTP) < 0)
+    if (off > 0 && lws_write(c->wsi, out, off,
+                             c->raw ? LWS_WRITE_RAW : LWS_WRITE_HTTP) < 0)
         return -1;
     if (can_send(r, c))
         ask_writable(c);
@@ -666,9 +852,23 @@ static int on_writeable(struct run *r, struct conn *c)
 
     c->want_writable = false;
     if (c->closing) {
+        if (c->raw) { /* our close frame, then the socket */
+            static const uint8_t why[] = {0x03, 0xe8, 'b', 'e', 'n', 'c',
+                                          'h',  ' ',  'd', 'o', 'n', 'e'};
+
+            len = put_frame_op(r, r->wbuf + LWS_PRE, 0x88, why, sizeof(why));
+            lws_write(c->wsi, r->wbuf + LWS_PRE, len, LWS_WRITE_RAW);
+            return -1;
+        }
         lws_close_reason(c->wsi, LWS_CLOSE_STATUS_NORMAL,
                          (unsigned char *)"bench done", 10);
         return -1;
+    }
+    if (c->pong_due) { /* raw: a ping's answer goes first */
+        c->pong_due = false;
+        len = put_frame_op(r, r->wbuf + LWS_PRE, 0x8a, c->pong, c->pong_len);
+        if (lws_write(c->wsi, r->wbuf + LWS_PRE, len, LWS_WRITE_RAW) < 0)
+            return -1;
     }
     while (c->gets_sent < conn_n_keys(r, c)) {
         len = bench_wire_get(r->wbuf + LWS_PRE, r->wcap, r->o->msgpack,
@@ -697,7 +897,277 @@ static int on_writeable(struct run *r, struct conn *c)
     return 0;
 }
 
+/* ---- raw connections: our own WebSocket client -------------------------- */
+
+/* Appends n bytes to a growing buffer; -1 past any message of ours. */
+static int buf_add(uint8_t **b, size_t *len, size_t *cap, const uint8_t *p,
+                   size_t n)
+{
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap : 4096;
+        uint8_t *g;
+
+        while (c < *len + n)
+            c *= 2;
+        if (c > (size_t)256 << 20)
+            return -1;
+        g = realloc(*b, c);
+        if (g == NULL)
+            return -1;
+        *b = g;
+        *cap = c;
+    }
+    memcpy(*b + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+static int raw_send_upgrade(struct run *r, struct conn *c)
+{
+    const struct bench_url *u = &r->o->urls[c->url];
+    uint8_t nonce[16];
+    char *req = (char *)r->wbuf + LWS_PRE;
+    int n;
+
+    for (size_t i = 0; i < sizeof(nonce); i += 4) {
+        uint32_t m = next_mask(r);
+
+        memcpy(nonce + i, &m, 4);
+    }
+    lws_b64_encode_string((const char *)nonce, sizeof(nonce), c->ws_key,
+                          sizeof(c->ws_key));
+    n = snprintf(req, r->wcap,
+                 "GET /room/%s/connect%s HTTP/1.1\r\nHost: %s\r\n"
+                 "Origin: %s\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n",
+                 c->room->id, r->o->msgpack ? "?msgpack=true" : "", u->hostport,
+                 u->hostport, c->ws_key);
+    if (n <= 0 || (size_t)n >= r->wcap)
+        return -1;
+    c->hs_sent = true;
+    return lws_write(c->wsi, (uint8_t *)req, (size_t)n, LWS_WRITE_RAW) < 0 ? -1
+                                                                           : 0;
+}
+
+static void conn_established(struct run *r, struct conn *c, struct lws *wsi)
+{
+    if (r->connecting > 0)
+        r->connecting--;
+    c->state = CS_OPEN;
+    c->wsi = wsi;
+    r->n_open++;
+    c->inits_pending = conn_n_keys(r, c);
+    if (c->inits_pending == 0)
+        conn_ready(r, c);
+    else
+        ask_writable(c);
+}
+
+/* The answer to the upgrade, in c->rx: 101 and the accept value RFC 6455
+ * derives from our key. Returns the length of its head, 0 while it is
+ * incomplete, -1 (c failed) when it is not an upgrade. */
+static long raw_upgraded(struct run *r, struct conn *c)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    char kg[96], want[40], why[96];
+    unsigned char md[20];
+    const char *h = (const char *)c->rx, *end = NULL, *a;
+    size_t n = c->rx_len;
+
+    for (size_t i = 3; i < n; i++)
+        if (memcmp(h + i - 3, "\r\n\r\n", 4) == 0) {
+            end = h + i + 1;
+            break;
+        }
+    if (end == NULL)
+        return n > 16384 ? (conn_failed(r, c, "upgrade: no end of head"), -1)
+                         : 0;
+    if (n < 12 || memcmp(h, "HTTP/1.1 101", 12) != 0) {
+        size_t l = 0; /* the status line (c->rx holds no NUL) */
+
+        while (h + l < end && h[l] != '\r')
+            l++;
+        snprintf(why, sizeof(why), "upgrade refused: %.*s",
+                 (int)(l > 60 ? 60 : l), h);
+        conn_failed(r, c, why);
+        return -1;
+    }
+    snprintf(kg, sizeof(kg), "%s%s", c->ws_key, guid);
+    lws_SHA1((const unsigned char *)kg, strlen(kg), md);
+    lws_b64_encode_string((const char *)md, sizeof(md), want, sizeof(want));
+    a = NULL;
+    for (const char *l = h; l < end && a == NULL; l++)
+        if ((l == h || l[-1] == '\n') &&
+            strncasecmp(l, "Sec-WebSocket-Accept:", 21) == 0)
+            a = l + 21;
+    while (a != NULL && *a == ' ')
+        a++;
+    if (a == NULL || strncmp(a, want, strlen(want)) != 0) {
+        conn_failed(r, c, "upgrade: wrong Sec-WebSocket-Accept");
+        return -1;
+    }
+    return (long)(end - h);
+}
+
+static int raw_bad(struct run *r, struct conn *c, const char *what)
+{
+    r->res->bad_frames++;
+    fail(r, "connection %u: %s", c->idx, what);
+    return -1;
+}
+
+/* One whole frame from the server (unmasked). -1: close the connection. */
+static int raw_frame(struct run *r, struct conn *c, uint8_t b0,
+                     const uint8_t *p, size_t n)
+{
+    bool fin = (b0 & 0x80) != 0;
+
+    switch (b0 & 0x0f) {
+    case 0x0: /* continuation */
+        if (!c->frag_on)
+            return raw_bad(r, c, "continuation frame out of a message");
+        if (buf_add(&c->frag, &c->frag_len, &c->frag_cap, p, n) != 0)
+            return -1;
+        if (fin) {
+            c->frag_on = false;
+            on_message(r, c, c->frag, c->frag_len, c->frag_binary);
+            c->frag_len = 0;
+        }
+        return 0;
+    case 0x1:
+    case 0x2:
+        if (c->frag_on)
+            return raw_bad(r, c, "new message inside a fragmented one");
+        if (fin) {
+            on_message(r, c, p, n, (b0 & 0x0f) == 0x2);
+            return 0;
+        }
+        c->frag_on = true;
+        c->frag_binary = (b0 & 0x0f) == 0x2;
+        c->frag_len = 0;
+        return buf_add(&c->frag, &c->frag_len, &c->frag_cap, p, n);
+    case 0x8: /* close: as the server's close with lws (below) */
+        c->close_code = n >= 2 ? p[0] << 8 | p[1] : 1005;
+        return -1;
+    case 0x9: /* ping: answered at the next write */
+        c->pong_len = n > sizeof(c->pong) ? sizeof(c->pong) : n;
+        memcpy(c->pong, p, c->pong_len);
+        c->pong_due = true;
+        ask_writable(c);
+        return 0;
+    case 0xa:
+        return 0;
+    default:
+        return raw_bad(r, c, "frame with an unknown opcode");
+    }
+}
+
+/* Every whole frame in p[0..n); returns the bytes used (a frame cut by the
+ * end stays), or -1 to close. */
+static long raw_frames(struct run *r, struct conn *c, const uint8_t *p,
+                       size_t n)
+{
+    size_t off = 0;
+
+    while (n - off >= 2) {
+        const uint8_t *f = p + off;
+        uint64_t len = f[1] & 0x7f;
+        size_t h = 2;
+
+        if (f[1] & 0x80)
+            return raw_bad(r, c, "masked frame from the server");
+        if (len == 126) {
+            if (n - off < 4)
+                break;
+            len = (uint64_t)f[2] << 8 | f[3];
+            h = 4;
+        } else if (len == 127) {
+            if (n - off < 10)
+                break;
+            len = 0;
+            for (int i = 2; i < 10; i++)
+                len = len << 8 | f[i];
+            h = 10;
+        }
+        if (len > (uint64_t)256 << 20)
+            return raw_bad(r, c, "frame larger than 256 MiB");
+        if (n - off - h < len)
+            break;
+        if (raw_frame(r, c, f[0], f + h, (size_t)len) != 0)
+            return -1;
+        if (c->wsi == NULL)
+            return -1;
+        off += h + (size_t)len;
+    }
+    return (long)off;
+}
+
+/*
+ * A read of a raw connection: the upgrade's answer first, then frames,
+ * parsed in place; only the tail of a frame cut by the end of the read is
+ * kept (in c->rx) for the next one.
+ */
+static int raw_rx(struct run *r, struct conn *c, const uint8_t *in, size_t len)
+{
+    const uint8_t *p = in;
+    size_t n = len;
+    long used;
+
+    if (c->state == CS_CONNECTING) {
+        long head;
+
+        if (buf_add(&c->rx, &c->rx_len, &c->rx_cap, in, len) != 0)
+            return -1;
+        head = raw_upgraded(r, c);
+        if (head <= 0)
+            return head < 0 ? -1 : 0;
+        memmove(c->rx, c->rx + head, c->rx_len - (size_t)head);
+        c->rx_len -= (size_t)head;
+        conn_established(r, c, c->wsi);
+        if (c->rx_len == 0)
+            return 0;
+        p = c->rx;
+        n = c->rx_len;
+    } else if (c->rx_len > 0) {
+        if (buf_add(&c->rx, &c->rx_len, &c->rx_cap, in, len) != 0)
+            return -1;
+        p = c->rx;
+        n = c->rx_len;
+    }
+    used = raw_frames(r, c, p, n);
+    if (used < 0)
+        return -1;
+    if (p == c->rx) {
+        memmove(c->rx, c->rx + used, n - (size_t)used);
+        c->rx_len = n - (size_t)used;
+    } else if ((size_t)used < n && buf_add(&c->rx, &c->rx_len, &c->rx_cap,
+                                           p + used, n - (size_t)used) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- the lws callback ---------------------------------------------------- */
+
+static void conn_closed(struct run *r, struct conn *c)
+{
+    if (c->state == CS_OPEN && r->n_open > 0)
+        r->n_open--;
+    c->state = CS_CLOSED;
+    c->wsi = NULL;
+    member_remove(r, c);
+    if (!c->ready && r->phase == PH_CONNECT)
+        r->n_failed++; /* will never subscribe */
+    if (!c->closing && r->phase < PH_CLOSE) {
+        r->res->unexpected_closes++;
+        if (c->close_code == LWS_CLOSE_STATUS_POLICY_VIOLATION)
+            r->res->slow_consumer++;
+        fail(r, "connection %u to %s closed by the server (code %d%s)", c->idx,
+             r->o->urls[c->url].hostport, c->close_code,
+             c->close_code == 1008 ? ": slow consumer" : "");
+    }
+}
 
 static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
                         void *user, void *in, size_t len)
@@ -719,16 +1189,27 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
     }
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
-        if (r->connecting > 0)
-            r->connecting--;
-        c->state = CS_OPEN;
+        conn_established(r, c, wsi);
+        return 0;
+    case LWS_CALLBACK_RAW_CONNECTED: /* TCP (and TLS) up: the upgrade next */
         c->wsi = wsi;
-        r->n_open++;
-        c->inits_pending = conn_n_keys(r, c);
-        if (c->inits_pending == 0)
-            conn_ready(r, c);
-        else
-            ask_writable(c);
+        ask_writable(c);
+        return 0;
+    case LWS_CALLBACK_RAW_RX:
+        return raw_rx(r, c, in, len);
+    case LWS_CALLBACK_RAW_WRITEABLE:
+        if (c->state == CS_CONNECTING) {
+            c->want_writable = false;
+            return c->hs_sent ? 0 : raw_send_upgrade(r, c);
+        }
+        return on_writeable(r, c);
+    case LWS_CALLBACK_RAW_CLOSE:
+        if (c->state == CS_CONNECTING) {
+            conn_failed(r, c, "closed before the upgrade");
+            return 0;
+        }
+        if (c->state == CS_OPEN)
+            conn_closed(r, c);
         return 0;
     case LWS_CALLBACK_CLIENT_RECEIVE:
         return on_receive(r, c, in, len);
@@ -740,21 +1221,7 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
                 ((const uint8_t *)in)[0] << 8 | ((const uint8_t *)in)[1];
         return 0;
     case LWS_CALLBACK_CLIENT_CLOSED:
-        if (c->state == CS_OPEN && r->n_open > 0)
-            r->n_open--;
-        c->state = CS_CLOSED;
-        c->wsi = NULL;
-        member_remove(r, c);
-        if (!c->ready && r->phase == PH_CONNECT)
-            r->n_failed++; /* will never subscribe */
-        if (!c->closing && r->phase < PH_CLOSE) {
-            r->res->unexpected_closes++;
-            if (c->close_code == LWS_CLOSE_STATUS_POLICY_VIOLATION)
-                r->res->slow_consumer++;
-            fail(r, "connection %u to %s closed by the server (code %d%s)",
-                 c->idx, r->o->urls[c->url].hostport, c->close_code,
-                 c->close_code == 1008 ? ": slow consumer" : "");
-        }
+        conn_closed(r, c);
         return 0;
     case LWS_CALLBACK_WSI_DESTROY:
         if (c->wsi == wsi)
@@ -794,6 +1261,80 @@ static void read_node_rss(struct run *r, bool after)
 
 static void start_close(struct run *r);
 
+/* The tool's CPU seconds: this process, plus every worker's (/proc). */
+static double tool_cpu_s(const struct run *r)
+{
+    struct bench_cpu cpu = bench_self_cpu();
+    double s = cpu.user_s + cpu.sys_s;
+
+    for (unsigned i = 0; i < r->n_kids; i++) {
+        double k = bench_proc_cpu_s(r->kids[i]);
+
+        if (k > 0)
+            s += k;
+    }
+    return s;
+}
+
+/* Each worker's CPU seconds: at the window's start (res NULL), or since
+ * then into res. */
+static void kids_cpu(struct run *r, struct bench_result *res)
+{
+    for (unsigned i = 0; i < r->n_kids; i++) {
+        double k = bench_proc_cpu_s(r->kids[i]);
+
+        if (res == NULL)
+            r->kid_cpu0_s[i] = k;
+        else
+            res->worker_cpu_s[i] =
+                k >= 0 && r->kid_cpu0_s[i] >= 0 ? k - r->kid_cpu0_s[i] : -1;
+    }
+}
+
+/* The CPU, node and machine figures at both ends of the measured window:
+ * taken by the one process, or by the parent of the workers. */
+static void window_open(struct run *r, double now)
+{
+    r->t_measure_start = now;
+    r->cpu0_s = tool_cpu_s(r);
+    kids_cpu(r, NULL);
+    r->have_jiffies =
+        bench_machine_jiffies(&r->busy0, &r->total0, &r->res->n_cpus);
+    for (size_t i = 0; i < r->res->n_nodes; i++)
+        r->node_cpu0[i] = bench_proc_cpu_s(r->res->nodes[i].pid);
+    if (r->o->scenario == BENCH_CONNECTIONS)
+        read_node_rss(r, true);
+}
+
+static void window_close(struct run *r, double now)
+{
+    uint64_t busy, total;
+    unsigned n;
+
+    r->t_measure_end = now;
+    if (r->t_measure_start == 0) /* interrupted before measuring */
+        r->t_measure_start = now;
+    r->res->bench_cpu_s = tool_cpu_s(r) - r->cpu0_s;
+    kids_cpu(r, r->res);
+    if (r->have_jiffies && bench_machine_jiffies(&busy, &total, &n) &&
+        total > r->total0)
+        r->res->machine_busy_pct =
+            100.0 * (double)(busy - r->busy0) / (double)(total - r->total0);
+    for (size_t i = 0; i < r->res->n_nodes; i++) {
+        double c1 = bench_proc_cpu_s(r->res->nodes[i].pid);
+
+        r->res->nodes[i].cpu_s =
+            c1 >= 0 && r->node_cpu0[i] >= 0 ? c1 - r->node_cpu0[i] : -1;
+    }
+    if (r->o->scenario != BENCH_CONNECTIONS)
+        read_node_rss(r, true);
+}
+
+static bool owned(const struct run *r, const struct conn *c)
+{
+    return c->idx >= r->lo && c->idx < r->hi;
+}
+
 static void set_phase(struct run *r, enum phase p)
 {
     double now = bench_now_s();
@@ -806,23 +1347,16 @@ static void set_phase(struct run *r, enum phase p)
         r->t_pub_start = now;
         break;
     case PH_MEASURE:
-        r->t_measure_start = now;
         r->c_measure0 = r->c;
-        r->cpu0 = bench_self_cpu();
-        r->have_jiffies =
-            bench_machine_jiffies(&r->busy0, &r->total0, &r->res->n_cpus);
-        for (size_t i = 0; i < r->res->n_nodes; i++)
-            r->node_cpu0[i] = bench_proc_cpu_s(r->res->nodes[i].pid);
-        if (r->o->scenario == BENCH_CONNECTIONS)
-            read_node_rss(r, true);
+        if (!r->is_worker)
+            window_open(r, now);
         if (r->o->scenario == BENCH_CONNECTIONS)
             r->t_pub_start = now;
         break;
     case PH_DRAIN: {
-        struct bench_cpu cpu = bench_self_cpu();
-
-        r->t_measure_end = now;
-        if (r->t_measure_start == 0) /* interrupted before measuring */
+        if (!r->is_worker)
+            window_close(r, now);
+        else if (r->t_measure_start == 0)
             r->t_measure_start = now;
         r->res->window.sent = r->c.sent - r->c_measure0.sent;
         r->res->window.acked = r->c.acked - r->c_measure0.acked;
@@ -832,30 +1366,11 @@ static void set_phase(struct run *r, enum phase p)
         r->res->window.bytes_in = r->c.bytes_in - r->c_measure0.bytes_in;
         r->res->window.stream_sizes =
             r->c.stream_sizes - r->c_measure0.stream_sizes;
-        r->res->bench_cpu_s =
-            cpu.user_s + cpu.sys_s - r->cpu0.user_s - r->cpu0.sys_s;
-        {
-            uint64_t busy, total;
-            unsigned n;
-
-            if (r->have_jiffies && bench_machine_jiffies(&busy, &total, &n) &&
-                total > r->total0)
-                r->res->machine_busy_pct = 100.0 * (double)(busy - r->busy0) /
-                                           (double)(total - r->total0);
-        }
-        for (size_t i = 0; i < r->res->n_nodes; i++) {
-            double c1 = bench_proc_cpu_s(r->res->nodes[i].pid);
-
-            r->res->nodes[i].cpu_s =
-                c1 >= 0 && r->node_cpu0[i] >= 0 ? c1 - r->node_cpu0[i] : -1;
-        }
-        if (r->o->scenario != BENCH_CONNECTIONS)
-            read_node_rss(r, true);
         /* how far rate-driven publishers fell behind their schedule */
         for (size_t i = 0; i < r->n_pubs; i++) {
             struct conn *c = r->pubs[i];
 
-            if (r->o->rate > 0 && c->due > c->sent)
+            if (r->o->rate > 0 && owned(r, c) && c->due > c->sent)
                 r->res->behind += c->due - c->sent;
         }
         break;
@@ -868,9 +1383,22 @@ static void set_phase(struct run *r, enum phase p)
     }
 }
 
+/* Its publishers have nothing unresolved in flight (drain). */
+static bool pubs_resolved(const struct run *r)
+{
+    for (size_t i = 0; i < r->n_pubs; i++) {
+        const struct conn *c = r->pubs[i];
+
+        if (c->state == CS_OPEN && !c->excluded && c->ready &&
+            c->sent > c->acked + c->refused)
+            return false;
+    }
+    return true;
+}
+
 static bool drained(const struct run *r)
 {
-    for (size_t i = 0; i < r->n_conns; i++) {
+    for (size_t i = r->lo; i < r->hi; i++) {
         const struct conn *c = &r->conns[i];
 
         if (c->state != CS_OPEN || c->excluded || !c->ready)
@@ -901,39 +1429,100 @@ static void update_due(struct run *r)
     }
 }
 
+/* A worker's connect phase is over: the parent starts the warm-up once
+ * every worker's is. */
+static void worker_connected(struct run *r, double now)
+{
+    struct shared_worker *me = &r->sh->w[r->worker];
+
+    me->t_first_connect = r->t_first_connect;
+    me->t_connected = now;
+    atomic_store(&me->connected, 1);
+}
+
+/* A worker follows the phase its parent sets and shows its progress.
+ * Returns false when the tick has nothing more to do. */
+static bool worker_follow(struct run *r, double now)
+{
+    struct shared_worker *me = &r->sh->w[r->worker];
+    int want = atomic_load(&r->sh->phase);
+
+    me->c = r->c;
+    me->n_ready = r->n_ready;
+    me->n_open = r->n_open;
+    me->closes = r->res->unexpected_closes;
+    if (want > (int)r->phase &&
+        (atomic_load(&me->connected) || want >= PH_DRAIN)) {
+        bool from_connect = r->phase == PH_CONNECT;
+
+        if (want == PH_CLOSE && r->phase < PH_DRAIN)
+            set_phase(r, PH_DRAIN); /* the window's counts */
+        set_phase(r, (enum phase)want);
+        if (from_connect && r->phase == PH_MEASURE)
+            r->t_all_ready = r->t_pub_start = now;
+        if (r->phase == PH_CLOSE)
+            return false;
+    }
+    if (r->phase == PH_DRAIN && r->ticks % 10 == 0) {
+        /* Everything acknowledged is final once every worker's
+         * publishers are resolved; then the counts can be checked. */
+        bool all = true;
+
+        if (!atomic_load(&me->resolved) && pubs_resolved(r))
+            atomic_store(&me->resolved, 1);
+        for (unsigned w = 0; w < r->sh->n_workers && all; w++)
+            all = atomic_load(&r->sh->w[w].resolved) != 0;
+        if (all && !atomic_load(&me->drained) && drained(r))
+            atomic_store(&me->drained, 1);
+    }
+    return r->phase != PH_DRAIN;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct run *r = t->data;
     double now = bench_now_s();
     const struct bench_opts *o = r->o;
+    size_t n_own = r->hi - r->lo;
 
     r->ticks++;
+    if (r->is_worker && !worker_follow(r, now))
+        return;
     switch (r->phase) {
     case PH_CONNECT:
+        if (r->is_worker && atomic_load(&r->sh->w[r->worker].connected))
+            break; /* waiting for the other workers */
         pump_connects(r);
-        if (r->n_ready + r->n_failed >= r->n_conns) {
+        if (r->n_ready + r->n_failed >= n_own) {
             r->res->conns_ready = (unsigned)r->n_ready;
             r->res->connect_s = now - r->t_first_connect;
+            if (r->is_worker) {
+                worker_connected(r, now);
+                break;
+            }
             set_phase(r, o->warmup_s > 0 ? PH_WARMUP : PH_MEASURE);
             if (r->phase == PH_MEASURE)
                 r->t_all_ready = r->t_pub_start = now;
         } else if (now - r->t_phase > o->connect_timeout_s) {
-            size_t missing = r->n_conns - r->n_ready - r->n_failed;
+            size_t missing = n_own - r->n_ready - r->n_failed;
 
             r->res->connect_failures += missing;
             fail(r, "%zu connections not subscribed after %.0f s", missing,
                  o->connect_timeout_s);
             r->res->conns_ready = (unsigned)r->n_ready;
             r->res->connect_s = now - r->t_first_connect;
-            set_phase(r, PH_WARMUP);
+            if (r->is_worker)
+                worker_connected(r, now);
+            else
+                set_phase(r, PH_WARMUP);
         }
         break;
     case PH_WARMUP:
-        if (now - r->t_phase >= o->warmup_s)
+        if (!r->is_worker && now - r->t_phase >= o->warmup_s)
             set_phase(r, PH_MEASURE);
         break;
     case PH_MEASURE:
-        if (now - r->t_phase >= o->duration_s)
+        if (!r->is_worker && now - r->t_phase >= o->duration_s)
             set_phase(r, PH_DRAIN);
         break;
     case PH_DRAIN:
@@ -967,10 +1556,11 @@ static void fmt_ms(char *buf, size_t cap, uint64_t ns)
         snprintf(buf, cap, "%.2fms", (double)ns / 1e6);
 }
 
-static void on_progress(uv_timer_t *t)
+/* The progress line, from r->c, r->int_h and the connection counts (in the
+ * parent of workers: their sums). */
+static void print_progress(struct run *r, double now)
 {
-    struct run *r = t->data;
-    double now = bench_now_s(), dt = now - r->t_prog;
+    double dt = now - r->t_prog;
     char p50[16], p99[16], pmax[16];
     double el;
 
@@ -998,6 +1588,19 @@ static void on_progress(uv_timer_t *t)
     r->c_prog = r->c;
     r->t_prog = now;
     bench_hist_reset(r->int_h);
+}
+
+static void on_progress(uv_timer_t *t)
+{
+    struct run *r = t->data;
+
+    if (r->is_worker) {
+        /* the parent prints: it merges every worker's last interval */
+        r->sh->w[r->worker].int_h = *r->int_h;
+        bench_hist_reset(r->int_h);
+        return;
+    }
+    print_progress(r, bench_now_s());
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -1119,6 +1722,8 @@ static int build(struct run *r)
     r->n_pubs = o->publishers;
     n_conns = (size_t)o->publishers + o->subscribers;
     r->n_conns = n_conns;
+    r->lo = 0;
+    r->hi = n_conns;
     r->rooms = calloc(n_rooms, sizeof(*r->rooms));
     r->conns = calloc(n_conns ? n_conns : 1, sizeof(*r->conns));
     r->pubs = calloc(r->n_pubs ? r->n_pubs : 1, sizeof(*r->pubs));
@@ -1227,6 +1832,7 @@ static void release(struct run *r)
         for (size_t i = 0; i < r->n_conns; i++) {
             free(r->conns[i].last_ctr);
             free(r->conns[i].rx);
+            free(r->conns[i].frag);
         }
     if (r->keys != NULL)
         for (size_t i = 0; i <= r->n_pubs; i++)
@@ -1324,6 +1930,8 @@ static int start_loop(struct run *r)
     r->tick.data = r->progress.data = r->close_timer.data = r;
     r->sigint.data = r->sigterm.data = r;
     r->open_handles = 5;
+    if (r->is_worker)
+        return 0; /* signals go to the parent, which leads the phases */
     uv_signal_start(&r->sigint, on_signal, SIGINT);
     uv_signal_start(&r->sigterm, on_signal, SIGTERM);
     return 0;
@@ -1338,9 +1946,9 @@ static void finish(struct run *r)
     res->total = r->c;
     res->ack = *r->ack_h;
     res->deliver = *r->del_h;
-    res->conns_target = (unsigned)r->n_conns;
+    res->conns_target = (unsigned)(r->hi - r->lo);
     res->rooms = (unsigned)r->n_rooms;
-    for (size_t i = 0; i < r->n_conns; i++) {
+    for (size_t i = r->lo; i < r->hi; i++) {
         const struct conn *c = &r->conns[i];
         uint64_t want;
 
@@ -1371,16 +1979,8 @@ bool bench_result_failed(const struct bench_result *r, bool allow_errors)
            (r->total.sent > 0 && r->total.acked == 0) || !r->drained;
 }
 
-int bench_run(const struct bench_opts *o, struct bench_result *res)
+static void result_init(const struct bench_opts *o, struct bench_result *res)
 {
-    struct run *r;
-    int rv = -1;
-
-    r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return -1;
-    r->o = o;
-    r->res = res;
     res->o = o;
     bench_hist_reset(&res->ack);
     bench_hist_reset(&res->deliver);
@@ -1393,23 +1993,20 @@ int bench_run(const struct bench_opts *o, struct bench_result *res)
         res->nodes[i].rss_after_kib = -1;
         res->nodes[i].cpu_s = -1;
     }
-    r->progress_tty = isatty(STDERR_FILENO) != 0;
-    if (build(r) != 0) {
-        fprintf(stderr, "driftd-bench: out of memory\n");
-        goto out;
-    }
-    if (create_rooms(r) != 0)
-        goto out;
-    read_node_rss(r, false);
+}
+
+/* The loop from the connect phase to the end, then the check. */
+static int run_loop(struct run *r)
+{
     if (start_loop(r) != 0)
-        goto out;
+        return -1;
     r->phase = PH_CONNECT;
     r->t_phase = r->t_prog = bench_now_s();
     uv_timer_start(&r->tick, on_tick, 0, TICK_MS);
-    if (o->progress_s > 0)
+    if (r->o->progress_s > 0)
         uv_timer_start(&r->progress, on_progress,
-                       (uint64_t)(o->progress_s * 1000),
-                       (uint64_t)(o->progress_s * 1000));
+                       (uint64_t)(r->o->progress_s * 1000),
+                       (uint64_t)(r->o->progress_s * 1000));
     uv_run(&r->loop, UV_RUN_DEFAULT);
     /* uv_stop() on a stuck lws context leaves handles: close what is ours */
     if (r->open_handles > 0) {
@@ -1420,7 +2017,379 @@ int bench_run(const struct bench_opts *o, struct bench_result *res)
     if (uv_loop_close(&r->loop) != 0)
         fprintf(stderr, "driftd-bench: event loop still has handles\n");
     finish(r);
-    rv = 0;
+    return 0;
+}
+
+/* ---- workers (--workers) ------------------------------------------------- */
+
+static struct shared *shared_map(unsigned n_workers, size_t n_rooms)
+{
+    /* cache-line aligned parts: the workers write their own slots */
+    size_t off_w = (sizeof(struct shared) + 63) & ~(size_t)63;
+    size_t off_rooms =
+        (off_w + n_workers * sizeof(struct shared_worker) + 63) & ~(size_t)63;
+    size_t off_min = off_rooms + n_rooms * sizeof(struct shared_room);
+    size_t size = off_min + n_rooms * n_workers * sizeof(_Atomic uint64_t);
+    uint8_t *base;
+    struct shared *sh;
+
+    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                -1, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    /* fresh anonymous pages are zero: every flag and count starts at 0 */
+    sh = (struct shared *)base;
+    sh->size = size;
+    sh->n_workers = n_workers;
+    sh->w = (struct shared_worker *)(base + off_w);
+    sh->rooms = (struct shared_room *)(base + off_rooms);
+    sh->min_recv = (_Atomic uint64_t *)(base + off_min);
+    for (size_t i = 0; i < n_rooms * n_workers; i++)
+        atomic_init(&sh->min_recv[i], UINT64_MAX);
+    atomic_init(&sh->phase, PH_CONNECT);
+    return sh;
+}
+
+/* The child: its share of the connections, to the end of the run; the
+ * result goes to its slot of the shared region. Never returns. */
+static void worker_main(struct run *r, unsigned w, pid_t parent)
+{
+    struct shared_worker *me = &r->sh->w[w];
+    size_t n = r->n_conns, k = r->sh->n_workers;
+    int rv;
+
+    /* nothing must outlive a parent killed without a chance to clean up */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(2);
+    signal(SIGINT, SIG_IGN); /* ^C reaches the whole group: parent leads */
+    r->is_worker = true;
+    r->worker = w;
+    r->lo = n * w / k;
+    r->hi = n * (w + 1) / k;
+    r->next_connect = r->lo;
+    r->res = &me->res;
+    r->progress_tty = false;
+    rv = run_loop(r);
+    me->t_fail = r->t_fail;
+    if (rv != 0)
+        atomic_store(&me->setup_failed, 1);
+    else
+        atomic_store(&me->done, 1);
+    release(r);
+    free(r);
+    /* _exit: the parent's stdio buffers and atexit handlers (OpenSSL's
+     * among them) are not this process' to run */
+    fflush(stderr);
+    _exit(rv != 0 ? 2 : 0);
+}
+
+static volatile sig_atomic_t parent_signals;
+
+static void on_parent_signal(int signum)
+{
+    (void)signum;
+    parent_signals++;
+}
+
+static void add_counts(struct bench_counts *a, const struct bench_counts *b)
+{
+    a->sent += b->sent;
+    a->acked += b->acked;
+    a->errors += b->errors;
+    a->deliveries += b->deliveries;
+    a->frames_in += b->frames_in;
+    a->bytes_in += b->bytes_in;
+    a->stream_sizes += b->stream_sizes;
+}
+
+/* The parent's phase change: the window figures, then the workers. */
+static void parent_phase(struct run *r, enum phase p)
+{
+    double now = bench_now_s();
+
+    if (p == PH_MEASURE)
+        window_open(r, now);
+    else if (p >= PH_DRAIN && r->phase < PH_DRAIN) /* or straight to close */
+        window_close(r, now);
+    r->phase = p;
+    r->t_phase = now;
+    atomic_store(&r->sh->phase, (int)p);
+}
+
+/* The parent's progress line: the workers' sums. */
+static void parent_progress(struct run *r, double now)
+{
+    struct bench_counts c;
+    uint64_t closes = 0;
+
+    memset(&c, 0, sizeof(c));
+    r->n_ready = r->n_open = 0;
+    bench_hist_reset(r->int_h);
+    for (unsigned w = 0; w < r->sh->n_workers; w++) {
+        const struct shared_worker *x = &r->sh->w[w];
+
+        add_counts(&c, &x->c);
+        r->n_ready += x->n_ready;
+        r->n_open += x->n_open;
+        closes += x->closes;
+        bench_hist_merge(r->int_h, &x->int_h);
+    }
+    r->c = c;
+    r->res->unexpected_closes = closes;
+    print_progress(r, now);
+}
+
+/* Leads the workers through the phases until they all exited. Returns
+ * -1 when one could not set itself up. */
+static int coordinate(struct run *r)
+{
+    const struct bench_opts *o = r->o;
+    struct shared *sh = r->sh;
+    unsigned k = sh->n_workers, n_exited = 0;
+    bool *exited = calloc(k, sizeof(*exited)), setup_failed = false;
+    bool drained = false, died = false;
+    unsigned handled = 0;
+    double next_progress, t_close = 0;
+    struct timespec nap = {0, 1000000};
+    int rv = 0;
+
+    if (exited == NULL)
+        return -1;
+    r->phase = PH_CONNECT;
+    r->t_phase = r->t_prog = bench_now_s();
+    next_progress = r->t_phase + o->progress_s;
+    while (n_exited < k) {
+        double now;
+
+        nanosleep(&nap, NULL);
+        now = bench_now_s();
+        for (unsigned w = 0; w < k; w++) {
+            int st;
+
+            if (exited[w] || waitpid(r->kids[w], &st, WNOHANG) != r->kids[w])
+                continue;
+            exited[w] = true;
+            n_exited++;
+            if (atomic_load(&sh->w[w].done))
+                continue;
+            if (atomic_load(&sh->w[w].setup_failed)) {
+                setup_failed = true;
+            } else {
+                died = true;
+                if (WIFSIGNALED(st))
+                    fail(r, "worker %u (pid %d) died: signal %d", w,
+                         (int)r->kids[w], WTERMSIG(st));
+                else
+                    fail(r, "worker %u (pid %d) exited with status %d", w,
+                         (int)r->kids[w], WEXITSTATUS(st));
+            }
+            if (r->phase < PH_CLOSE) /* the others stop too */
+                parent_phase(r, PH_CLOSE);
+        }
+        if ((unsigned)parent_signals != handled) {
+            handled = (unsigned)parent_signals;
+            r->res->interrupted = true;
+            if (r->phase < PH_DRAIN) {
+                if (!o->quiet)
+                    fprintf(stderr, "\ndriftd-bench: interrupted: draining "
+                                    "(again to skip)\n");
+                parent_phase(r, PH_DRAIN);
+            } else if (r->phase == PH_DRAIN) {
+                parent_phase(r, PH_CLOSE);
+            }
+        }
+        switch (r->phase) {
+        case PH_CONNECT: {
+            bool all = true;
+
+            for (unsigned w = 0; w < k && all; w++)
+                all = atomic_load(&sh->w[w].connected) != 0;
+            if (all)
+                parent_phase(r, o->warmup_s > 0 ? PH_WARMUP : PH_MEASURE);
+            break;
+        }
+        case PH_WARMUP:
+            if (now - r->t_phase >= o->warmup_s)
+                parent_phase(r, PH_MEASURE);
+            break;
+        case PH_MEASURE:
+            if (now - r->t_phase >= o->duration_s)
+                parent_phase(r, PH_DRAIN);
+            break;
+        case PH_DRAIN: {
+            bool all = true;
+
+            for (unsigned w = 0; w < k && all; w++)
+                all = atomic_load(&sh->w[w].drained) != 0;
+            if (all) {
+                drained = true;
+                parent_phase(r, PH_CLOSE);
+            } else if (now - r->t_phase >= o->drain_s) {
+                fail(r, "not everything arrived within the %.0f s drain",
+                     o->drain_s);
+                parent_phase(r, PH_CLOSE);
+            }
+            break;
+        }
+        case PH_CLOSE:
+            if (t_close == 0)
+                t_close = now;
+            if (now - t_close > WORKER_EXIT_WAIT_S) {
+                fprintf(stderr,
+                        "driftd-bench: workers still running %.0f s "
+                        "after the end; killing them\n",
+                        WORKER_EXIT_WAIT_S);
+                for (unsigned w = 0; w < k; w++)
+                    if (!exited[w])
+                        kill(r->kids[w], SIGKILL);
+                t_close = now; /* and reap them next round */
+            }
+            break;
+        default:
+            break;
+        }
+        if (o->progress_s > 0 && now >= next_progress && r->phase < PH_CLOSE) {
+            parent_progress(r, now);
+            next_progress = now + o->progress_s;
+        }
+    }
+    if (!o->quiet && r->progress_tty && o->progress_s > 0)
+        fputc('\n', stderr);
+    r->res->drained = drained && !died;
+    free(exited);
+    if (setup_failed)
+        rv = -1;
+    return rv;
+}
+
+/* The workers' results into the parent's: sums, merged histograms, the
+ * connect time from the first connect anywhere to the last worker done,
+ * and the failure that came first. */
+static void merge_results(struct run *r)
+{
+    struct bench_result *res = r->res;
+    double first = 0, last = 0,
+           t_fail = r->res->first_failure[0] ? r->t_fail : 0;
+
+    res->measured_s = r->t_measure_end - r->t_measure_start;
+    res->conns_target = (unsigned)r->n_conns;
+    res->rooms = (unsigned)r->n_rooms;
+    res->conns_ready = 0;
+    memset(&res->window, 0, sizeof(res->window));
+    memset(&res->total, 0, sizeof(res->total));
+    res->unexpected_closes = 0;
+    for (unsigned w = 0; w < r->sh->n_workers; w++) {
+        const struct shared_worker *x = &r->sh->w[w];
+        const struct bench_result *y = &x->res;
+
+        add_counts(&res->window, &y->window);
+        add_counts(&res->total, &y->total);
+        bench_hist_merge(&res->ack, &y->ack);
+        bench_hist_merge(&res->deliver, &y->deliver);
+        bench_hist_merge(&res->connect, &y->connect);
+        res->conns_ready += y->conns_ready;
+        res->lost += y->lost;
+        res->reordered += y->reordered;
+        res->duplicated += y->duplicated;
+        res->unacked += y->unacked;
+        res->unexpected_closes += y->unexpected_closes;
+        res->slow_consumer += y->slow_consumer;
+        res->connect_failures += y->connect_failures;
+        res->bad_frames += y->bad_frames;
+        res->behind += y->behind;
+        if (x->t_first_connect > 0 &&
+            (first == 0 || x->t_first_connect < first))
+            first = x->t_first_connect;
+        if (x->t_connected > last)
+            last = x->t_connected;
+        if (y->first_failure[0] != '\0' &&
+            (t_fail == 0 || x->t_fail < t_fail)) {
+            memcpy(res->first_failure, y->first_failure,
+                   sizeof(res->first_failure));
+            t_fail = x->t_fail;
+        }
+    }
+    res->connect_s = first > 0 && last > first ? last - first : 0;
+}
+
+static int run_workers(struct run *r)
+{
+    const struct bench_opts *o = r->o;
+    unsigned k = o->workers;
+    struct sigaction sa, old_int, old_term;
+    pid_t parent = getpid();
+    int rv = 0;
+
+    r->sh = shared_map(k, r->n_rooms);
+    r->kids = calloc(k, sizeof(*r->kids));
+    if (r->sh == NULL || r->kids == NULL) {
+        fprintf(stderr,
+                "driftd-bench: cannot map the workers' shared "
+                "memory: %s\n",
+                strerror(errno));
+        return -1;
+    }
+    for (unsigned w = 0; w < k; w++)
+        result_init(o, &r->sh->w[w].res);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_parent_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    fflush(NULL); /* or the children would write it again */
+    for (unsigned w = 0; w < k; w++) {
+        pid_t pid = fork();
+
+        if (pid == 0)
+            worker_main(r, w, parent);
+        if (pid < 0) {
+            fprintf(stderr, "driftd-bench: fork: %s\n", strerror(errno));
+            atomic_store(&r->sh->phase, PH_CLOSE);
+            break;
+        }
+        r->kids[r->n_kids++] = pid;
+    }
+    if (r->n_kids < k) {
+        for (unsigned w = 0; w < r->n_kids; w++)
+            waitpid(r->kids[w], NULL, 0);
+        rv = -1;
+    } else {
+        rv = coordinate(r);
+        merge_results(r);
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    munmap(r->sh, r->sh->size);
+    r->sh = NULL;
+    free(r->kids);
+    r->kids = NULL;
+    return rv;
+}
+
+int bench_run(const struct bench_opts *o, struct bench_result *res)
+{
+    struct run *r;
+    int rv = -1;
+
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return -1;
+    r->o = o;
+    r->res = res;
+    result_init(o, res);
+    r->progress_tty = isatty(STDERR_FILENO) != 0;
+    if (build(r) != 0) {
+        fprintf(stderr, "driftd-bench: out of memory\n");
+        goto out;
+    }
+    if (create_rooms(r) != 0)
+        goto out;
+    read_node_rss(r, false);
+    if (o->workers > 1)
+        rv = run_workers(r);
+    else
+        rv = run_loop(r);
 out:
     release(r);
     free(r);

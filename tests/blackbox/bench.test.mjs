@@ -4,6 +4,8 @@
 // the tool's own check (every acknowledged push reached every subscriber
 // once, in seq order: exit status 0 and "ok": true in its --json output),
 // and that the figures it reports are consistent with the scale asked for.
+// With --workers the connections are split over worker processes: the
+// merged result must pass the same check and count the same.
 // The check itself is tested against a fake server that drops, repeats or
 // reorders one message, closes a subscriber (1008) or refuses a push: the
 // tool must say so and exit 1. Against TLS nodes (certificates made here
@@ -112,9 +114,11 @@ function scenarios(urlsOf, pidsOf) {
     assert.equal(j.totals.acked, j.totals.sent);
   });
 
+  // --lws-rx: lws' own WebSocket client parses the frames (the tool's own
+  // parser, on plain connections, is the default)
   test('ingest at a fixed rate with subscribers: push->deliver latency', T, async () => {
     const j = assertPassed(await runBench(['ingest', ...u(), ...SHORT, '--publishers', '2', '--subscribers', '2',
-      '--rate', '200', '--relay', '--no-coalesce']), 'ingest');
+      '--rate', '200', '--relay', '--no-coalesce', '--lws-rx']), 'ingest');
     assert.equal(j.params.action, 'relay');
     assert.ok(j.deliveries.count > 0, JSON.stringify(j.deliveries));
     assert.equal(j.totals.deliveries, j.totals.acked, 'one subscriber per room gets each push once');
@@ -139,12 +143,38 @@ function scenarios(urlsOf, pidsOf) {
     assert.equal(j.totals.deliveries, j.totals.acked * 11);
   });
 
+  test('fanout closed loop over two worker processes', T, async () => {
+    const j = assertPassed(await runBench(['fanout', ...u(), ...SHORT, '--subscribers', '30', '--rate', '0',
+      '--window', '8', '--workers', '2']), 'fanout');
+    assert.equal(j.workers, 2);
+    assert.equal(j.connections.target, 31);
+    assert.ok(j.deliveries.count > 0, JSON.stringify(j.deliveries));
+    // the publisher's acks are counted in one worker, the subscribers'
+    // deliveries in both: every push reached all 30
+    assert.equal(j.totals.deliveries, j.totals.acked * 30);
+    assert.equal(j.deliver_latency_ms.count, j.deliveries.count);
+    // the tool's CPU: the parent's plus each worker's, each read from /proc
+    assert.equal(j.cpu.bench_workers_s.length, 2, JSON.stringify(j.cpu));
+    const sum = j.cpu.bench_workers_s.reduce((a, b) => a + b, 0);
+    assert.ok(j.cpu.bench_workers_s.every((x) => x > 0), JSON.stringify(j.cpu));
+    assert.ok(j.cpu.bench_s > 0 && j.cpu.bench_s >= sum - 1e-6, JSON.stringify(j.cpu));
+  });
+
   test('rooms: many small rooms', T, async () => {
     const j = assertPassed(await runBench(['rooms', ...u(), ...SHORT, '--rooms', '10', '--clients', '3',
       '--rate', '5']), 'rooms');
     assert.equal(j.params.rooms, 10);
     assert.equal(j.connections.target, 30);
     assert.equal(j.totals.deliveries, j.totals.acked * 2);
+  });
+
+  test('ingest with subscribers over three worker processes', T, async () => {
+    const j = assertPassed(await runBench(['ingest', ...u(), ...SHORT, '--publishers', '3', '--subscribers', '3',
+      '--window', '8', '--workers', '3']), 'ingest');
+    assert.equal(j.workers, 3);
+    assert.ok(j.pushes.acked > 0, JSON.stringify(j.pushes));
+    assert.equal(j.totals.deliveries, j.totals.acked, 'one subscriber per room gets each push once');
+    assert.equal(j.ack_latency_ms.count, j.pushes.acked);
   });
 
   test('connections: idle subscribed connections, node memory', T, async () => {
@@ -309,6 +339,21 @@ describe('driftd-bench catches a server that loses, repeats or reorders', () => 
       }
     });
   }
+
+  test('drop, with the subscribers split over two workers: the merged check fails', T, async () => {
+    const fake = await startFakeServer('drop');
+    try {
+      const r = await runBench(['fanout', '--url', fake.url, '--duration', '1', '--warmup', '0', '--drain', '2',
+        '--subscribers', '3', '--rate', '50', '--workers', '2']);
+      assert.equal(r.code, 1, `${r.stderr}\n${r.stdout}`);
+      assert.equal(r.json.workers, 2);
+      assert.equal(r.json.ok, false);
+      assert.ok(r.json.check.lost >= 1, JSON.stringify(r.json.check));
+      assert.notEqual(r.json.failure, '');
+    } finally {
+      await fake.close();
+    }
+  });
 
   test('error with --allow-errors: refused pushes are not acks, nothing lost', T, async () => {
     const fake = await startFakeServer('error');
