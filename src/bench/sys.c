@@ -198,24 +198,19 @@ static int slot_start(struct hbatch *b, struct hslot *s)
     if (fd < 0)
         return -1;
     if (connect(fd, b->ai->ai_addr, b->ai->ai_addrlen) != 0 &&
-        errno != EINPROGRESS) {
-        close(fd);
-        return -1;
-    }
+        errno != EINPROGRESS)
+        goto err_close;
     n = snprintf(s->out, sizeof(s->out),
                  "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n"
                  "Connection: close\r\n\r\n",
                  b->method, path, b->u->hostport);
-    if (n < 0 || (size_t)n >= sizeof(s->out)) {
-        close(fd);
-        return -1;
-    }
+    if (n < 0 || (size_t)n >= sizeof(s->out))
+        goto err_close;
     if (b->u->tls) {
         s->ssl = tls_new(b, fd);
         if (s->ssl == NULL) {
-            close(fd);
             errno = ENOMEM;
-            return -1;
+            goto err_close;
         }
         s->want = POLLOUT; /* the TCP connect first */
     }
@@ -225,6 +220,13 @@ static int slot_start(struct hbatch *b, struct hslot *s)
     s->in_len = 0;
     s->deadline = bench_now_s() + b->timeout_s;
     return 0;
+err_close: {
+    int e = errno; /* the caller reports it; close() may change it */
+
+    close(fd);
+    errno = e;
+    return -1;
+}
 }
 
 /* Decodes a chunked body in place; returns its length, or -1 while it is
