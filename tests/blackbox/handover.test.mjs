@@ -2,7 +2,8 @@
 // another voter before it stops (src/consensus/handover.c), so a planned
 // restart of the leader costs the cluster no election timeout; when every
 // node stops at once there is nobody to hand over to, and the leader's own
-// bound ends the wait: every node still exits 0.
+// bound ends the wait: every node still exits 0 (also when the followers
+// are frozen and cannot take over).
 //
 // Acknowledged = POST /room/ID/send answered 200; every acknowledged push
 // must be retained afterwards. Conditions are polled; nothing asserts on
@@ -71,6 +72,23 @@ describe('hand-over at stop', () => {
     const lost = w.acked.filter((v) => !retained.has(v));
     assert.deepEqual(lost, [], `acknowledged pushes missing (${w.acked.length} acknowledged, ${data.length} retained)`);
     assert.equal(new Set(data.map((x) => x.value)).size, data.length, 'no push retained twice');
+  });
+
+  test('SIGTERM of the leader while both followers are frozen: nobody to hand over to, it still exits 0', T, async () => {
+    const c = ctx.cluster;
+    const old = await c.waitLeader();
+    const others = c.ids.filter((id) => id !== old);
+    for (const id of others) c.sigstop(id);
+    try {
+      await c.stop(old); // SIGTERM; exit code 0 asserted (the wait for a new leader is bounded)
+    } finally {
+      for (const id of others) c.sigcont(id);
+    }
+    assert.match(c.node(old).tail(20000), /event=handover(_timeout|_failed)/,
+      'the old leader gave the hand-over up (timeout or libraft gave up)');
+    await c.waitLeader({ ids: others });
+    await c.restart(old);
+    await c.waitLeader({ ids: c.ids });
   });
 
   test('SIGTERM of all three at once under writes: every node exits 0 (the hand-over wait is bounded)', T, async () => {
