@@ -401,6 +401,16 @@ int cons_member_remove(struct cons_node *n, uint32_t id, bool force,
                        cons_change_cb cb, void *arg);
 /* Moves leadership to id, or (id 0) to the most up-to-date voter. cb fires
  * when this node is no longer leader or the transfer failed. */
+/* Before a planned stop: a leader transfers leadership to the most
+ * up-to-date voter. CONS_OK: a transfer started and cb fires once, moved
+ * when another node is known to lead, not moved when libraft gave up;
+ * libraft may never answer (every node stopping at once), so the caller
+ * bounds the wait and then calls cons_node_hand_over_cancel (cb never
+ * fires after it). Any other code: nothing started (not the leader, no
+ * other voter, a transfer already under way). */
+typedef void (*cons_handover_cb)(void *arg, bool moved);
+int cons_node_hand_over(struct cons_node *n, cons_handover_cb cb, void *arg);
+void cons_node_hand_over_cancel(struct cons_node *n);
 /* The node is going to stop: it opens no new raft connection from now on
  * (cons_node_stop implies it). */
 void cons_node_no_dial(struct cons_node *n);

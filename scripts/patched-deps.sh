@@ -39,7 +39,8 @@ APT=(apt-get -q -y -o DPkg::Lock::Timeout=600)
 # Why patched: lws 4.1 cuts a request whose headers do not fit its header
 # buffer without an answer (RFC 6585 wants 431), and accepts unmasked frames
 # from clients (RFC 6455 section 5.1: the server must close, 1002); 4.1 has
-# no hook for either (deploy/patches/libwebsockets/).
+# no hook for either; and with libuv it closes its event pipe twice when the
+# context is destroyed (deploy/patches/libwebsockets/).
 pkg_libwebsockets() {
     # The version bookworm installs (libwebsockets17 4.1.6-3). A new Debian
     # revision means: bump it here, check the patches still apply and the
@@ -97,11 +98,12 @@ build_libwebsockets() {
 # Why patched (deploy/patches/raft/): a follower took a configuration entry
 # received in mid-batch as never committed (nodes disagreed on the member
 # list; changes stuck "in progress"), a torn open segment crashed the node at
-# start, the leader never re-sent entries a follower lost, and io_destroy()
-# stalled the loop ~40 ms at every segment switch; a snapshot that could not
+# start, the leader never re-sent entries a follower lost, io_destroy()
+# stalled the loop ~40 ms at every segment switch, a snapshot that could not
 # be written (or whose data a forked encoder failed to produce) tripped an
-# assertion, and the log's CRC-32 went one byte per table lookup (~8% of a
-# node's CPU under ingest).
+# assertion, the log's CRC-32 went one byte per table lookup (~8% of a
+# node's CPU under ingest), and a follower refused votes while it knew a
+# leader however long that leader had been silent.
 pkg_raft() {
     # bookworm-backports' 0.22.1 (bookworm's own 0.15 lacks the split-brain
     # and disk-failure fixes of 0.17+).

@@ -3,7 +3,9 @@
  * one uv_loop_t, signal handling, and the start/stop order.
  *
  * Start: consensus (raft on the data dir) then net (listen). Stop on
- * SIGTERM/SIGINT: net stops accepting and says goodbye, its lws context is
+ * SIGTERM/SIGINT: a leader first hands leadership to another voter (while
+ * everything keeps serving), for at most HANDOVER_TIMEOUTS election
+ * timeouts; then net stops accepting and says goodbye, its lws context is
  * destroyed; then consensus fails what is queued and closes raft; then our
  * signal handles close, uv_run drains and uv_loop_close must return 0.
  */
@@ -22,10 +24,15 @@
 #include "net.h"
 
 #define DRIFTD_VERSION "0.1.0"
+/* The hand-over at stop waits at most this many election timeouts: libraft
+ * gives a transfer up after one, and consensus tries twice. */
+#define HANDOVER_TIMEOUTS 2
 
 struct app {
     uv_loop_t loop;
     uv_signal_t sigterm, sigint;
+    uv_timer_t handover_timer; /* bounds the leader's hand-over at stop */
+    uint64_t handover_ms;
     struct cons_node *cons;
     struct net_server *net;
     bool shutting_down;
@@ -101,8 +108,8 @@ static void usage(FILE *f)
 "                          their sessions closed (86400; 0: never)\n"
 "\n"
 "Raft:\n"
-"  --election-timeout MS   (1000)\n"
-"  --heartbeat MS          (100)\n"
+"  --election-timeout MS   (500)\n"
+"  --heartbeat MS          (50)\n"
 "  --snapshot-threshold N  entries between snapshots (65536)\n"
 "  --snapshot-bytes MIB    or after this many MiB of log, whichever comes\n"
 "                          first (64; 0: by count only)\n"
@@ -196,6 +203,7 @@ static void on_cons_closed(void *arg)
     a->cons = NULL;
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
+    uv_close((uv_handle_t *)&a->handover_timer, NULL);
     /* Closing the handles gave the signals back their default action, and
      * a second stop request is common here: Ctrl-C sends SIGINT to the whole
      * process group, and the supervisor (deploy/run-cluster.sh, systemd)
@@ -213,12 +221,8 @@ static void on_net_closed(void *arg)
     cons_node_close(a->cons, on_cons_closed, a);
 }
 
-static void shutdown_node(struct app *a)
+static void stop_node(struct app *a)
 {
-    if (a->shutting_down)
-        return;
-    a->shutting_down = true;
-    LOG_INFO("event=shutdown");
     cons_node_no_dial(a->cons);
     if (a->net != NULL) {
         net_server_stop(a->net);
@@ -226,6 +230,44 @@ static void shutdown_node(struct app *a)
     } else {
         on_net_closed(a);
     }
+}
+
+static void on_handed_over(void *arg, bool moved)
+{
+    struct app *a = arg;
+
+    (void)moved; /* logged by consensus */
+    uv_timer_stop(&a->handover_timer);
+    stop_node(a);
+}
+
+static void on_handover_timeout(uv_timer_t *t)
+{
+    struct app *a = t->data;
+
+    /* No new leader known in time (every node stopping at once?): stop as
+     * without a hand-over; the others elect one after a timeout. */
+    LOG_WARN("event=handover_timeout ms=%llu",
+             (unsigned long long)a->handover_ms);
+    cons_node_hand_over_cancel(a->cons);
+    stop_node(a);
+}
+
+static void shutdown_node(struct app *a)
+{
+    if (a->shutting_down)
+        return;
+    a->shutting_down = true;
+    LOG_INFO("event=shutdown");
+    /* A leader hands over first, so that a planned restart costs no
+     * election timeout; clients and forward links are served meanwhile. */
+    if (a->cons != NULL && a->net != NULL &&
+        cons_node_hand_over(a->cons, on_handed_over, a) == CONS_OK) {
+        uv_timer_start(&a->handover_timer, on_handover_timeout, a->handover_ms,
+                       0);
+        return;
+    }
+    stop_node(a);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -767,6 +809,10 @@ int main(int argc, char **argv)
     uv_loop_configure(&app.loop, UV_METRICS_IDLE_TIME);
     uv_signal_init(&app.loop, &app.sigterm);
     uv_signal_init(&app.loop, &app.sigint);
+    uv_timer_init(&app.loop, &app.handover_timer);
+    app.handover_timer.data = &app;
+    app.handover_ms =
+        (uint64_t)HANDOVER_TIMEOUTS * opts.cons.election_timeout_ms;
     app.sigterm.data = &app;
     app.sigint.data = &app;
     uv_signal_start(&app.sigterm, on_signal, SIGTERM);
@@ -827,6 +873,7 @@ out_shutdown:
 out_close_signals:
     uv_close((uv_handle_t *)&app.sigterm, NULL);
     uv_close((uv_handle_t *)&app.sigint, NULL);
+    uv_close((uv_handle_t *)&app.handover_timer, NULL);
     uv_run(&app.loop, UV_RUN_DEFAULT);
 out_loop:
     rv = uv_loop_close(&app.loop);

@@ -185,6 +185,12 @@ struct cons_node {
     bool nospace_transferring;
     uint64_t nospace_logged;    /* uv_now() of the last refusal logged */
     uint64_t nospace_handed_at; /* uv_now() of the last hand-over try */
+    /* Leader asked to stop: leadership handed over first (handover.c). */
+    struct raft_transfer handover;
+    bool handover_pending; /* libraft holds `handover` */
+    unsigned handover_tries;
+    cons_handover_cb handover_cb; /* NULL: nobody waits (any more) */
+    void *handover_arg;
 
     /* The sessions of this node's own proposers (cons__sys_origin). */
     struct cons__sys sys[CONS_OWN_N];

@@ -102,8 +102,11 @@ void cons_config_default(struct cons_config *cfg)
     cfg->id = 1;
     cfg->raft_addr = "127.0.0.1:9080";
     cfg->data_dir = "driftd-data";
-    cfg->election_timeout_ms = 1000;
-    cfg->heartbeat_timeout_ms = 100;
+    /* A dead leader is replaced 1x-2x this after its last heartbeat
+     * (docs/benchmarks.md, "Failover"); a leader whose loop stalls this
+     * long is replaced too (docs/operations.md, "Snapshots"). */
+    cfg->election_timeout_ms = 500;
+    cfg->heartbeat_timeout_ms = 50;
     cfg->snapshot_threshold = 65536;
     cfg->snapshot_bytes = (size_t)64 << 20;
     cfg->snapshot_trailing = 2048;

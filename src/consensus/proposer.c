@@ -656,8 +656,16 @@ static bool flush_to_log(struct cons_node *n)
             refuse_nospace(n, n_foreign, n_local);
             return false;
         }
-        LOG_WARN("event=propose_refused cmds=%zu err=%s", n_foreign + n_local,
-                 raft_strerror(rv));
+        /* A transfer under way (a hand-over at stop, a membership
+         * transfer) refuses every entry until it ends: expected, and the
+         * commands go to the new leader then. */
+        if (rv == RAFT_NOTLEADER && raft_transferee(&n->raft) != 0)
+            LOG_DEBUG("event=propose_refused cmds=%zu err=%s transfer=%llu",
+                      n_foreign + n_local, raft_strerror(rv),
+                      (unsigned long long)raft_transferee(&n->raft));
+        else
+            LOG_WARN("event=propose_refused cmds=%zu err=%s",
+                     n_foreign + n_local, raft_strerror(rv));
         return false; /* the queue timer retries */
     }
     n->n_inflight++;

@@ -25,6 +25,9 @@
  * proved its log holds, so right after a restart it still reads the old
  * value while the leader is already known.
  *
+ * The same wrapper shortens libraft's tick (RAFT_TICK_MS) and tells the
+ * proposer of a new leader as soon as raft knows it.
+ *
  * Disk space: raft_uv keeps open segments prepared ahead and reports the
  * space they hold as io.capacity (KiB); below its capacity threshold
  * (4 MiB) the leader refuses new entries with RAFT_NOSPACE, and a follower
@@ -41,6 +44,14 @@
 
 /* libraft's default capacity threshold (raft.c: 4 MiB, one open segment). */
 #define CAPACITY_MIN_KIB 4096u
+/* libraft asks for a tick every heartbeat and checks its timers only then,
+ * so an election timer fired up to a heartbeat late, and two followers
+ * whose (randomised) timers fell into the same heartbeat interval became
+ * candidates on the same tick and split the vote: another 1x-2x election
+ * timeout. Finer ticks fire each timer within this much of its time;
+ * heartbeats still go out every --heartbeat (libraft sends one when that
+ * much has passed since the last message, whatever the tick). */
+#define RAFT_TICK_MS 5u
 
 static struct cons_node *node_of_io(struct raft_io *io)
 {
@@ -84,8 +95,10 @@ static void on_tick(struct raft_io *io)
     struct cons_node *n = node_of_io(io);
 
     n->raft_tick_cb(io);
-    if (!n->closing)
+    if (!n->closing) {
         observe(n, 0, 0, 0, false);
+        cons__proposer_check_leader(n);
+    }
 }
 
 static void on_recv(struct raft_io *io, struct raft_message *msg)
@@ -98,8 +111,14 @@ static void on_recv(struct raft_io *io, struct raft_message *msg)
 
     /* raft may take over or release msg's contents: read them first. */
     n->raft_recv_cb(io, msg);
-    if (!n->closing)
+    if (!n->closing) {
         observe(n, from, term, commit, append);
+        /* A new leader is known from its first message (or a won vote):
+         * the forward link and the re-send of what is pending start now,
+         * not at the proposer's next timer turn (up to 50 ms later, part
+         * of every failover). Cheap when nothing changed. */
+        cons__proposer_check_leader(n);
+    }
 }
 
 static int wrapped_start(struct raft_io *io, unsigned msecs,
@@ -109,7 +128,8 @@ static int wrapped_start(struct raft_io *io, unsigned msecs,
 
     n->raft_tick_cb = tick;
     n->raft_recv_cb = recv;
-    return n->io_start(io, msecs, on_tick, on_recv);
+    return n->io_start(io, msecs < RAFT_TICK_MS ? msecs : RAFT_TICK_MS, on_tick,
+                       on_recv);
 }
 
 void cons__ready_wrap_io(struct cons_node *n)
