@@ -754,40 +754,6 @@ static void fit_fd_limit(struct options *o)
     }
 }
 
-/*
- * Forked snapshots (consensus/snapfork.c) make the kernel copy the page
- * tables at every snapshot, on the loop thread, and every page the node
- * then writes is copied once: with 4 KiB pages that was ~25 ms at fork and
- * ~225 ms of faults afterwards per 300 MB of heap (a test program here),
- * with 2 MiB pages ~1 ms and ~12 ms. glibc backs its heap with transparent
- * huge pages (madvise, whatever the system's default) when GLIBC_TUNABLES
- * holds glibc.malloc.hugetlb=1, read once at start: so a node that snapshots
- * by fork runs itself again, once, with it added. DRIFTD_HUGEPAGES=0 in the
- * environment keeps the heap as the system has it. A failed exec changes
- * nothing (the process goes on as it is).
- */
-static void reexec_with_hugepages(char **argv, const struct options *o)
-{
-    const char *tun = getenv("GLIBC_TUNABLES");
-    const char *want = getenv("DRIFTD_HUGEPAGES");
-    char buf[1024];
-    int n;
-
-    if (!o->cons.snapshot_fork || (want != NULL && strcmp(want, "0") == 0) ||
-        (tun != NULL && strstr(tun, "glibc.malloc.hugetlb") != NULL))
-        return;
-    n = snprintf(buf, sizeof(buf), "%s%sglibc.malloc.hugetlb=1",
-                 tun != NULL ? tun : "", tun != NULL && *tun ? ":" : "");
-    if (n < 0 || (size_t)n >= sizeof(buf) ||
-        setenv("GLIBC_TUNABLES", buf, 1) != 0)
-        return;
-    execv("/proc/self/exe", argv);
-    if (tun != NULL)
-        setenv("GLIBC_TUNABLES", tun, 1);
-    else
-        unsetenv("GLIBC_TUNABLES");
-}
-
 int main(int argc, char **argv)
 {
     struct options opts;
@@ -799,7 +765,6 @@ int main(int argc, char **argv)
     rv = parse_args(argc, argv, &opts);
     if (rv >= 0)
         return rv;
-    reexec_with_hugepages(argv, &opts);
     signal(SIGPIPE, SIG_IGN); /* a vanished peer is an error code, not death */
     fit_fd_limit(&opts);
 

@@ -190,12 +190,5 @@ describe('snapshots by a forked child', () => {
     assert.deepEqual(await retained(url, 'c'), w.acked);
   });
 
-  test('the node runs with its heap on huge pages (glibc.malloc.hugetlb=1, set by re-executing itself once)', () => {
-    const env = fs.readFileSync(`/proc/${ctx.srv.pid}/environ`, 'utf8').split('\0');
-    const tun = env.find((e) => e.startsWith('GLIBC_TUNABLES='));
-    assert.ok(tun && tun.split(/[=:]/).includes('glibc.malloc.hugetlb'), `GLIBC_TUNABLES: ${tun}`);
-    assert.match(tun, /glibc\.malloc\.hugetlb=1/);
-  });
-
   shutdownTest(ctx);
 });
