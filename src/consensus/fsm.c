@@ -72,7 +72,23 @@ static int apply_one(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
  * entry; fsm_snapshot puts the configured threshold back. A high count
  * threshold then keeps snapshots (and the segment switch each one causes,
  * see node.c) rare at low rates, where they would cost latency most.
+ *
+ * Each snapshot encodes the whole state, so with a big state a fixed byte
+ * bound makes snapshots cost more than the log they replace: at 1.1 GB of
+ * state a snapshot (10 s of CPU) every 64 MiB of log (every ~15 s under
+ * full ingest) kept both cores busy with encoders, and the starved nodes
+ * held elections (tests/blackbox/tools/elections-under-load.mjs). So no
+ * snapshot is taken before the log since the last one is as big as that
+ * snapshot was (snapshot_due), as Redis rewrites its AOF only once it has
+ * doubled: encoding costs at most about a byte per byte of log, and memory
+ * and replay after a restart stay within about twice the state.
  */
+static uint64_t snapshot_due(const struct cons_node *n)
+{
+    return n->snap_last_len > n->cfg.snapshot_bytes ? n->snap_last_len
+                                                     : n->cfg.snapshot_bytes;
+}
+
 /*
  * The entries kept after a snapshot (for followers slightly behind) are
  * bounded by bytes too: snapshot_trailing entries of up to max_batch_bytes
@@ -108,7 +124,7 @@ static void count_for_snapshot(struct cons_node *n, size_t len)
     if ((n->snap_entries & 63) == 0)
         fit_trailing(n);
     if (n->snap_forced || n->cfg.snapshot_bytes == 0 ||
-        n->snap_bytes < n->cfg.snapshot_bytes)
+        n->snap_bytes < snapshot_due(n))
         return;
     fit_trailing(n);
     raft_set_snapshot_threshold(&n->raft, n->snap_entries);
@@ -216,6 +232,7 @@ static int snapshot_inline(struct cons_node *n, struct raft_buffer *bufs[],
     *n_bufs = 1;
     free(snap);
     n->stats.snapshot_bytes = len;
+    n->snap_last_len = len;
     return 0;
 err_free_bufs:
     raft_free(*bufs);
@@ -234,6 +251,10 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     int rv;
 
     if (snapshot_deferred(n) || uv_now(n->loop) < n->snap_retry_at)
+        return RAFT_BUSY;
+    /* raft's own count threshold, too, waits for log as big as the last
+     * snapshot (see snapshot_due); asked again at its next step. */
+    if (n->snap_bytes < n->snap_last_len)
         return RAFT_BUSY;
     if (n->cfg.snapshot_fork)
         forked = cons__snapfork_start(n, bufs, n_bufs) == 0;
@@ -320,6 +341,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     }
     LOG_INFO("event=restore bytes=%zu rooms=%zu", buf->len,
              relay_state_room_count(n->state));
+    n->snap_last_len = len;
     raft_free(buf->base); /* ours after a successful restore only */
     snapshot_taken(n);
     n->stats.restores++;

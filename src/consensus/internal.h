@@ -156,6 +156,7 @@ struct cons_node {
     unsigned snap_entries;
     unsigned snap_trailing; /* what raft was last told (fit_trailing) */
     bool snap_forced;
+    uint64_t snap_last_len; /* bytes of the last snapshot taken or restored */
     /* The leader this follower has followed since snap_guard_since (fsm.c:
      * snapshots wait until it has for a while). */
     raft_id snap_guard_leader;

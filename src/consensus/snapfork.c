@@ -216,6 +216,7 @@ static void job_end(struct cons__snapjob *job)
         finish_put(job, RAFT_CANCELED);
     } else if (job->done && !job->failed) {
         n->stats.snapshot_bytes = job->len - CONS_SNAP_HDR_LEN;
+        n->snap_last_len = n->stats.snapshot_bytes;
         LOG_INFO("event=snapshot bytes=%zu applied=%llu mode=fork "
                  "loop_ms=%.1f child_ms=%.1f",
                  job->len - CONS_SNAP_HDR_LEN,
