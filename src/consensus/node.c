@@ -176,14 +176,11 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
     n->max_inflight = 4;
     if (cfg->id == 0 || cfg->raft_addr == NULL || cfg->data_dir == NULL ||
         strlen(cfg->raft_addr) >= sizeof(n->raft_addr) ||
-        strlen(cfg->data_dir) >= sizeof(n->data_dir)) {
-        free(n);
-        return CONS_EINVAL;
-    }
-    if (cfg->http_addr != NULL &&
-        strlen(cfg->http_addr) >= sizeof(n->http_addr)) {
-        free(n);
-        return CONS_EINVAL;
+        strlen(cfg->data_dir) >= sizeof(n->data_dir) ||
+        (cfg->http_addr != NULL &&
+         strlen(cfg->http_addr) >= sizeof(n->http_addr))) {
+        rv = CONS_EINVAL;
+        goto err_free_node;
     }
     snprintf(n->raft_addr, sizeof(n->raft_addr), "%s", cfg->raft_addr);
     snprintf(n->http_addr, sizeof(n->http_addr), "%s",
@@ -204,20 +201,22 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
     /* Compiled-in limits, the same on every node, until the cluster
      * settings come through the log (settings.c); cfg->limits are only what
      * this node proposes if it is the first leader. */
-    rv = relay_state_create_seeded(NULL, seed, &n->state);
-    if (rv != RELAY_OK) {
-        free(n);
-        return CONS_ENOMEM;
+    if (relay_state_create_seeded(NULL, seed, &n->state) != RELAY_OK) {
+        rv = CONS_ENOMEM;
+        goto err_free_node;
     }
     rv = cons__proposer_init(n);
-    if (rv != CONS_OK) {
-        relay_state_destroy(n->state);
-        free(n);
-        return rv;
-    }
+    if (rv != CONS_OK)
+        goto err_destroy_state;
     cons__fsm_init(n);
     *out = n;
     return CONS_OK;
+
+err_destroy_state:
+    relay_state_destroy(n->state);
+err_free_node:
+    free(n);
+    return rv;
 }
 
 void cons_node_set_callbacks(struct cons_node *n, cons_applied_cb applied,
