@@ -81,7 +81,10 @@ static int apply_one(void *arg, const struct relay_cmd *cmd, uint64_t now_ms)
  * snapshot is taken before the log since the last one is as big as that
  * snapshot was (snapshot_due), as Redis rewrites its AOF only once it has
  * doubled: encoding costs at most about a byte per byte of log, and memory
- * and replay after a restart stay within about twice the state.
+ * and replay after a restart stay within about twice the state. A state
+ * under CONS_SNAP_SPACED_BYTES costs milliseconds to encode: its snapshots
+ * keep following --snapshot-threshold, which keeps a lagging follower's
+ * catch-up by snapshot (and the tests of it) as configured.
  */
 static uint64_t snapshot_due(const struct cons_node *n)
 {
@@ -253,8 +256,10 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     if (snapshot_deferred(n) || uv_now(n->loop) < n->snap_retry_at)
         return RAFT_BUSY;
     /* raft's own count threshold, too, waits for log as big as the last
-     * snapshot (see snapshot_due); asked again at its next step. */
-    if (n->snap_bytes < n->snap_last_len)
+     * snapshot (see snapshot_due), once snapshots cost enough to matter;
+     * asked again at its next step. */
+    if (n->snap_last_len >= CONS_SNAP_SPACED_BYTES &&
+        n->snap_bytes < n->snap_last_len)
         return RAFT_BUSY;
     if (n->cfg.snapshot_fork)
         forked = cons__snapfork_start(n, bufs, n_bufs) == 0;

@@ -234,6 +234,9 @@ struct cons_node {
 #define CONS_SNAP_HDR_LEN 8
 void cons__snap_header(uint8_t hdr[CONS_SNAP_HDR_LEN], const uint8_t *payload,
                        size_t len);
+/* From a last snapshot this big on, raft's count threshold also waits for
+ * as much log as that snapshot (fsm.c, snapshot_due). */
+#define CONS_SNAP_SPACED_BYTES ((uint64_t)16 << 20)
 /* After a snapshot whose encoder failed, none is tried for this long. */
 #define CONS_SNAP_RETRY_MS 5000
 
