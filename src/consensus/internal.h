@@ -140,6 +140,7 @@ struct cons_node {
                            raft_io_snapshot_put_cb cb);
     void (*io_close)(struct raft_io *io, raft_io_close_cb cb);
     struct cons__snapjob *snap_job; /* the child encoding, NULL: none */
+    pid_t snap_zombie; /* a finished child not reaped yet (snapfork.c) */
     uint64_t snap_retry_at; /* uv_now() before which no snapshot is tried */
     raft_io_tick_cb raft_tick_cb;
     raft_io_recv_cb raft_recv_cb;
@@ -249,8 +250,9 @@ void cons__snapfork_wrap_io(struct cons_node *n);
 int cons__snapfork_start(struct cons_node *n, struct raft_buffer **bufs,
                          unsigned *n_bufs);
 double cons__snapfork_fork_seconds(const struct cons_node *n);
-/* Kills a child that has encoded for longer than CONS_SNAP_CHILD_MAX_MS
- * (from the node's tick): its snapshot then fails and is tried again. */
+/* From the node's tick: reaps a finished child that had not exited when its
+ * snapshot ended, and kills one that has encoded for longer than
+ * CONS_SNAP_CHILD_MAX_MS (its snapshot then fails and is tried again). */
 void cons__snapfork_check(struct cons_node *n);
 #define CONS_SNAP_CHILD_MAX_MS (5 * 60 * 1000)
 

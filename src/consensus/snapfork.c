@@ -50,15 +50,14 @@
 
 struct cons__snapjob {
     struct cons_node *node;
-    pid_t pid; /* 0: reaped */
+    pid_t pid; /* the child (reaped by job_end, or later: snap_zombie) */
     uv_pipe_t pipe;
     bool pipe_open;
     uint8_t len_bytes[JOB_LEN_BYTES];
     size_t len_got;
     uint8_t *buf; /* raft_malloc'd, handed to raft's snapshot buffer */
     size_t len, got;
-    bool done;   /* every byte arrived */
-    bool failed; /* the child did not deliver */
+    bool done; /* every byte arrived */
     uint64_t index;
     uint64_t start_ns, fork_ns;
     /* The buffer array fsm_snapshot gave raft, and the put raft then made
@@ -131,29 +130,42 @@ static void child_main(struct cons_node *n, int fd, pid_t parent)
 
 /* ---- the parent --------------------------------------------------------- */
 
-/* The child's exit status, once its pipe is done with: it has written its
- * last byte or died, so it is at most a few µs from being a zombie (the
- * kernel tears down its memory before its files). */
-static void reap(struct cons__snapjob *job)
+/* Collects a child's exit status; false: it has not exited yet (block:
+ * wait for it). Whether a snapshot worked is decided by its bytes, not by
+ * this status, which is only logged. */
+static bool reap(pid_t pid, bool block)
 {
     int status = 0;
     pid_t r;
 
-    if (job->pid == 0)
-        return;
     do
-        r = waitpid(job->pid, &status, 0);
+        r = waitpid(pid, &status, block ? 0 : WNOHANG);
     while (r < 0 && errno == EINTR);
-    if (r == job->pid && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-        job->failed = true;
+    if (r == 0)
+        return false;
+    if (r == pid && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
         if (WIFSIGNALED(status))
-            LOG_WARN("event=snapshot_child_failed pid=%d signal=%d",
-                     (int)job->pid, WTERMSIG(status));
+            LOG_WARN("event=snapshot_child_failed pid=%d signal=%d", (int)pid,
+                     WTERMSIG(status));
         else
-            LOG_WARN("event=snapshot_child_failed pid=%d status=%d",
-                     (int)job->pid, WEXITSTATUS(status));
+            LOG_WARN("event=snapshot_child_failed pid=%d status=%d", (int)pid,
+                     WEXITSTATUS(status));
     }
-    job->pid = 0;
+    return true; /* reaped, or not ours to wait for (ECHILD) */
+}
+
+/*
+ * A child is not waited for on the loop: when its last byte (or its EOF)
+ * arrives it may still be tearing down its copy of the node's memory, and
+ * a waitpid() then held the loop for as long (hundreds of ms for a GB,
+ * seen as a loop stall at each snapshot's end). One that has not exited
+ * yet is left to the node's tick (cons__snapfork_check); closing waits.
+ */
+static void reap_later(struct cons_node *n, pid_t pid)
+{
+    if (n->snap_zombie != 0)
+        reap(n->snap_zombie, true); /* the one before: long gone by now */
+    n->snap_zombie = reap(pid, false) ? 0 : pid;
 }
 
 static void job_free(struct cons__snapjob *job)
@@ -209,12 +221,15 @@ static void job_end(struct cons__snapjob *job)
 
     /* Not every byte came: a child still alive would block on a pipe
      * nobody reads, and its bytes are of no use now. */
-    if (!job->done && job->pid != 0)
+    if (!job->done)
         kill(job->pid, SIGKILL);
-    reap(job);
+    if (job->close_cb != NULL)
+        reap(job->pid, true); /* closing: nothing else to serve */
+    else
+        reap_later(n, job->pid);
     if (job->close_cb != NULL) {
         finish_put(job, RAFT_CANCELED);
-    } else if (job->done && !job->failed) {
+    } else if (job->done) {
         n->stats.snapshot_bytes = job->len - CONS_SNAP_HDR_LEN;
         n->snap_last_len = n->stats.snapshot_bytes;
         LOG_INFO("event=snapshot bytes=%zu applied=%llu mode=fork "
@@ -359,7 +374,7 @@ int cons__snapfork_start(struct cons_node *n, struct raft_buffer **bufs,
 err_end_child:
     /* The child is running with nothing to read it: end it. */
     kill(pid, SIGKILL);
-    reap(job);
+    reap_later(n, pid);
 err_close_handle:
     raft_free(*bufs);
     *bufs = NULL;
@@ -390,6 +405,9 @@ double cons__snapfork_fork_seconds(const struct cons_node *n)
 void cons__snapfork_check(struct cons_node *n)
 {
     struct cons__snapjob *job = n->snap_job;
+
+    if (n->snap_zombie != 0 && reap(n->snap_zombie, false))
+        n->snap_zombie = 0;
 
     if (job == NULL || job->pid == 0 || job->done ||
         uv_hrtime() - job->start_ns < (uint64_t)CONS_SNAP_CHILD_MAX_MS * 1000000)
@@ -426,6 +444,10 @@ static void held_close(struct raft_io *io, raft_io_close_cb cb)
     struct cons_node *n = node_of_io(io);
     struct cons__snapjob *job = n->snap_job;
 
+    if (n->snap_zombie != 0) {
+        reap(n->snap_zombie, true);
+        n->snap_zombie = 0;
+    }
     if (job == NULL || job->close_cb != NULL) {
         n->io_close(io, cb);
         return;
