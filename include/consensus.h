@@ -100,6 +100,13 @@ struct cons_peer {
     char raft_addr[64]; /* HOST:PORT */
 };
 
+/* Where snapshots are encoded (cons_config.snapshot_mode). */
+enum cons_snap_mode {
+    CONS_SNAP_THREAD = 0, /* a thread, from a view of the state */
+    CONS_SNAP_FORK = 1,   /* a forked child */
+    CONS_SNAP_INLINE = 2, /* on the loop */
+};
+
 struct cons_config {
     uint32_t id;           /* >= 1 */
     const char *raft_addr; /* HOST:PORT this node's raft listens on */
@@ -117,9 +124,10 @@ struct cons_config {
     unsigned snapshot_threshold;   /* entries between snapshots, 65536 */
     size_t snapshot_bytes;         /* or log bytes between them, 64 MiB */
     unsigned snapshot_trailing;    /* entries kept after one, 2048 */
-    /* Snapshots encoded by a forked child (snapfork.c), true; false: on
-     * the loop, which then stalls for the encoding. */
-    bool snapshot_fork;
+    /* Where a snapshot is encoded (snapjob.c): CONS_SNAP_THREAD (the
+     * default), CONS_SNAP_FORK, or CONS_SNAP_INLINE (on the loop, which
+     * then stalls for the encoding). */
+    enum cons_snap_mode snapshot_mode;
     size_t max_batch_bytes;        /* one raft entry, default 1 MiB */
     size_t max_queue_cmds;         /* proposer queue bound, default 65536 */
     size_t max_queue_bytes;        /* proposer queue bytes, 64 MiB */

@@ -33,6 +33,7 @@ enum {
     RELAY_EDUP = 8,      /* origin already applied (dedupe) */
     RELAY_EDEPTH = 9,    /* value nested deeper than RELAY_MAX_DEPTH */
     RELAY_EACTIVE = 10,  /* conditional delete: the room was used since */
+    RELAY_ECANCELED = 11, /* a view's encoding was cancelled */
 };
 
 /* Static text for a code; never NULL. */
@@ -233,6 +234,28 @@ int relay_room_keys(const struct relay_state *s, const char *room,
 int relay_state_snapshot(const struct relay_state *s, uint8_t **buf,
                          size_t *len);
 int relay_state_restore(struct relay_state *s, const uint8_t *buf, size_t len);
+
+/*
+ * A view: the state frozen as it is now, for encoding its snapshot on
+ * another thread while this one goes on applying commands. Taking one
+ * walks the rooms, keys and dedupe sessions, not the entries. Until it is
+ * released the state copies a stream's entry array before changing it in
+ * place and keeps what it frees (values, arrays, deleted rooms), so memory
+ * grows by what is replaced or deleted meanwhile.
+ *
+ * One view at a time (take gives RELAY_EINVAL otherwise). take, release
+ * and every other call on s belong to the state's own thread; encode and
+ * cancel may run on any thread while it applies. encode gives the bytes
+ * relay_state_snapshot would have given at take (*buf malloc'd), or
+ * RELAY_ECANCELED after cancel, or RELAY_ENOMEM. The view must not be
+ * encoding when it is released.
+ */
+struct relay_view;
+int relay_view_take(struct relay_state *s, struct relay_view **out);
+int relay_view_encode(struct relay_view *v, uint8_t **buf, size_t *len);
+void relay_view_cancel(struct relay_view *v);
+bool relay_view_cancelled(struct relay_view *v);
+void relay_view_release(struct relay_state *s, struct relay_view *v);
 
 /* ---- node directory ------------------------------------------------------ */
 

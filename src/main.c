@@ -114,9 +114,10 @@ static void usage(FILE *f)
 "  --snapshot-bytes MIB    or after this many MiB of log, whichever comes\n"
 "                          first (64; 0: by count only)\n"
 "  --snapshot-trailing N   entries kept after a snapshot (2048)\n"
-"  --snapshot-mode MODE    fork (a child process encodes the state; the\n"
-"                          node goes on) or inline (the node stalls for\n"
-"                          the encoding) (fork)\n"
+"  --snapshot-mode MODE    thread (a thread encodes a frozen view of the\n"
+"                          state; the node goes on), fork (a child process\n"
+"                          does) or inline (the node stalls for the\n"
+"                          encoding) (thread)\n"
 "  --max-batch-bytes BYTES one log entry, group commit bound (1048576)\n"
 "\n"
 "Other:\n"
@@ -559,12 +560,14 @@ static int parse_args(int argc, char **argv, struct options *o)
             o->net.header_timeout_ms = (unsigned)v;
             break;
         case OPT_SNAP_MODE:
-            if (strcmp(optarg, "fork") == 0)
-                o->cons.snapshot_fork = true;
+            if (strcmp(optarg, "thread") == 0)
+                o->cons.snapshot_mode = CONS_SNAP_THREAD;
+            else if (strcmp(optarg, "fork") == 0)
+                o->cons.snapshot_mode = CONS_SNAP_FORK;
             else if (strcmp(optarg, "inline") == 0)
-                o->cons.snapshot_fork = false;
+                o->cons.snapshot_mode = CONS_SNAP_INLINE;
             else
-                return bad_value(name, optarg, "want fork|inline");
+                return bad_value(name, optarg, "want thread|fork|inline");
             break;
         case OPT_MESSAGE_TIMEOUT:
             if (parse_u64(optarg, 100, 3600000, &v) != 0)

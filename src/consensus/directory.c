@@ -79,7 +79,7 @@ static void on_tick(uv_timer_t *t)
     cons__dir_check(n);
     cons__settings_check(n);
     cons__expiry_check(n);
-    cons__snapfork_check(n);
+    cons__snapjob_check(n);
 }
 
 void cons__dir_start(struct cons_node *n)

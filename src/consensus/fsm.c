@@ -261,8 +261,8 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     if (n->snap_last_len >= CONS_SNAP_SPACED_BYTES &&
         n->snap_bytes < n->snap_last_len)
         return RAFT_BUSY;
-    if (n->cfg.snapshot_fork)
-        forked = cons__snapfork_start(n, bufs, n_bufs) == 0;
+    if (n->cfg.snapshot_mode != CONS_SNAP_INLINE)
+        forked = cons__snapjob_start(n, bufs, n_bufs) == 0;
     if (!forked) {
         rv = snapshot_inline(n, bufs, n_bufs);
         if (rv != 0)
@@ -270,11 +270,12 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     }
     snapshot_taken(n);
     n->stats.snapshots++;
-    /* How long this node's loop stalled for it: the fork, or the whole
-     * encoding. A child's bytes are logged as they come in (snapfork.c). */
+    /* How long this node's loop stalled for it: the view or the fork, or
+     * the whole encoding. The encoder's bytes are logged as they come in
+     * (snapjob.c). */
     n->stats.snapshot_seconds = (double)(uv_hrtime() - t0) / 1e9;
     if (forked)
-        LOG_DEBUG("event=snapshot_forked applied=%llu loop_ms=%.1f",
+        LOG_DEBUG("event=snapshot_started applied=%llu loop_ms=%.1f",
                   (unsigned long long)raft_last_applied(&n->raft),
                   n->stats.snapshot_seconds * 1e3);
     else

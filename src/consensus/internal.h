@@ -133,14 +133,14 @@ struct cons_node {
     int (*io_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
                     raft_io_recv_cb recv);
     /* raft_uv's snapshot_put and close, wrapped so that a snapshot's put
-     * waits for the bytes a forked child encodes (snapfork.c) */
+     * waits for the bytes its encoder (thread or child) writes (snapjob.c) */
     int (*io_snapshot_put)(struct raft_io *io, unsigned trailing,
                            struct raft_io_snapshot_put *req,
                            const struct raft_snapshot *snapshot,
                            raft_io_snapshot_put_cb cb);
     void (*io_close)(struct raft_io *io, raft_io_close_cb cb);
-    struct cons__snapjob *snap_job; /* the child encoding, NULL: none */
-    pid_t snap_zombie; /* a finished child not reaped yet (snapfork.c) */
+    struct cons__snapjob *snap_job; /* the encoder at work, NULL: none */
+    pid_t snap_zombie; /* a finished child not reaped yet (snapjob.c) */
     uint64_t snap_retry_at; /* uv_now() before which no snapshot is tried */
     raft_io_tick_cb raft_tick_cb;
     raft_io_recv_cb raft_recv_cb;
@@ -241,19 +241,19 @@ void cons__snap_header(uint8_t hdr[CONS_SNAP_HDR_LEN], const uint8_t *payload,
 /* After a snapshot whose encoder failed, none is tried for this long. */
 #define CONS_SNAP_RETRY_MS 5000
 
-/* Snapshots encoded by a forked child (snapfork.c). wrap_io: after
- * raft_uv_init, before raft_init. start: forks the encoder of the state as
- * it is now and gives raft a placeholder buffer whose put waits for the
- * child's bytes; non-zero: nothing forked (encode in place instead).
- * fork_seconds: how long the last fork held the loop. */
-void cons__snapfork_wrap_io(struct cons_node *n);
-int cons__snapfork_start(struct cons_node *n, struct raft_buffer **bufs,
+/* Snapshots encoded off the loop (snapjob.c). wrap_io: after raft_uv_init,
+ * before raft_init. start: starts the encoder of the state as it is now (a
+ * thread with a view, or a forked child: cfg.snapshot_mode) and gives raft
+ * a placeholder buffer whose put waits for the encoder's bytes; non-zero:
+ * no encoder (encode in place instead). */
+void cons__snapjob_wrap_io(struct cons_node *n);
+int cons__snapjob_start(struct cons_node *n, struct raft_buffer **bufs,
                          unsigned *n_bufs);
-double cons__snapfork_fork_seconds(const struct cons_node *n);
 /* From the node's tick: reaps a finished child that had not exited when its
- * snapshot ended, and kills one that has encoded for longer than
- * CONS_SNAP_CHILD_MAX_MS (its snapshot then fails and is tried again). */
-void cons__snapfork_check(struct cons_node *n);
+ * snapshot ended, and kills a child (cancels a thread) that has encoded for
+ * longer than CONS_SNAP_CHILD_MAX_MS (its snapshot then fails and is tried
+ * again). */
+void cons__snapjob_check(struct cons_node *n);
 #define CONS_SNAP_CHILD_MAX_MS (5 * 60 * 1000)
 
 /* Times raft_uv's appends into stats.append (iotime.c); after

@@ -110,7 +110,7 @@ void cons_config_default(struct cons_config *cfg)
     cfg->snapshot_threshold = 65536;
     cfg->snapshot_bytes = (size_t)64 << 20;
     cfg->snapshot_trailing = 2048;
-    cfg->snapshot_fork = true;
+    cfg->snapshot_mode = CONS_SNAP_THREAD;
     cfg->max_batch_bytes = 1u << 20;
     cfg->max_queue_cmds = 65536;
     cfg->max_queue_bytes = 64u << 20;
@@ -405,7 +405,7 @@ int cons_node_start(struct cons_node *n)
     n->io_inited = true;
     cons__ready_wrap_io(n);
     cons__iotime_wrap_io(n);
-    cons__snapfork_wrap_io(n);
+    cons__snapjob_wrap_io(n);
     /* Creating a log segment that failed (disk full) is retried on this
      * period: writes resume this soon after space returns (libraft: 5 s). */
     raft_uv_set_disk_retry(&n->io, 1000);

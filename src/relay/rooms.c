@@ -84,7 +84,7 @@ static size_t stream_upper(const struct relay__stream *st, uint64_t after)
 
 /* ---- rooms --------------------------------------------------------------- */
 
-static void room_free(struct relay__room *r)
+void relay__room_free(struct relay__room *r)
 {
     struct relay__stream *st = r->khead;
 
@@ -183,7 +183,7 @@ void relay__rooms_clear(struct relay_state *s)
     while (r != NULL) {
         struct relay__room *next = r->onext;
 
-        room_free(r);
+        relay__room_free(r);
         r = next;
     }
     htab_close(&s->rooms);
@@ -231,7 +231,7 @@ int relay__apply_delete(struct relay_state *s, const struct relay_cmd *cmd,
         return RELAY_OK;
     }
     room_unlink(s, r);
-    room_free(r);
+    relay__room_retire(s, r);
     return RELAY_OK;
 }
 
@@ -316,16 +316,29 @@ int relay__apply_push(struct relay_state *s, const struct relay_cmd *cmd,
         fresh = relay__stream_new(cmd->key, cmd->key_len);
         if (fresh == NULL || !relay__room_key_reserve(r))
             goto nomem;
+        fresh->cow_gen = s->pin.gen; /* in no view */
         st = fresh;
     }
-    /* Compact and replace never grow the array past n + 1 either. */
-    if (!relay__stream_reserve(st, st->n - drop + 1))
+    /* Compact and replace never grow the array past n + 1 either. While a
+     * view shares the array (view.c) it is copied before it would move or
+     * change below n: appends alone write past what the view reads. The
+     * dropped values and the old array may need deferred frees. */
+    if (!relay__defer_reserve(s, drop + 1))
         goto nomem;
+    if (relay__stream_shared(s, st) &&
+        (st->cap < st->n - drop + 1 ||
+         (st->n > 0 && (cmd->action == RELAY_ACT_COMPACT ||
+                        cmd->action == RELAY_ACT_REPLACE)))) {
+        if (!relay__stream_cow(s, st, st->n - drop + 1))
+            goto nomem;
+    } else if (!relay__stream_reserve(st, st->n - drop + 1)) {
+        goto nomem;
+    }
     if (fresh != NULL)
         relay__room_add_key(r, fresh);
 
     for (size_t i = 0; i < drop; i++)
-        free((void *)st->e[i].value);
+        relay__defer_free(s, (void *)st->e[i].value);
     r->entries -= drop;
     r->bytes = new_bytes;
     st->bytes = base - drop_bytes + cmd->value_len;

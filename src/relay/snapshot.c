@@ -34,75 +34,30 @@
 #define SNAP_MAGIC "driftd-relay"
 #define SNAP_VERSION 2
 
+void relay__snap_head(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 6);
+    msgpack_pack_str(pk, sizeof(SNAP_MAGIC) - 1);
+    msgpack_pack_str_body(pk, SNAP_MAGIC, sizeof(SNAP_MAGIC) - 1);
+    msgpack_pack_uint32(pk, SNAP_VERSION);
+}
+
+/* The live state is written through a view too (view.c), one that is
+ * encoded at once and so pins nothing: one encoder for both. */
 int relay_state_snapshot(const struct relay_state *s, uint8_t **buf,
                          size_t *len)
 {
-    struct relay__buf b;
-    msgpack_packer pk;
+    struct relay_view *v;
+    int rv;
 
     *buf = NULL;
     *len = 0;
-    if (relay__buf_init(&b, 0, 4096) != RELAY_OK)
-        return RELAY_ENOMEM;
-    relay__buf_packer(&b, &pk);
-    msgpack_pack_array(&pk, 6);
-    msgpack_pack_str(&pk, sizeof(SNAP_MAGIC) - 1);
-    msgpack_pack_str_body(&pk, SNAP_MAGIC, sizeof(SNAP_MAGIC) - 1);
-    msgpack_pack_uint32(&pk, SNAP_VERSION);
-
-    msgpack_pack_array(&pk, s->n_rooms);
-    for (const struct relay__room *r = s->rhead; r != NULL; r = r->onext) {
-        msgpack_pack_array(&pk, 4);
-        msgpack_pack_bin(&pk, r->id_len);
-        msgpack_pack_bin_body(&pk, r->id, r->id_len);
-        msgpack_pack_uint64(&pk, r->last_seq);
-        msgpack_pack_uint64(&pk, r->last_ms);
-        msgpack_pack_array(&pk, r->n_keys);
-        for (const struct relay__stream *st = r->khead; st != NULL;
-             st = st->onext) {
-            msgpack_pack_array(&pk, 1 + 2 * st->n);
-            msgpack_pack_bin(&pk, st->key_len);
-            msgpack_pack_bin_body(&pk, st->key, st->key_len);
-            for (size_t i = 0; i < st->n; i++) {
-                msgpack_pack_uint64(&pk, st->e[i].seq);
-                relay__buf_put(&b, st->e[i].value, st->e[i].value_len);
-            }
-        }
-    }
-
-    msgpack_pack_array(&pk, s->n_dd);
-    for (const struct relay__dd *d = s->lhead; d != NULL; d = d->lnext) {
-        msgpack_pack_array(&pk, 4);
-        msgpack_pack_uint32(&pk, d->node);
-        msgpack_pack_uint64(&pk, d->session);
-        msgpack_pack_uint64(&pk, d->counter);
-        msgpack_pack_uint64(&pk, d->last_ms);
-    }
-
-    msgpack_pack_array(&pk, s->n_nodes);
-    for (size_t i = 0; i < s->n_nodes; i++) {
-        size_t rl = strlen(s->nodes[i].raft), hl = strlen(s->nodes[i].http);
-
-        msgpack_pack_array(&pk, 3);
-        msgpack_pack_uint32(&pk, s->nodes[i].id);
-        msgpack_pack_str(&pk, rl);
-        msgpack_pack_str_body(&pk, s->nodes[i].raft, rl);
-        msgpack_pack_str(&pk, hl);
-        msgpack_pack_str_body(&pk, s->nodes[i].http, hl);
-    }
-
-    msgpack_pack_array(&pk, 1 + RELAY_SETTINGS_N);
-    msgpack_pack_uint32(&pk, s->set_mask);
-    for (size_t i = 0; i < RELAY_SETTINGS_N; i++)
-        msgpack_pack_uint64(&pk, relay_limits_setting(&s->lim, i));
-
-    if (b.failed) {
-        relay__buf_free(&b);
-        return RELAY_ENOMEM;
-    }
-    *buf = b.data;
-    *len = b.len;
-    return RELAY_OK;
+    rv = relay__view_capture(s, &v);
+    if (rv != RELAY_OK)
+        return rv;
+    rv = relay__view_encode(v, buf, len);
+    relay__view_drop(v);
+    return rv;
 }
 
 /* A reader over the snapshot that turns every shape error into EINVAL. */
@@ -356,9 +311,23 @@ int relay_state_restore(struct relay_state *s, const uint8_t *buf, size_t len)
         rv = RELAY_EINVAL; /* trailing bytes */
     if (rv == RELAY_OK) {
         /* Swap contents: s gets the restored state, tmp the old one. */
+        struct relay__pin pin;
+
         swap = *s;
         *s = *tmp;
         *tmp = swap;
+        /* The pin stays with s; a view of the old content keeps its rooms
+         * (view.c), whose other parts tmp frees. */
+        pin = s->pin;
+        s->pin = tmp->pin;
+        tmp->pin = pin;
+        for (struct relay__room *r = tmp->rhead, *next; r != NULL; r = next) {
+            next = r->onext;
+            relay__room_retire(s, r);
+        }
+        htab_close(&tmp->rooms);
+        tmp->rhead = tmp->rtail = NULL;
+        tmp->n_rooms = 0;
         if (five == 5) {
             s->lim = tmp->lim;
             s->set_mask = 0;

@@ -61,6 +61,8 @@ const char *relay_strerror(int code)
         return "value nested too deeply";
     case RELAY_EACTIVE:
         return "room was active since the delete was decided";
+    case RELAY_ECANCELED:
+        return "cancelled";
     default:
         return "unknown error";
     }
@@ -102,6 +104,7 @@ void relay_state_destroy(struct relay_state *s)
     if (s == NULL)
         return;
     state_clear(s);
+    relay__pin_close(s);
     free(s);
 }
 

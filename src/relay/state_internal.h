@@ -11,6 +11,8 @@
  *   nodes.c     the node directory (node id -> raft and HTTP address)
  *   settings.c  cluster settings (limits changed through the log)
  *   snapshot.c  the whole state to and from msgpack bytes
+ *   view.c      the state frozen for an encoder on another thread, and what
+ *               the state keeps alive while such a view is out
  *
  * Determinism is the point of every choice in them. Hash tables only find
  * things; whatever is walked (rooms, keys, dedupe sessions, nodes) is walked
@@ -34,6 +36,8 @@
 #include "htab.h"
 #include "relay.h"
 
+struct msgpack_packer;
+
 /* ---- types --------------------------------------------------------------- */
 
 /* One key's retained entries, sorted by seq (rooms.c). */
@@ -43,6 +47,7 @@ struct relay__stream {
     struct relay_entry *e; /* values malloc'd, owned */
     size_t n, cap;
     size_t bytes;                /* key_len + sum of value lengths */
+    uint64_t cow_gen; /* < pin.gen while a view shares e[] (view.c) */
     struct htab_node hnode;      /* in the room's key table */
     struct relay__stream *onext; /* creation order */
 };
@@ -93,6 +98,17 @@ struct relay_state {
 
     struct relay__dnode *nodes; /* sorted by id */
     size_t n_nodes;
+
+    /* While a view is out (view.c): what it may read and the state let
+     * go of meanwhile, freed at its release. Stays with the state object
+     * when relay_state_restore swaps contents. */
+    struct relay__pin {
+        bool active;
+        uint64_t gen; /* bumped by each view */
+        void **dead;  /* values and entry arrays */
+        size_t n_dead, cap_dead;
+        struct relay__room *dead_rooms; /* linked by onext */
+    } pin;
 };
 
 /* ---- state.c ------------------------------------------------------------- */
@@ -106,6 +122,8 @@ char *relay__dup_bytes(const char *p, size_t n);
 struct relay__stream *relay__stream_new(const char *key, size_t key_len);
 /* Frees st, its key and its values (st must not be linked in a room). */
 void relay__stream_free(struct relay__stream *st);
+/* Frees r with its streams (r must be unlinked). */
+void relay__room_free(struct relay__room *r);
 /* Makes room for `need` entries; false when out of memory. */
 bool relay__stream_reserve(struct relay__stream *st, size_t need);
 
@@ -133,6 +151,36 @@ int relay__apply_delete(struct relay_state *s, const struct relay_cmd *cmd,
                         struct relay_effects *eff);
 int relay__apply_push(struct relay_state *s, const struct relay_cmd *cmd,
                       uint64_t now_ms, struct relay_effects *eff);
+
+/* ---- view.c -------------------------------------------------------------- */
+
+/* Whether a view may read st's entry array (then it must not be changed in
+ * place or moved: relay__stream_cow first). */
+bool relay__stream_shared(const struct relay_state *s,
+                          const struct relay__stream *st);
+/* Gives st a private copy of its entries with room for `need`; the old
+ * array waits for the view's release (one relay__defer_reserve slot).
+ * false when out of memory, st unchanged. */
+bool relay__stream_cow(struct relay_state *s, struct relay__stream *st,
+                       size_t need);
+/* Makes room to defer k frees; always true with no view out. */
+bool relay__defer_reserve(struct relay_state *s, size_t k);
+/* free(p), or later if a view is out (a slot was reserved). */
+void relay__defer_free(struct relay_state *s, void *p);
+/* Frees an unlinked room, or keeps it until the view's release. */
+void relay__room_retire(struct relay_state *s, struct relay__room *r);
+/* A view of s that pins nothing (for encoding at once), and its end. */
+int relay__view_capture(const struct relay_state *s, struct relay_view **out);
+void relay__view_drop(struct relay_view *v);
+/* The snapshot of a view; RELAY_ECANCELED once relay_view_cancel ran. */
+int relay__view_encode(struct relay_view *v, uint8_t **buf, size_t *len);
+/* Frees the pin's own list (no view may be out). */
+void relay__pin_close(struct relay_state *s);
+
+/* ---- snapshot.c ---------------------------------------------------------- */
+
+/* The snapshot's first three items (its array, magic and version). */
+void relay__snap_head(struct msgpack_packer *pk);
 
 /* ---- dedupe.c ------------------------------------------------------------ */
 

@@ -1,8 +1,18 @@
-// Snapshots encoded by a forked child (src/consensus/snapfork.c): while the
-// child encodes, the node goes on acknowledging pushes; a child that dies
-// costs nothing but a later snapshot; a node that stops (SIGTERM) or dies
-// (kill -9) while its child encodes takes the child with it; the child holds
-// none of the node's sockets. Every acknowledged push survives each case.
+// Snapshots encoded off the loop (src/consensus/snapjob.c).
+//
+// By a thread (the default): the thread encodes a view of the state taken
+// at the snapshot's index (src/relay/view.c) while the node goes on
+// applying. A test hook (DRIFTD_TEST_SNAPSHOT_DELAY_MS) holds the thread
+// after its view is taken, so compactions, replacements, appends and a
+// room's deletion are applied under the view through the node's own paths;
+// the snapshot written must still be the one of its index: a restart from
+// it (plus the log after it) gives exactly what the node served before.
+//
+// By a forked child (--snapshot-mode fork): while the child encodes, the
+// node goes on acknowledging pushes; a child that dies costs nothing but a
+// later snapshot; a node that stops (SIGTERM) or dies (kill -9) while its
+// child encodes takes the child with it; the child holds none of the
+// node's sockets. Every acknowledged push survives each case.
 //
 // The child is caught in the act: the test watches for a process whose
 // parent is the node and stops it (SIGSTOP) before it finishes. A child that
@@ -120,8 +130,105 @@ function countSinceStart(srv, re) {
 
 const TAKEN = /event=snapshot bytes=\d+ applied=\d+ mode=fork/g;
 
+const TAKEN_THREAD = /event=snapshot bytes=\d+ applied=(\d+) mode=thread/g;
+const STARTED = /event=snapshot_started applied=\d+/g;
+
+// Threads of pid by name (/proc/PID/task/TID/comm).
+function threadNames(pid) {
+  const out = [];
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try { out.push(fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()); } catch { /* gone */ }
+  }
+  return out;
+}
+
+// Pushes in rounds of 16 until the node has started a snapshot (a view is
+// out; the test hook holds its encoder).
+async function untilViewTaken(srv, w, maxPushes = 4000) {
+  const s0 = countSinceStart(srv, STARTED);
+  while (countSinceStart(srv, STARTED) === s0) {
+    assert.ok(w.n < maxPushes, `no snapshot started in ${w.n} pushes:\n${srv.tail(4000)}`);
+    await w.push(16);
+  }
+}
+
+describe('snapshots by a thread, from a view', () => {
+  // The encoder waits 1.5 s after its view is taken (test hook).
+  const ctx = useDriftd({ name: 'snapshots-thread', args: ARGS,
+    env: { DRIFTD_TEST_SNAPSHOT_DELAY_MS: '1500' } });
+
+  test('compact, replace and appends under a view: acknowledged at once, and the snapshot is still its index\'s', async () => {
+    const { socket_url: url } = await createRoom(ctx.srv.base);
+    const w = await Writer.open(url, 'a');
+    const c = await RawClient.connect(url, { label: 'changer' });
+    await c.get('b');
+    c.push('b', 'b1');
+    c.push('b', 'b2');
+    await c.roundTrip();
+    const t0 = countSinceStart(ctx.srv, TAKEN_THREAD);
+    await untilViewTaken(ctx.srv, w);
+
+    // Under the view: a's array compacted in place, b's replaced, new
+    // entries, a new key. Every one is applied and answered while the
+    // encoder still holds its view.
+    const { data } = await c.get('a', 0);
+    assert.ok(data.length > 8, `a holds ${data.length} entries`);
+    c.push('a', 'folded', { type: 'compact', seq: data[Math.floor(data.length / 2)].seq });
+    c.push('b', 'b3');
+    c.push('b', 'only', 'replace');
+    c.push('b', 'b4');
+    c.push('n', 'new key');
+    await c.roundTrip(); // all five applied and answered
+    await w.push(16);
+    assert.equal(countSinceStart(ctx.srv, TAKEN_THREAD), t0,
+      'the changes were answered only after the snapshot: the encoder did not hold its view');
+    assert.ok(threadNames(ctx.srv.pid).includes('driftd-snap'), 'an encoder thread in the node');
+
+    // The snapshot ends; raft writes it.
+    await waitFor(() => countSinceStart(ctx.srv, TAKEN_THREAD) > t0, 15000, 'the thread\'s snapshot');
+    const index = [...ctx.srv.output().matchAll(TAKEN_THREAD)].at(-1)[1];
+    await waitFor(() => fs.readdirSync(ctx.srv.dataDir).some((f) => new RegExp(`^snapshot-\\d+-${index}-\\d+\\.meta$`).test(f)),
+      10000, `the snapshot file of index ${index}`);
+    assert.ok(!threadNames(ctx.srv.pid).includes('driftd-snap'), 'the encoder thread ended');
+
+    // What the node serves now is what a restart from that snapshot (and
+    // the log after it) serves: had the view seen the changes, the log
+    // would apply them a second time.
+    const before = { a: await retained(url, 'a'), b: await retained(url, 'b'), n: await retained(url, 'n') };
+    assert.deepEqual(before.b.map((e) => e.value), ['only', 'b4']);
+    assert.equal(before.a[0].value, 'folded');
+    await w.c.close();
+    await c.close();
+    await ctx.srv.kill9();
+    await ctx.srv.launch();
+    assert.equal(countSinceStart(ctx.srv, /event=restore bytes=\d+/g), 1, 'restarted from a snapshot');
+    assert.deepEqual({ a: await retained(url, 'a'), b: await retained(url, 'b'), n: await retained(url, 'n') }, before);
+  });
+
+  shutdownTest(ctx);
+});
+
+describe('a thread\'s view at shutdown', () => {
+  // The encoder would wait ten minutes: only its cancellation ends it.
+  const ctx = useDriftd({ name: 'snapshots-thread-stop', args: ARGS,
+    env: { DRIFTD_TEST_SNAPSHOT_DELAY_MS: '599000' } });
+
+  test('SIGTERM while the encoder holds its view: the encoder is cancelled, exit 0, nothing acknowledged is lost', async () => {
+    const { socket_url: url } = await createRoom(ctx.srv.base);
+    const w = await Writer.open(url, 'a');
+    await untilViewTaken(ctx.srv, w);
+    await w.push(16);
+    await w.c.close();
+    await ctx.srv.stopClean(); // within 20 s, so not waiting for the encoder
+    await ctx.srv.launch();
+    assert.deepEqual(await retained(url, 'a'), w.acked);
+  });
+
+  shutdownTest(ctx);
+});
+
 describe('snapshots by a forked child', () => {
-  const ctx = useDriftd({ name: 'snapshots', args: ARGS });
+  const ctx = useDriftd({ name: 'snapshots', args: [...ARGS, '--snapshot-mode', 'fork'] });
 
   test('the node acknowledges pushes while its child encodes; a killed child costs only that snapshot', async () => {
     const { socket_url: url } = await createRoom(ctx.srv.base);

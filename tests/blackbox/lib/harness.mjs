@@ -196,7 +196,9 @@ export class Driftd {
     const argv = this.argv();
     this._append('', `\n===== ${this.name} start #${this.starts}: ${DRIFTD_BIN} ${argv.join(' ')}\n`);
     this.exitInfo = null;
-    const proc = spawn(DRIFTD_BIN, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // opts.env: variables added to the node's environment (test hooks).
+    const env = this.opts.env ? { ...process.env, ...this.opts.env } : process.env;
+    const proc = spawn(DRIFTD_BIN, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
     this.proc = proc;
     proc.stdout.on('data', (d) => this._append('', d));
     proc.stderr.on('data', (d) => this._append('', d));

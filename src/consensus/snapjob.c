@@ -1,15 +1,20 @@
 /*
- * snapfork.c - snapshots encoded off the loop, by a forked child.
+ * snapjob.c - snapshots encoded off the loop, by a thread or a forked child.
  *
  * Encoding the whole state on the loop held it for ~1.5 ms per MB (177 ms
  * at 115 MB): every client of the node waited that long at each snapshot.
  * libraft 0.22's fsm "snapshot_async" does not help: its legacy layer calls
- * it right after fsm->snapshot, on the loop. So, as Redis does, the state
- * is frozen by fork(): the child sees the state exactly as it is when raft
- * asks for the snapshot (last_applied == the snapshot's index), encodes it
- * and writes it to a pipe, while the parent goes on applying. The fork
- * costs copying the page tables (a few ms for hundreds of MB); memory pages
- * are shared until the parent writes to them.
+ * it right after fsm->snapshot, on the loop. So the state is frozen as it
+ * is when raft asks for the snapshot (last_applied == the snapshot's index)
+ * and encoded elsewhere, into a pipe, while the node goes on applying:
+ *
+ *   - thread (the default): relay's view (relay/view.c) freezes the state
+ *     at the cost of a walk of its rooms and keys; the state keeps whatever
+ *     the view may read until the view is released, after the thread has
+ *     ended. A thread, not a child, so that nothing is copied: the fork
+ *     itself held the loop for 8-31 ms at 38-200 MB of state (the page
+ *     tables), and every page the node wrote afterwards was copied;
+ *   - fork: as Redis does, a child sees the state frozen by fork().
  *
  * The bytes must be ready before raft_uv writes them, so fsm_snapshot hands
  * raft a one-buffer placeholder and raft_uv's snapshot_put is wrapped: the
@@ -20,16 +25,17 @@
  * InstallSnapshot from the leader until the put completes, as it does while
  * a slow disk writes one.
  *
- * If the child fails (killed, no memory), the put fails with RAFT_IOERR:
- * raft records nothing, keeps its log and tries again later (our libraft
- * patch 0005; upstream asserted). Closing kills the child and cancels the
- * put before raft_uv's own close runs.
+ * If the encoder fails (no memory; a child killed), the put fails with
+ * RAFT_IOERR: raft records nothing, keeps its log and tries again later
+ * (our libraft patch 0005; upstream asserted). Closing cancels the thread
+ * (kills the child) and cancels the put before raft_uv's own close runs.
  *
  * Not here: what a snapshot holds (relay/snapshot.c), its header (fsm.c).
  */
 #define LOG_MODULE "cons"
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -41,7 +47,7 @@
 #include "internal.h"
 #include "log.h"
 
-/* The child's stream: the length of what follows (8 bytes, little-endian),
+/* The encoder's stream: the length of what follows (8 bytes, little-endian),
  * then the snapshot as raft stores it (fsm.c's header, then relay's). */
 #define JOB_LEN_BYTES 8
 /* A bigger pipe: fewer loop wake-ups per snapshot (the default is 64 KiB;
@@ -51,6 +57,12 @@
 struct cons__snapjob {
     struct cons_node *node;
     pid_t pid; /* the child (reaped by job_end, or later: snap_zombie) */
+    /* or the thread, joined by job_free, and the view it encodes, released
+     * there */
+    bool threaded;
+    pthread_t thread;
+    struct relay_view *view;
+    uint8_t scratch[8]; /* for reads past the end: there should be none */
     uv_pipe_t pipe;
     bool pipe_open;
     uint8_t len_bytes[JOB_LEN_BYTES];
@@ -59,7 +71,7 @@ struct cons__snapjob {
     size_t len, got;
     bool done; /* every byte arrived */
     uint64_t index;
-    uint64_t start_ns, fork_ns;
+    uint64_t start_ns, spawned_ns;
     /* The buffer array fsm_snapshot gave raft, and the put raft then made
      * with it, held back (req NULL: not made yet). */
     struct raft_buffer *bufs;
@@ -76,7 +88,7 @@ static struct cons_node *node_of_io(struct raft_io *io)
     return (struct cons_node *)((char *)io - offsetof(struct cons_node, io));
 }
 
-/* ---- the child ---------------------------------------------------------- */
+/* ---- the encoders ------------------------------------------------------- */
 
 static int write_all(int fd, const uint8_t *p, size_t len)
 {
@@ -93,14 +105,68 @@ static int write_all(int fd, const uint8_t *p, size_t len)
     return 0;
 }
 
+/* The stream either encoder writes: length, fsm.c's header, the state. */
+static int emit(int fd, const uint8_t *snap, size_t len)
+{
+    uint8_t len_bytes[JOB_LEN_BYTES], hdr[CONS_SNAP_HDR_LEN];
+    uint64_t total = CONS_SNAP_HDR_LEN + len;
+
+    cons__snap_header(hdr, snap, len);
+    for (int i = 0; i < JOB_LEN_BYTES; i++)
+        len_bytes[i] = (uint8_t)(total >> (8 * i));
+    if (write_all(fd, len_bytes, sizeof(len_bytes)) != 0 ||
+        write_all(fd, hdr, sizeof(hdr)) != 0 || write_all(fd, snap, len) != 0)
+        return -1;
+    return 0;
+}
+
+struct encoder_arg {
+    struct relay_view *view;
+    int fd; /* the pipe's write end, the thread's to close */
+    unsigned delay_ms;
+};
+
+/* Test hook: the encoder thread waits this long (DRIFTD_TEST_SNAPSHOT_DELAY_MS)
+ * after its view was taken, so that tests can change the state under a
+ * view through the node's own paths (tests/blackbox/snapshots.test.mjs). */
+static unsigned test_delay_ms(void)
+{
+    const char *v = getenv("DRIFTD_TEST_SNAPSHOT_DELAY_MS");
+    long ms = v != NULL ? strtol(v, NULL, 10) : 0;
+
+    return ms > 0 && ms < 600000 ? (unsigned)ms : 0;
+}
+
+/* The encoder thread: touches only its view and its pipe. Closing the pipe
+ * is its last act, so the loop that sees the EOF joins it at once. A
+ * failure is a pipe closed early; a cancelled view or a closed read end
+ * (EPIPE: SIGPIPE is ignored by the process) ends it too. */
+static void *encoder_main(void *p)
+{
+    struct encoder_arg *arg = p;
+    uint8_t *snap;
+    size_t len;
+
+    /* Named for top -H and the tests. */
+    pthread_setname_np(pthread_self(), "driftd-snap");
+    for (unsigned t = 0; t < arg->delay_ms && !relay_view_cancelled(arg->view);
+         t += 10)
+        usleep(10000);
+    if (relay_view_encode(arg->view, &snap, &len) == RELAY_OK) {
+        (void)emit(arg->fd, snap, len);
+        free(snap);
+    }
+    close(arg->fd);
+    free(arg);
+    return NULL;
+}
+
 /* Runs in the child only: a copy of the process with only this thread, so
  * it touches nothing but the state and its pipe, and never returns. */
 static void child_main(struct cons_node *n, int fd, pid_t parent)
 {
-    uint8_t len_bytes[JOB_LEN_BYTES], hdr[CONS_SNAP_HDR_LEN];
     uint8_t *snap;
     size_t len;
-    uint64_t total;
 
     /* The parent's handlers (libuv's signal pipe) mean nothing here: a
      * SIGTERM or Ctrl-C ends the child, and so does the parent's death. */
@@ -118,12 +184,7 @@ static void child_main(struct cons_node *n, int fd, pid_t parent)
 
     if (relay_state_snapshot(n->state, &snap, &len) != RELAY_OK)
         _exit(2);
-    cons__snap_header(hdr, snap, len);
-    total = CONS_SNAP_HDR_LEN + len;
-    for (int i = 0; i < JOB_LEN_BYTES; i++)
-        len_bytes[i] = (uint8_t)(total >> (8 * i));
-    if (write_all(fd, len_bytes, sizeof(len_bytes)) != 0 ||
-        write_all(fd, hdr, sizeof(hdr)) != 0 || write_all(fd, snap, len) != 0)
+    if (emit(fd, snap, len) != 0)
         _exit(3);
     _exit(0);
 }
@@ -159,7 +220,7 @@ static bool reap(pid_t pid, bool block)
  * arrives it may still be tearing down its copy of the node's memory, and
  * a waitpid() then held the loop for as long (hundreds of ms for a GB,
  * seen as a loop stall at each snapshot's end). One that has not exited
- * yet is left to the node's tick (cons__snapfork_check); closing waits.
+ * yet is left to the node's tick (cons__snapjob_check); closing waits.
  */
 static void reap_later(struct cons_node *n, pid_t pid)
 {
@@ -173,6 +234,13 @@ static void job_free(struct cons__snapjob *job)
     struct cons_node *n = job->node;
     raft_io_close_cb close_cb = job->close_cb;
 
+    /* The pipe's read end is closed by now, so a thread still writing
+     * fails (EPIPE) and one still encoding was cancelled by job_end: the
+     * join is short. After it nothing reads the view. */
+    if (job->threaded) {
+        pthread_join(job->thread, NULL);
+        relay_view_release(n->state, job->view);
+    }
     raft_free(job->buf); /* NULL once handed to raft */
     n->snap_job = NULL;
     free(job);
@@ -201,8 +269,7 @@ static void finish_put(struct cons__snapjob *job, int status)
         job->bufs[0].base = job->buf;
         job->bufs[0].len = job->len;
         job->buf = NULL; /* raft's now: it frees the buffers it was given */
-        rv = n->io_snapshot_put(&n->io, job->trailing, req, job->snapshot,
-                                cb);
+        rv = n->io_snapshot_put(&n->io, job->trailing, req, job->snapshot, cb);
         if (rv == 0)
             return;
         LOG_WARN("event=snapshot_put_refused index=%llu err=%d",
@@ -221,22 +288,27 @@ static void job_end(struct cons__snapjob *job)
 
     /* Not every byte came: a child still alive would block on a pipe
      * nobody reads, and its bytes are of no use now. */
-    if (!job->done)
-        kill(job->pid, SIGKILL);
-    if (job->close_cb != NULL)
-        reap(job->pid, true); /* closing: nothing else to serve */
-    else
-        reap_later(n, job->pid);
+    if (job->threaded) {
+        if (!job->done)
+            relay_view_cancel(job->view);
+    } else {
+        if (!job->done)
+            kill(job->pid, SIGKILL);
+        if (job->close_cb != NULL)
+            reap(job->pid, true); /* closing: nothing else to serve */
+        else
+            reap_later(n, job->pid);
+    }
     if (job->close_cb != NULL) {
         finish_put(job, RAFT_CANCELED);
     } else if (job->done) {
         n->stats.snapshot_bytes = job->len - CONS_SNAP_HDR_LEN;
         n->snap_last_len = n->stats.snapshot_bytes;
-        LOG_INFO("event=snapshot bytes=%zu applied=%llu mode=fork "
-                 "loop_ms=%.1f child_ms=%.1f",
-                 job->len - CONS_SNAP_HDR_LEN,
-                 (unsigned long long)job->index,
-                 (double)(job->fork_ns - job->start_ns) / 1e6,
+        LOG_INFO("event=snapshot bytes=%zu applied=%llu mode=%s "
+                 "loop_ms=%.1f encoder_ms=%.1f",
+                 job->len - CONS_SNAP_HDR_LEN, (unsigned long long)job->index,
+                 job->threaded ? "thread" : "fork",
+                 (double)(job->spawned_ns - job->start_ns) / 1e6,
                  (double)(now - job->start_ns) / 1e6);
         finish_put(job, 0);
     } else {
@@ -260,6 +332,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     struct cons__snapjob *job = h->data;
 
     (void)suggested;
+    if (job->done) {
+        *buf = uv_buf_init((char *)job->scratch, sizeof(job->scratch));
+        return;
+    }
     if (job->len_got < JOB_LEN_BYTES) {
         *buf = uv_buf_init((char *)job->len_bytes + job->len_got,
                            (unsigned)(JOB_LEN_BYTES - job->len_got));
@@ -279,8 +355,7 @@ static int got_length(struct cons__snapjob *job)
 
     for (int i = 0; i < JOB_LEN_BYTES; i++)
         len |= (uint64_t)job->len_bytes[i] << (8 * i);
-    if (len < CONS_SNAP_HDR_LEN || len > ((uint64_t)1 << 40) ||
-        len > SIZE_MAX)
+    if (len < CONS_SNAP_HDR_LEN || len > ((uint64_t)1 << 40) || len > SIZE_MAX)
         return -1;
     job->len = (size_t)len;
     job->buf = raft_malloc(job->len);
@@ -299,6 +374,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         job_end(job);
         return;
     }
+    if (job->done) {
+        /* Bytes past the announced length: the encoder went wrong. */
+        job->done = false;
+        uv_read_stop(s);
+        job_end(job);
+        return;
+    }
     if (job->len_got < JOB_LEN_BYTES) {
         job->len_got += (size_t)nread;
         if (job->len_got == JOB_LEN_BYTES && got_length(job) != 0) {
@@ -310,6 +392,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     job->got += (size_t)nread;
     if (job->got == job->len) {
         job->done = true;
+        /* A thread closes the pipe as its last act: its EOF ends the job
+         * and the join is then immediate. A child is reaped later. */
+        if (job->threaded)
+            return;
         uv_read_stop(s);
         job_end(job);
     }
@@ -320,12 +406,66 @@ static void free_closed_job(uv_handle_t *h)
     free(h->data);
 }
 
-int cons__snapfork_start(struct cons_node *n, struct raft_buffer **bufs,
-                         unsigned *n_bufs)
+/* The encoder thread of a view of the state as it is now; it owns fd. */
+static int spawn_thread(struct cons__snapjob *job, int fd)
+{
+    struct cons_node *n = job->node;
+    struct encoder_arg *arg = malloc(sizeof(*arg));
+    sigset_t all, old;
+    int rv;
+
+    if (arg == NULL)
+        goto err_close;
+    if (relay_view_take(n->state, &job->view) != RELAY_OK)
+        goto err_free_arg;
+    arg->view = job->view;
+    arg->fd = fd;
+    arg->delay_ms = test_delay_ms();
+    /* Signals stay the loop thread's (libuv's handlers). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rv = pthread_create(&job->thread, NULL, encoder_main, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rv != 0) {
+        LOG_WARN("event=snapshot_thread_failed err=\"%s\": encoding in place",
+                 strerror(rv));
+        goto err_release;
+    }
+    job->threaded = true;
+    return 0;
+err_release:
+    relay_view_release(n->state, job->view);
+    job->view = NULL;
+err_free_arg:
+    free(arg);
+err_close:
+    close(fd);
+    return -1;
+}
+
+/* A child with a copy of the process; fd is closed here. */
+static int spawn_child(struct cons__snapjob *job, int fd)
+{
+    pid_t pid, parent = getpid();
+
+    pid = fork();
+    if (pid == 0)
+        child_main(job->node, fd, parent);
+    close(fd);
+    if (pid < 0) {
+        LOG_WARN("event=snapshot_fork_failed err=\"%s\": encoding in place",
+                 strerror(errno));
+        return -1;
+    }
+    job->pid = pid;
+    return 0;
+}
+
+int cons__snapjob_start(struct cons_node *n, struct raft_buffer **bufs,
+                        unsigned *n_bufs)
 {
     struct cons__snapjob *job;
-    pid_t pid, parent = getpid();
-    int fds[2];
+    int fds[2], rv;
 
     if (n->snap_job != NULL)
         return -1; /* cannot happen: raft takes one snapshot at a time */
@@ -345,36 +485,29 @@ int cons__snapfork_start(struct cons_node *n, struct raft_buffer **bufs,
     if (uv_pipe_init(n->loop, &job->pipe, 0) != 0)
         goto err_close_fds;
     job->pipe.data = job;
-    job->start_ns = uv_hrtime();
-    pid = fork();
-    if (pid == 0)
-        child_main(n, fds[1], parent);
-    job->fork_ns = uv_hrtime();
-    close(fds[1]);
-    if (pid < 0) {
-        LOG_WARN("event=snapshot_fork_failed err=\"%s\": encoding in place",
-                 strerror(errno));
-        close(fds[0]);
-        goto err_close_handle;
-    }
-    job->pid = pid;
     if (uv_pipe_open(&job->pipe, fds[0]) != 0) {
         close(fds[0]);
-        goto err_end_child;
+        fds[0] = -1;
+        goto err_close_write;
     }
-    /* From here the handle owns fds[0]. */
+    /* From here the handle owns fds[0]; the reads start with the loop's
+     * next turn, once the encoder runs. */
     if (uv_read_start((uv_stream_t *)&job->pipe, on_alloc, on_read) != 0)
-        goto err_end_child;
+        goto err_close_write;
+    job->start_ns = uv_hrtime();
+    rv = n->cfg.snapshot_mode == CONS_SNAP_FORK ? spawn_child(job, fds[1])
+                                                : spawn_thread(job, fds[1]);
+    job->spawned_ns = uv_hrtime();
+    if (rv != 0)
+        goto err_close_handle; /* fds[1] closed */
     job->pipe_open = true;
     job->bufs = *bufs;
     *n_bufs = 1;
     n->snap_job = job;
     return 0;
 
-err_end_child:
-    /* The child is running with nothing to read it: end it. */
-    kill(pid, SIGKILL);
-    reap_later(n, pid);
+err_close_write:
+    close(fds[1]);
 err_close_handle:
     raft_free(*bufs);
     *bufs = NULL;
@@ -391,27 +524,30 @@ err_free_job:
     return -1;
 }
 
-double cons__snapfork_fork_seconds(const struct cons_node *n)
-{
-    const struct cons__snapjob *job = n->snap_job;
-
-    return job != NULL ? (double)(job->fork_ns - job->start_ns) / 1e9 : 0;
-}
-
 /* A child stuck (never scheduled, or deadlocked: a lock some other thread
  * held at the fork, which cannot happen with glibc's malloc but could with
  * another allocator) would hold every later snapshot back, and with them
  * the log's truncation, for as long as the node runs. */
-void cons__snapfork_check(struct cons_node *n)
+void cons__snapjob_check(struct cons_node *n)
 {
     struct cons__snapjob *job = n->snap_job;
 
     if (n->snap_zombie != 0 && reap(n->snap_zombie, false))
         n->snap_zombie = 0;
 
-    if (job == NULL || job->pid == 0 || job->done ||
-        uv_hrtime() - job->start_ns < (uint64_t)CONS_SNAP_CHILD_MAX_MS * 1000000)
+    if (job == NULL || (job->pid == 0 && !job->threaded) || job->done ||
+        uv_hrtime() - job->start_ns <
+            (uint64_t)CONS_SNAP_CHILD_MAX_MS * 1000000)
         return;
+    if (job->threaded) {
+        /* A thread cannot be killed: cancelled, it stops at its next
+         * stream, closes its pipe, and the EOF fails the job. */
+        LOG_WARN("event=snapshot_encoder_stuck index=%llu got=%zu of=%zu: "
+                 "cancelled",
+                 (unsigned long long)job->index, job->got, job->len);
+        relay_view_cancel(job->view);
+        return;
+    }
     LOG_WARN("event=snapshot_child_stuck pid=%d index=%llu got=%zu of=%zu: "
              "killed",
              (int)job->pid, (unsigned long long)job->index, job->got, job->len);
@@ -419,7 +555,7 @@ void cons__snapfork_check(struct cons_node *n)
 }
 
 /* raft_uv's snapshot_put, wrapped: the put of the placeholder that
- * cons__snapfork_start handed raft waits for the child's bytes. */
+ * cons__snapjob_start handed raft waits for the child's bytes. */
 static int held_put(struct raft_io *io, unsigned trailing,
                     struct raft_io_snapshot_put *req,
                     const struct raft_snapshot *snapshot,
@@ -460,7 +596,7 @@ static void held_close(struct raft_io *io, raft_io_close_cb cb)
     /* else: the pipe is closing; on_pipe_closed runs the close. */
 }
 
-void cons__snapfork_wrap_io(struct cons_node *n)
+void cons__snapjob_wrap_io(struct cons_node *n)
 {
     n->io_snapshot_put = n->io.snapshot_put;
     n->io.snapshot_put = held_put;
