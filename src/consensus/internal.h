@@ -255,6 +255,12 @@ int cons__snapjob_start(struct cons_node *n, struct raft_buffer **bufs,
  * again). */
 void cons__snapjob_check(struct cons_node *n);
 #define CONS_SNAP_CHILD_MAX_MS (5 * 60 * 1000)
+/* The encoder's nice value (thread or child): below the loops it competes
+ * with for the CPU, so that a loop thread that wakes takes the core at once
+ * (the three nodes of one machine each encode a snapshot at the same index,
+ * and with their loops and the load tool on two cores, every loop waited
+ * for them). It still gets its share when the machine is busy. */
+#define CONS_SNAP_NICE 10
 
 /* Times raft_uv's appends into stats.append (iotime.c); after
  * raft_uv_init, before raft_init. */

@@ -133,14 +133,20 @@ const TAKEN = /event=snapshot bytes=\d+ applied=\d+ mode=fork/g;
 const TAKEN_THREAD = /event=snapshot bytes=\d+ applied=(\d+) mode=thread/g;
 const STARTED = /event=snapshot_started applied=\d+/g;
 
-// Threads of pid by name (/proc/PID/task/TID/comm).
-function threadNames(pid) {
+// Threads of pid (/proc/PID/task/TID): name and nice value.
+function threads(pid) {
   const out = [];
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    try { out.push(fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()); } catch { /* gone */ }
+    try {
+      const name = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const nice = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      out.push({ name, nice });
+    } catch { /* gone */ }
   }
   return out;
 }
+const threadNames = (pid) => threads(pid).map((t) => t.name);
 
 // Pushes in rounds of 16 until the node has started a snapshot (a view is
 // out; the test hook holds its encoder).
@@ -182,7 +188,11 @@ describe('snapshots by a thread, from a view', () => {
     await w.push(16);
     assert.equal(countSinceStart(ctx.srv, TAKEN_THREAD), t0,
       'the changes were answered only after the snapshot: the encoder did not hold its view');
-    assert.ok(threadNames(ctx.srv.pid).includes('driftd-snap'), 'an encoder thread in the node');
+    // The encoder runs below the loop (nice 10), the loop at the node's own.
+    const encoder = threads(ctx.srv.pid).find((t) => t.name === 'driftd-snap');
+    assert.ok(encoder, 'an encoder thread in the node');
+    assert.equal(encoder.nice, 10, 'the encoder\'s nice value');
+    assert.equal(threads(ctx.srv.pid).find((t) => t.name === 'driftd').nice, 0, 'the loop thread\'s nice value');
 
     // The snapshot ends; raft writes it.
     await waitFor(() => countSinceStart(ctx.srv, TAKEN_THREAD) > t0, 15000, 'the thread\'s snapshot');
