@@ -196,6 +196,11 @@ static void link_abandon(struct net_server *s, uint16_t code,
 }
 
 static void on_retry_timer(uv_timer_t *t);
+bool net__fwd_is_link(const struct net_server *s, const struct lws *wsi)
+{
+    return wsi != NULL && wsi == s->fwd.wsi;
+}
+
 static int link_connect(struct net_server *s);
 
 /*

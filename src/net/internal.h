@@ -426,6 +426,9 @@ enum {
 int net__fwd_rx_feed(struct net_conn *c, const uint8_t *in, size_t len,
                      bool binary, bool final, size_t rest, size_t max,
                      const uint8_t **msg, size_t *msg_len);
+/* Whether wsi is this node's own link to the leader (lws stores it before
+ * any callback about it, through the connect info's pwsi). */
+bool net__fwd_is_link(const struct net_server *s, const struct lws *wsi);
 /* Follower side: a callback of a wsi without a net_conn (client wsis). */
 int net__fwd_client_event(struct net_server *s, struct lws *wsi,
                           enum lws_callback_reasons reason, void *in,

@@ -448,6 +448,13 @@ static int on_lws_event(struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
     switch (reason) {
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        /* libwebsockets announces this node's own outgoing link to the
+         * leader here too: it is no client of ours. Taken for one, it was
+         * counted against 127.0.0.1's connections and cut by the request
+         * deadline (it never sends a request), so every follower dropped
+         * its link and re-sent what was in flight every ~11 s. */
+        if (net__fwd_is_link(s, wsi))
+            return 0;
         return conn_open(s, wsi);
     case LWS_CALLBACK_WSI_DESTROY:
         if (c != NULL)

@@ -652,6 +652,31 @@ describe('cluster of 3 voters', () => {
 
 const HAPROXY = findHaproxy();
 
+describe('a follower\'s link to the leader', () => {
+  // A short request deadline: the sweep (every second) cuts within ~1.3 s
+  // any connection of a client that has not sent a request.
+  const ctx = useCluster({ name: 'fwdlink', args: ['--header-timeout', '300'] });
+
+  test('stays up under writes: the follower does not take its own link for a client (request deadline, per-address count)', T, async () => {
+    const c = ctx.cluster;
+    const leader = await c.waitLeader();
+    const f = c.ids.find((id) => id !== leader);
+    const { room } = await createRoom(c.base(f));
+    // Writes through the follower for ~3 s, ten times the deadline: the
+    // window in which a link taken for a client was cut (not a wait for a
+    // condition; the link has to stay up all along).
+    for (let i = 0; i < 30; i++) {
+      const r = await httpSend(c.base(f), room, { type: 'push', key: 'k', value: i, action: { type: 'append' } });
+      assert.equal(r.status, 200, `push ${i} through follower ${f}: ${r.text}`);
+      await sleep(100);
+    }
+    const m = (await httpRequest(`${c.base(f)}/metrics`)).text;
+    assert.match(m, /^driftd_forward_link_up 1$/m, 'the link is up');
+    assert.match(m, /^driftd_forward_resets_total 0$/m, `follower ${f}'s link to the leader was dropped:\n${c.node(f).tail(3000)}`);
+    assert.doesNotMatch(c.node(f).output(), /event=request_timeout/, 'a request deadline fired on the follower');
+  });
+});
+
 describe('cluster behind haproxy, real driftdb client', () => {
   if (!HAPROXY) {
     test('driftdb client through haproxy survives kill -9 of the node behind its connection', {
