@@ -262,6 +262,17 @@ void cons__snapjob_check(struct cons_node *n);
  * for them). It still gets its share when the machine is busy. */
 #define CONS_SNAP_NICE 10
 
+/* libraft's allocator (heap.c). install: once, before any raft call.
+ * collect: from now on what raft frees on this thread goes to l (NULL:
+ * freed at once); returns the list collected before. list_new: NULL when
+ * out of memory (then nothing is collected). free_later: l's pointers
+ * freed on libuv's pool, then l. */
+struct cons__heap_list;
+void cons__heap_install(void);
+struct cons__heap_list *cons__heap_collect(struct cons__heap_list *l);
+struct cons__heap_list *cons__heap_list_new(void);
+void cons__heap_free_later(uv_loop_t *loop, struct cons__heap_list *l);
+
 /* Times raft_uv's appends into stats.append (iotime.c); after
  * raft_uv_init, before raft_init. */
 void cons__iotime_wrap_io(struct cons_node *n);

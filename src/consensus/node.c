@@ -168,6 +168,9 @@ int cons_node_init(struct cons_node **out, uv_loop_t *loop,
     int rv;
 
     *out = NULL;
+    /* Before raft allocates anything (the same allocator as libraft's
+     * default, with frees that the snapshot callback holds back). */
+    cons__heap_install();
     n = calloc(1, sizeof(*n));
     if (n == NULL)
         return CONS_ENOMEM;

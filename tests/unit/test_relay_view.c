@@ -169,6 +169,28 @@ static void expect_twins(struct pair *p)
     free(b);
 }
 
+/* Encodes v, which must give `want` (freed here), releases it, and checks
+ * the state against its twin. */
+static void end_view(struct pair *p, struct relay_view *v, uint8_t *want,
+                     size_t lw, const char *what)
+{
+    uint8_t *got;
+    size_t lg;
+
+    assert_int_equal(relay_view_encode(v, &got, &lg), RELAY_OK);
+    expect_same(got, lg, want, lw, what);
+    relay_view_release(p->s, v);
+    expect_twins(p);
+    free(want);
+    free(got);
+}
+
+static void close_pair(struct pair *p)
+{
+    relay_state_destroy(p->s);
+    relay_state_destroy(p->twin);
+}
+
 /* The view's bytes are the snapshot of its moment, the state's the
  * twin's, through several views in a row. */
 static void test_view_is_its_moment(void **state)
@@ -179,22 +201,16 @@ static void test_view_is_its_moment(void **state)
     setup_pair(&p);
     for (unsigned round = 0; round < 4; round++) {
         struct relay_view *v;
-        uint8_t *want, *got;
-        size_t lw, lg;
+        uint8_t *want;
+        size_t lw;
 
         assert_int_equal(relay_state_snapshot(p.s, &want, &lw), RELAY_OK);
         assert_int_equal(relay_view_take(p.s, &v), RELAY_OK);
         churn(&p, round);
         churn(&p, round + 100);
-        assert_int_equal(relay_view_encode(v, &got, &lg), RELAY_OK);
-        expect_same(got, lg, want, lw, "the view against its moment");
-        relay_view_release(p.s, v);
-        expect_twins(&p);
-        free(want);
-        free(got);
+        end_view(&p, v, want, lw, "the view against its moment");
     }
-    relay_state_destroy(p.s);
-    relay_state_destroy(p.twin);
+    close_pair(&p);
 }
 
 /* A snapshot restored while a view is out: the view still reads the old
@@ -203,8 +219,8 @@ static void test_restore_under_view(void **state)
 {
     struct pair p;
     struct relay_view *v;
-    uint8_t *want, *got, *other;
-    size_t lw, lg, lo;
+    uint8_t *want, *other;
+    size_t lw, lo;
 
     (void)state;
     setup_pair(&p);
@@ -216,15 +232,9 @@ static void test_restore_under_view(void **state)
     assert_int_equal(relay_state_restore(p.s, other, lo), RELAY_OK);
     assert_int_equal(relay_state_restore(p.twin, other, lo), RELAY_OK);
     churn(&p, 9);
-    assert_int_equal(relay_view_encode(v, &got, &lg), RELAY_OK);
-    expect_same(got, lg, want, lw, "the view across a restore");
-    relay_view_release(p.s, v);
-    expect_twins(&p);
-    free(want);
-    free(got);
+    end_view(&p, v, want, lw, "the view across a restore");
     free(other);
-    relay_state_destroy(p.s);
-    relay_state_destroy(p.twin);
+    close_pair(&p);
 }
 
 struct enc {
@@ -268,8 +278,7 @@ static void test_encoder_thread(void **state)
         free(e.buf);
     }
     expect_twins(&p);
-    relay_state_destroy(p.s);
-    relay_state_destroy(p.twin);
+    close_pair(&p);
 }
 
 /* One view at a time; a cancelled one encodes nothing; a released state
@@ -295,8 +304,7 @@ static void test_one_view_and_cancel(void **state)
     assert_int_equal(relay_view_take(p.s, &w), RELAY_OK);
     relay_view_release(p.s, w);
     expect_twins(&p);
-    relay_state_destroy(p.s);
-    relay_state_destroy(p.twin);
+    close_pair(&p);
 }
 
 int main(void)
