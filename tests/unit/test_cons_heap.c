@@ -3,9 +3,9 @@
  * (src/consensus/heap.c).
  *
  * At the end of a snapshot the loop collects what raft frees and has
- * libuv's pool free it. Checked: a collected free is not done until the
- * pool's work has run, and is done after it; collection belongs to the
- * thread that asked for it (a free on another thread meanwhile is done at
+ * libuv's pool free it. Checked: a collected free is not done while it is
+ * collected, and is done once the pool's work has run; collection belongs to
+ * the thread that asked for it (a free on another thread meanwhile is done at
  * once); outside a collection frees are done at once. Under
  * AddressSanitizer "done" is read from the allocator's own poisoning, so a
  * free done too early or never fails the test (LeakSanitizer too);
@@ -77,9 +77,9 @@ static void test_collected_frees_wait_for_the_pool(void **state)
     }
     assert_int_equal(a[63], 'a'); /* still the node's memory */
 
+    /* The pool may run the frees as soon as they are queued: only after
+     * uv_run has seen the work done are they certain. */
     cons__heap_free_later(&loop, l);
-    if (CHECKED)
-        assert_false(FREED(a)); /* queued, not run */
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     if (CHECKED) {
         assert_true(FREED(a));
